@@ -1,0 +1,35 @@
+"""tailtower: a long-tail-aware TFX recommender with a BERT item tower.
+
+The pinned stack below is the one `scripts/env` installs (tfx 1.21 is the only tfx for Python >= 3.11).
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tfx==1.21.0",
+    "tensorflow==2.21.*",
+    "tf-keras==2.21.*",
+    "tensorflow-text==2.21.*",
+    "tensorflow-recommenders==0.7.7",
+    # transformers 5 dropped the TensorFlow models.
+    "transformers>=4.57,<5",
+    "safetensors",
+    "kfp==2.16.*",
+    "pyarrow",
+    "matplotlib",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest", "ruff"],
+}
+
+setup(
+    name="tailtower",
+    version="0.1.0",
+    description="Long-tail-aware TFX recommender with a BERT item tower (TFRS retrieval + ranking).",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    license="Apache-2.0",
+)

@@ -1,0 +1,61 @@
+"""Every feature key of the pipeline, defined once.
+
+Raw features are what `components.example_gen` writes into tf.Examples; transformed features are what
+`trainer.preprocessing.preprocessing_fn` emits. Model, metrics and serving code refer to these constants only.
+
+Raw interaction example (splits `train` and `eval`), one per (user, item, label):
+  user_id      bytes      [1]
+  item_id      bytes      [1]    the target (label 1) or a sampled negative (label 0)
+  history      bytes      [<=N]  the user's last N item ids before this interaction, oldest first
+  timestamp    int64      [1]    unix seconds or sequence position
+  label        float      [1]    1.0 positive, 0.0 sampled negative
+  + the item features below, for `item_id`
+
+Raw item features (also the whole of a catalog example):
+  item_id, title, text, brand  bytes [1]  (`text` is what the BERT tower reads; empty strings allowed for brand)
+  categories                   bytes [0..]
+  price                        float [1]  (0.0 when unknown)
+"""
+
+# --- raw: interactions ---------------------------------------------------------------------------
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+HISTORY = "history"
+TIMESTAMP = "timestamp"
+LABEL = "label"
+
+# --- raw: item catalog ---------------------------------------------------------------------------
+TITLE = "title"
+TEXT = "text"
+BRAND = "brand"
+CATEGORIES = "categories"
+PRICE = "price"
+
+ITEM_FEATURES = (ITEM_ID, TITLE, TEXT, BRAND, CATEGORIES, PRICE)
+INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL)
+
+# --- transformed --------------------------------------------------------------------------------
+USER_INDEX = "user_index"  # int64 [B]; vocabulary index, OOV bucket = user vocab size
+ITEM_INDEX = "item_index"  # int64 [B]; vocabulary over train items, OOV bucket = item vocab size
+HISTORY_INDEX = "history_index"  # int64 [B, HISTORY_LENGTH]; item indices, -1 = padding (left-padded)
+INPUT_IDS = "input_ids"  # int64 [B, MAX_TOKENS]; WordPiece ids with [CLS] ... [SEP], 0-padded
+INPUT_MASK = "input_mask"  # int64 [B, MAX_TOKENS]; 1 for real tokens
+BRAND_INDEX = "brand_index"  # int64 [B]
+CATEGORY_INDEX = "category_index"  # int64 [B, MAX_CATEGORIES]; -1 = padding
+PRICE_Z = "price_z"  # float32 [B]; z-score of log1p(price)
+ITEM_LOG_PROB = "item_log_prob"  # float32 [B]; log of the item's share of train interactions (logQ)
+ITEM_IS_TAIL = "item_is_tail"  # int64 [B]; 1 when the item is outside the head (see HEAD_SHARE)
+# LABEL passes through unchanged.
+
+# --- vocabulary file names inside the transform graph ---------------------------------------------
+USER_VOCAB = "user_id"
+ITEM_VOCAB = "item_id"  # ordered by train frequency, with counts (store_frequency=True)
+BRAND_VOCAB = "brand"
+CATEGORY_VOCAB = "categories"
+
+# --- sizes ---------------------------------------------------------------------------------------
+HISTORY_LENGTH = 20
+MAX_TOKENS = 64
+MAX_CATEGORIES = 4
+# Head = the most popular items that together hold this share of training interactions.
+HEAD_SHARE = 0.8
