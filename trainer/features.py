@@ -12,7 +12,7 @@ Raw interaction example (splits `train` and `eval`), one per (user, item, label)
   + the item features below, for `item_id`
 
 Raw item features (also the whole of a catalog example):
-  item_id, title, text, brand  bytes [1]  (`text` is what the BERT tower reads; empty strings allowed for brand)
+  item_id, title, text, brand  bytes [1]  (`text` is what the BERT tower reads; brand may be "")
   categories                   bytes [0..]
   price                        float [1]  (0.0 when unknown)
 """
@@ -45,7 +45,8 @@ CATEGORY_INDEX = "category_index"  # int64 [B, MAX_CATEGORIES]; -1 = padding
 PRICE_Z = "price_z"  # float32 [B]; z-score of log1p(price)
 ITEM_LOG_PROB = "item_log_prob"  # float32 [B]; log of the item's share of train interactions (logQ)
 ITEM_IS_TAIL = "item_is_tail"  # int64 [B]; 1 when the item is outside the head (see HEAD_SHARE)
-# LABEL passes through unchanged.
+# LABEL passes through unchanged. ITEM_ID ([B] bytes) and HISTORY ([B, HISTORY_LENGTH] bytes, left-padded
+# with b"") pass through as raw strings too: the model keys its cached catalog text vectors by item id.
 
 # --- vocabulary file names inside the transform graph ---------------------------------------------
 USER_VOCAB = "user_id"

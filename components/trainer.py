@@ -1,0 +1,89 @@
+"""A TFX Trainer that also receives the item catalog.
+
+TFRS retrieval needs every candidate item, not just the ones in the training examples: the catalog (cold items
+included) is indexed at export time. The stock Trainer takes one `examples` channel, so this component is the
+stock Trainer plus a `catalog` input (an Examples artifact), whose file patterns reach `run_fn` as
+`fn_args.custom_config["catalog_files"]`. Everything else behaves exactly like `tfx.v1.components.Trainer`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.components.trainer import fn_args_utils
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.proto import trainer_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
+from tfx.utils import json_utils
+
+CATALOG_KEY = "catalog"
+CATALOG_FILES_CONFIG_KEY = "catalog_files"
+
+
+class CatalogTrainerSpec(standard_component_specs.TrainerSpec):
+    """TrainerSpec with an extra `catalog` Examples input."""
+
+    INPUTS = {
+        **standard_component_specs.TrainerSpec.INPUTS,
+        CATALOG_KEY: ChannelParameter(type=standard_artifacts.Examples),
+    }
+
+
+def catalog_file_patterns(catalog: types.Artifact) -> list[str]:
+    """Returns one glob per split of a catalog Examples artifact (`<uri>/Split-<name>/*`)."""
+    splits = artifact_utils.decode_split_names(catalog.split_names)
+    return [os.path.join(artifact_utils.get_split_uri([catalog], split), "*") for split in splits]
+
+
+class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
+    """GenericExecutor that adds the catalog's file patterns to `fn_args.custom_config`."""
+
+    def _GetFnArgs(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> fn_args_utils.FnArgs:
+        fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
+        catalog = artifact_utils.get_single_instance(input_dict[CATALOG_KEY])
+        fn_args.custom_config = {
+            **(fn_args.custom_config or {}),
+            CATALOG_FILES_CONFIG_KEY: catalog_file_patterns(catalog),
+        }
+        return fn_args
+
+
+class Trainer(base_component.BaseComponent):
+    """`tfx.v1.components.Trainer` with a `catalog` input; `run_fn` is a dotted path."""
+
+    SPEC_CLASS = CatalogTrainerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(CatalogTrainerExecutor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        transform_graph: types.BaseChannel,
+        catalog: types.BaseChannel,
+        run_fn: str,
+        schema: types.BaseChannel | None = None,
+        train_args: trainer_pb2.TrainArgs | None = None,
+        eval_args: trainer_pb2.EvalArgs | None = None,
+        custom_config: dict[str, Any] | None = None,
+    ):
+        spec = CatalogTrainerSpec(
+            examples=examples,
+            transform_graph=transform_graph,
+            catalog=catalog,
+            schema=schema,
+            train_args=train_args or trainer_pb2.TrainArgs(),
+            eval_args=eval_args or trainer_pb2.EvalArgs(),
+            run_fn=run_fn,
+            custom_config=json_utils.dumps(custom_config),
+            model=types.Channel(type=standard_artifacts.Model),
+            model_run=types.Channel(type=standard_artifacts.ModelRun),
+        )
+        super().__init__(spec=spec)

@@ -1,0 +1,108 @@
+"""The tailtower TFX pipeline: pure wiring of its parameters (runners build and run it).
+
+ExampleGen → StatisticsGen → SchemaGen → ExampleValidator (→ AnomaliesGate) → Transform → Trainer
+→ Evaluator (against the latest blessed model) → Pusher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from components.example_gen import InteractionsExampleGen
+from tfx import v1 as tfx
+
+from components.anomalies_gate import AnomaliesGate
+from components.trainer import Trainer
+from pipeline import configs, eval_config
+
+
+def create_pipeline(
+    config: configs.PipelineConfig,
+    bert_dir: str,
+    metadata_connection_config=None,
+) -> tfx.dsl.Pipeline:
+    """Returns the pipeline for `config`; `bert_dir` is a local Hugging Face BERT folder (with vocab.txt)."""
+    paths = configs.run_paths(config.output_dir)
+
+    # Joins interactions with the catalog, splits per user by time, adds history and sampled negatives.
+    example_gen = InteractionsExampleGen(data_dir=config.data_dir, **asdict(config.example_gen))
+
+    # Computes statistics over the interaction examples, for the schema and the validator.
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+
+    # Infers the raw schema (feature types and shapes).
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+    )
+
+    # Checks the statistics of every split against the schema ...
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    # ... and stops the run, naming feature and problem, when it found anomalies.
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+
+    # Tokenizes item text (WordPiece), builds id vocabularies, popularity and normalized numeric features.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=configs.PREPROCESSING_FN,
+        custom_config={"bert_vocab": f"{bert_dir}/vocab.txt"},
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+    )
+    transform.add_upstream_node(anomalies_gate)
+
+    # Trains the TFRS retrieval + ranking model and exports the serving SavedModel.
+    trainer = Trainer(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        catalog=example_gen.outputs["catalog"],
+        schema=schema_gen.outputs["schema"],
+        run_fn=configs.RUN_FN,
+        custom_config={"bert": bert_dir, **config.trainer},
+    )
+
+    # Finds the latest blessed model, the baseline for the no-regression check.
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    # Computes AUC, Recall@K, APLT@K and TailCoverage@K on the eval split, sliced by head/tail, and blesses.
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config.make_eval_config(config.eval_gate),
+        example_splits=["eval"],
+    )
+
+    # Copies a blessed model to <serving_model_dir>/<version>/ for TF Serving.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths["serving_model_dir"])
+        ),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=configs.PIPELINE_NAME,
+        pipeline_root=paths["pipeline_root"],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomalies_gate,
+            transform,
+            trainer,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=config.beam_pipeline_args,
+    )
