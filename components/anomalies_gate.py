@@ -4,13 +4,11 @@ ExampleValidator only records anomalies; TFX runs Transform anyway. This tiny co
 bad dataset never reaches training.
 """
 
-from __future__ import annotations
-
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.types import Artifact, artifact_utils
 from tfx.utils import io_utils
 
 ANOMALIES_FILENAME = "SchemaDiff.pb"  # what ExampleValidator writes per split
@@ -28,7 +26,7 @@ def describe_anomalies(split: str, anomalies: anomalies_pb2.Anomalies) -> list[s
     return lines
 
 
-def load_split_anomalies(artifact: tfx.types.Artifact) -> dict[str, anomalies_pb2.Anomalies]:
+def load_split_anomalies(artifact: Artifact) -> dict[str, anomalies_pb2.Anomalies]:
     result = {}
     for split in artifact_utils.decode_split_names(artifact.split_names):
         path = os.path.join(artifact_utils.get_split_uri([artifact], split), ANOMALIES_FILENAME)

@@ -1,0 +1,87 @@
+"""Retrieval metrics on hand-computed cases, driven through the TFMA combiners the Evaluator uses."""
+
+import math
+
+import numpy as np
+import pytest
+from tensorflow_model_analysis.metrics import metric_types
+
+from trainer import features, metrics
+
+
+def _example(label: float, target: bytes, top_ids: list[bytes], is_tail: list[int], num_tail: int = 4):
+    return metric_types.StandardMetricInputs(
+        labels=np.array([label]),
+        predictions={
+            metrics.TOP_K_IDS: np.array(top_ids),
+            metrics.TOP_K_IS_TAIL: np.array(is_tail),
+            metrics.NUM_TAIL_ITEMS: np.array([num_tail]),
+            "score": np.array([0.5]),
+        },
+        example_weights=np.array([1.0]),
+        features={features.ITEM_ID: np.array([target])},
+    )
+
+
+# Three positives and one negative; tail items of the catalog: t1..t4 (num_tail_items = 4).
+EXAMPLES = [
+    _example(1.0, b"h1", [b"h1", b"t1", b"h2"], [0, 1, 0]),  # hit at rank 1
+    _example(1.0, b"t2", [b"h1", b"h2", b"t2"], [0, 0, 1]),  # hit at rank 3 only
+    _example(1.0, b"t3", [b"t1", b"t4", b"h2"], [1, 1, 0]),  # miss
+    _example(0.0, b"t3", [b"t3", b"t2", b"t1"], [1, 1, 1]),  # negative: ignored by every metric
+]
+
+
+def _compute(metric: metric_types.Metric, examples, split: int = 2) -> float:
+    """Runs the metric's combiner over two partial accumulators merged, as Beam would."""
+    (computation,) = metric.computations()
+    combiner = computation.combiner
+    parts = []
+    for chunk in (examples[:split], examples[split:]):
+        acc = combiner.create_accumulator()
+        for example in chunk:
+            acc = combiner.add_input(acc, example)
+        parts.append(acc)
+    (value,) = combiner.extract_output(combiner.merge_accumulators(parts)).values()
+    return value
+
+
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        # K=3: hits on examples 1 and 2 of 3 positives.
+        (metrics.RecallAtK(k=3), 2 / 3),
+        # K=2: only example 1 hits (example 2's target sits at rank 3).
+        (metrics.RecallAtK(k=2), 1 / 3),
+        # K=3 tail shares: 1/3, 1/3, 2/3 → mean 4/9.
+        (metrics.APLTAtK(k=3), 4 / 9),
+        # K=2 tail shares: 1/2, 0, 1 → mean 1/2.
+        (metrics.APLTAtK(k=2), 1 / 2),
+        # K=3: tail items shown to positives {t1, t2, t4} of 4 (t3 only reached the negative).
+        (metrics.TailCoverageAtK(k=3), 3 / 4),
+        # K=1: only t1 (example 3's first item).
+        (metrics.TailCoverageAtK(k=1), 1 / 4),
+    ],
+)
+def test_metric_values(metric, expected):
+    assert _compute(metric, EXAMPLES) == pytest.approx(expected)
+
+
+def test_metric_names_carry_k():
+    assert metrics.RecallAtK(k=5).name == "recall@5"
+    assert metrics.TailCoverageAtK(k=10).name == "tail_coverage@10"
+
+
+def test_no_positives_gives_nan_recall_and_zero_coverage():
+    negatives = [EXAMPLES[3]]
+    assert math.isnan(_compute(metrics.RecallAtK(k=3), negatives, split=0))
+    assert _compute(metrics.TailCoverageAtK(k=3), negatives, split=0) == 0.0
+
+
+def test_missing_retrieval_outputs_is_a_clear_error():
+    example = metric_types.StandardMetricInputs(
+        labels=np.array([1.0]), predictions=np.array([0.3]), features={features.ITEM_ID: np.array([b"a"])}
+    )
+    combiner = metrics.RecallAtK(k=3).computations()[0].combiner
+    with pytest.raises(ValueError, match="top_k_ids"):
+        combiner.add_input(combiner.create_accumulator(), example)
