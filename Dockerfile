@@ -1,0 +1,24 @@
+# The image an orchestrator (Kubeflow Pipelines / Vertex AI Pipelines) runs every component in:
+# the pinned stack, the pipeline code, and the pretrained MiniLM weights at the path
+# pipeline/kubeflow_runner.py passes to Transform and Trainer (IMAGE_BERT_DIR).
+#   docker build -t tailtower:latest .
+#   scripts/env python -m pipeline.kubeflow_runner --image tailtower:latest --output tailtower_pipeline.json
+FROM python:3.13-slim-trixie
+
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    TAILTOWER_IN_ENV=1 \
+    PYTHONUNBUFFERED=1
+
+WORKDIR /opt/tailtower/src
+# Dependencies first, so code changes do not reinstall the stack.
+COPY setup.py pyproject.toml ./
+RUN mkdir -p pipeline components trainer serving \
+    && touch pipeline/__init__.py components/__init__.py trainer/__init__.py serving/__init__.py \
+    && pip install --no-cache-dir -e . \
+    && python -m pip install --no-cache-dir "setuptools"
+
+COPY . .
+RUN python -c "from trainer.bert import fetch_minilm; fetch_minilm('/opt/tailtower/models')"
