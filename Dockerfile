@@ -17,8 +17,7 @@ WORKDIR /opt/tailtower/src
 COPY setup.py pyproject.toml ./
 RUN mkdir -p pipeline components trainer serving \
     && touch pipeline/__init__.py components/__init__.py trainer/__init__.py serving/__init__.py \
-    && pip install --no-cache-dir -e . \
-    && python -m pip install --no-cache-dir "setuptools"
+    && pip install --no-cache-dir -e .
 
 COPY . .
 RUN python -c "from trainer.bert import fetch_minilm; fetch_minilm('/opt/tailtower/models')"
