@@ -1,0 +1,54 @@
+"""The pipeline builds with every component, and compiles to a Kubeflow Pipelines v2 spec that kfp reads."""
+
+import json
+
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import configs, kubeflow_runner
+from pipeline.pipeline import create_pipeline
+
+COMPONENT_IDS = {
+    "InteractionsExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "Trainer",
+    "latest_blessed_model_resolver",
+    "Evaluator",
+    "Pusher",
+}
+
+
+def _config(tmp_path) -> configs.PipelineConfig:
+    return configs.PipelineConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"))
+
+
+def test_create_pipeline_has_every_component(tmp_path):
+    pipeline = create_pipeline(_config(tmp_path), bert_dir="/models/bert")
+    assert {component.id for component in pipeline.components} == COMPONENT_IDS
+    assert pipeline.pipeline_info.pipeline_root == str(tmp_path / "run" / configs.PIPELINE_ROOT_DIRNAME)
+
+
+def test_transform_waits_for_the_anomalies_gate(tmp_path):
+    pipeline = create_pipeline(_config(tmp_path), bert_dir="/models/bert")
+    transform = next(c for c in pipeline.components if c.id == "Transform")
+    assert "AnomaliesGate" in {node.id for node in transform.upstream_nodes}
+
+
+def test_kubeflow_v2_spec_compiles_and_loads(tmp_path):
+    output = tmp_path / "tailtower_pipeline.json"
+    kubeflow_runner.main(["--output", str(output), "--image", "tailtower:test"])
+    job = json.loads(output.read_text())
+    spec = json_format.ParseDict(
+        job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=True
+    )
+    assert set(spec.root.dag.tasks) == COMPONENT_IDS
+    images = {
+        executor["container"]["image"]
+        for executor in job["pipelineSpec"]["deploymentSpec"]["executors"].values()
+        if "container" in executor
+    }
+    assert images == {"tailtower:test"}
