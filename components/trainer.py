@@ -20,8 +20,9 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
+from trainer import features
+
 CATALOG_KEY = "catalog"
-CATALOG_FILES_CONFIG_KEY = "catalog_files"
 
 
 class CatalogTrainerSpec(standard_component_specs.TrainerSpec):
@@ -52,7 +53,7 @@ class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
         catalog = artifact_utils.get_single_instance(input_dict[CATALOG_KEY])
         fn_args.custom_config = {
             **(fn_args.custom_config or {}),
-            CATALOG_FILES_CONFIG_KEY: catalog_file_patterns(catalog),
+            features.CATALOG_FILES_CONFIG: catalog_file_patterns(catalog),
         }
         return fn_args
 

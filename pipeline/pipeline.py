@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from components.example_gen import InteractionsExampleGen
 from tfx import v1 as tfx
 
 from components.anomalies_gate import AnomaliesGate
+from components.example_gen import InteractionsExampleGen
 from components.trainer import Trainer
 from pipeline import configs, eval_config
+from trainer import features
 
 
 def create_pipeline(
@@ -47,7 +48,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
-        custom_config={"bert_vocab": f"{bert_dir}/vocab.txt"},
+        custom_config={features.BERT_VOCAB_CONFIG: f"{bert_dir}/vocab.txt"},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
     )
     transform.add_upstream_node(anomalies_gate)

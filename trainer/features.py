@@ -60,3 +60,7 @@ MAX_TOKENS = 64
 MAX_CATEGORIES = 4
 # Head = the most popular items that together hold this share of training interactions.
 HEAD_SHARE = 0.8
+
+# --- custom_config keys shared between the pipeline and the user code -----------------------------
+BERT_VOCAB_CONFIG = "bert_vocab"  # Transform: path of the WordPiece vocab.txt
+CATALOG_FILES_CONFIG = "catalog_files"  # Trainer: file patterns of the raw catalog examples

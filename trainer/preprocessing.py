@@ -24,7 +24,7 @@ import tensorflow_transform as tft
 from trainer import features
 
 # custom_config keys read by preprocessing_fn.
-BERT_VOCAB = "bert_vocab"  # path of the BERT WordPiece vocab.txt (becomes an asset of the transform graph)
+BERT_VOCAB = features.BERT_VOCAB_CONFIG  # path of the WordPiece vocab.txt (becomes a transform graph asset)
 
 _OOV_BUCKETS = 1
 _CLS, _SEP = "[CLS]", "[SEP]"
