@@ -1,0 +1,59 @@
+"""tf.Example encoding of catalog items and interaction examples (formats in trainer/features.py)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+from components.data_files import Item  # noqa: E402
+from components.interactions import ExampleStub  # noqa: E402
+from trainer import features  # noqa: E402
+
+
+def _bytes(values: list[str] | tuple[str, ...]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
+
+
+def _int64(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def _float(value: float) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+
+def _item_features(item: Item) -> dict[str, tf.train.Feature]:
+    return {
+        features.ITEM_ID: _bytes([item.item_id]),
+        features.TITLE: _bytes([item.title]),
+        features.TEXT: _bytes([item.text]),
+        features.BRAND: _bytes([item.brand]),
+        features.CATEGORIES: _bytes(item.categories),
+        features.PRICE: _float(item.price),
+    }
+
+
+def item_example(item: Item) -> tf.train.Example:
+    """A catalog example: the item features only."""
+    return tf.train.Example(features=tf.train.Features(feature=_item_features(item)))
+
+
+def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.Example:
+    """An interaction example: user, history, timestamp and label, plus the features of `item`.
+
+    `item` is `item_example(...)` of `stub.item_id`, built once per item and copied (a fast C++ copy)
+    for each of its examples.
+    """
+    if item.features.feature[features.ITEM_ID].bytes_list.value != [stub.item_id.encode("utf-8")]:
+        raise ValueError(f"example for item {stub.item_id!r} joined with another item's features")
+    example = tf.train.Example()
+    example.CopyFrom(item)
+    feature = example.features.feature
+    feature[features.USER_ID].bytes_list.value.append(stub.user_id.encode("utf-8"))
+    feature[features.HISTORY].bytes_list.value.extend(h.encode("utf-8") for h in stub.history)
+    feature[features.TIMESTAMP].int64_list.value.append(stub.timestamp)
+    feature[features.LABEL].float_list.value.append(stub.label)
+    return example
