@@ -1,0 +1,264 @@
+"""End to end through run_fn on a tiny fixture: tft_beam transform → run_fn → the serving SavedModel.
+
+The fixture (built once per module, ~30 s): 10 catalog items (i8, i9 cold: never in an interaction), 5 users,
+a tiny random BERT over the MiniLM vocabulary, 2 epochs. Checks are about the serving contract, not quality.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import apache_beam as beam  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tensorflow_transform.beam as tft_beam  # noqa: E402
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from trainer import bert, export, features, preprocessing, train  # noqa: E402
+
+TOP_K = 3
+ITEMS = [f"i{n}" for n in range(10)]
+TRAIN_ITEMS = ITEMS[:8]
+USERS = ["u0", "u1", "u2", "u3", "u4"]
+
+RAW_SPEC = {
+    **{name: tf.io.FixedLenFeature([1], tf.string) for name in (
+        features.USER_ID, features.ITEM_ID, features.TITLE, features.TEXT, features.BRAND)},
+    features.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
+    features.LABEL: tf.io.FixedLenFeature([1], tf.float32),
+    features.PRICE: tf.io.FixedLenFeature([1], tf.float32),
+    features.HISTORY: tf.io.VarLenFeature(tf.string),
+    features.CATEGORIES: tf.io.VarLenFeature(tf.string),
+}
+
+
+def _item(item_id: str) -> dict:
+    n = int(item_id[1:])
+    return {
+        features.ITEM_ID: [item_id.encode()],
+        features.TITLE: [f"item {n}".encode()],
+        features.TEXT: [f"{'red pen' if n % 2 else 'blue paper'} number {n}".encode()],
+        features.BRAND: [b"acme" if n % 3 else b""],
+        features.CATEGORIES: [b"office", b"pens" if n % 2 else b"paper"],
+        features.PRICE: [float(n + 1)],
+    }
+
+
+def _interaction(user: str, item_id: str, history: list[str], label: float, timestamp: int) -> dict:
+    return {
+        **_item(item_id),
+        features.USER_ID: [user.encode()],
+        features.HISTORY: [h.encode() for h in history],
+        features.TIMESTAMP: [timestamp],
+        features.LABEL: [label],
+    }
+
+
+def _interactions(seed: int, rows: int) -> list[dict]:
+    """User u likes items of its parity; histories are earlier positives of the same parity."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(rows):
+        user = USERS[t % len(USERS)]
+        parity = int(user[1:]) % 2
+        liked = [i for i in TRAIN_ITEMS if int(i[1:]) % 2 == parity]
+        history = list(rng.choice(liked, size=int(rng.integers(0, 4)), replace=False))
+        out.append(_interaction(user, str(rng.choice(liked)), history, 1.0, t))
+        out.append(_interaction(user, str(rng.choice(TRAIN_ITEMS)), history, 0.0, t))
+    return out
+
+
+def _serialize(row: dict) -> bytes:
+    def feature(values):
+        if isinstance(values[0], bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        if isinstance(values[0], float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    return tf.train.Example(features=tf.train.Features(
+        feature={name: feature(values) for name, values in row.items() if len(values)}
+    )).SerializeToString()
+
+
+def _write_gzip(path: str, records: list[bytes]) -> str:
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
+def _instance(row: dict) -> dict:
+    """A tft_beam instance dict: FixedLen [1] values as 1-element arrays, VarLen as lists."""
+    dtypes = {tf.string: object, tf.int64: np.int64, tf.float32: np.float32}
+    return {name: np.asarray(row.get(name, []), dtypes[spec.dtype]) for name, spec in RAW_SPEC.items()}
+
+
+def _transform(workdir: str, vocab_file: str, train_rows: list[dict], eval_rows: list[dict]):
+    """AnalyzeAndTransformDataset on train; writes transformed train/eval TFRecords and the transform_fn."""
+    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC)
+    custom_config = {preprocessing.BERT_VOCAB: vocab_file}
+    transform_dir = os.path.join(workdir, "transform_output")
+    tft_tmp = os.path.join(workdir, "tft_tmp")
+    # FnApiRunner: the default DirectRunner first tries to download the Prism runner.
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline, tft_beam.Context(temp_dir=tft_tmp):
+        raw_train = pipeline | "Train" >> beam.Create([_instance(r) for r in train_rows])
+        raw_eval = pipeline | "Eval" >> beam.Create([_instance(r) for r in eval_rows])
+        (transformed_train, transformed_metadata), transform_fn = (
+            (raw_train, metadata)
+            | tft_beam.AnalyzeAndTransformDataset(
+                lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
+            )
+        )
+        transformed_eval, _ = ((raw_eval, metadata), transform_fn) | tft_beam.TransformDataset()
+        coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
+        for name, data in (("train", transformed_train), ("eval", transformed_eval)):
+            _ = (
+                data
+                | f"Encode{name}" >> beam.Map(coder.encode)
+                | f"Write{name}" >> beam.io.WriteToTFRecord(
+                    os.path.join(workdir, name, "part"), file_name_suffix=".gz"
+                )
+            )
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    # TFX's Transform also writes the raw schema, which TFTransformOutput.raw_feature_spec() reads.
+    metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    return transform_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Runs run_fn once; returns (serving dir, workdir, eval raw rows)."""
+    workdir = str(tmp_path_factory.mktemp("e2e"))
+    try:
+        minilm = bert.fetch_minilm()
+    except RuntimeError as e:  # no network and no cached copy
+        pytest.skip(f"MiniLM vocabulary unavailable: {e}")
+    vocab_file = os.path.join(workdir, "vocab.txt")  # a copy, deleted before the relocation check
+    shutil.copyfile(minilm / bert.VOCAB_FILE, vocab_file)
+    bert_dir = bert.write_tiny_bert(os.path.join(workdir, "bert"), vocab_file, hidden=16, layers=1, heads=2)
+    train_rows, eval_rows = _interactions(0, 40), _interactions(1, 6)
+    transform_dir = _transform(workdir, vocab_file, train_rows, eval_rows)
+    catalog = _write_gzip(os.path.join(workdir, "catalog.gz"), [_serialize(_item(i)) for i in ITEMS])
+    serving_dir = os.path.join(workdir, "serving")
+    fn_args = tfx.components.FnArgs(
+        train_files=[os.path.join(workdir, "train", "*")],
+        eval_files=[os.path.join(workdir, "eval", "*")],
+        transform_output=transform_dir,
+        serving_model_dir=serving_dir,
+        train_steps=None,
+        eval_steps=None,
+        custom_config={
+            "catalog_files": [catalog], "bert": str(bert_dir), "epochs": 2, "batch_size": 16,
+            "embedding_dim": 8, "top_k": TOP_K, "logq_beta": 0.5,
+        },
+    )
+    train.run_fn(fn_args)
+    return serving_dir, workdir, eval_rows
+
+
+def _recommend(loaded, users, histories, k):
+    width = max(1, *(len(h) for h in histories))
+    padded = [h + [""] * (width - len(h)) for h in histories]
+    out = loaded.signatures["recommend"](
+        user_id=tf.constant(users), history=tf.constant(padded, tf.string), k=tf.constant(k, tf.int32)
+    )
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def test_recommend_excludes_history_and_handles_unknowns(trained):
+    loaded = tf.saved_model.load(trained[0])
+    history = ["i0", "i2", "i4", "i6", "i9"]
+    out = _recommend(loaded, ["u0", "stranger"], [history, ["nope", "i1"]], k=4)
+    assert {name: value.shape for name, value in out.items()} == {
+        "item_ids": (2, 4), "scores": (2, 4), "is_tail": (2, 4)}
+    known = {i.encode() for i in ITEMS}
+    assert set(out["item_ids"].ravel()) <= known
+    assert not {h.encode() for h in history} & set(out["item_ids"][0])
+    assert b"i1" not in out["item_ids"][1]
+    assert len(set(out["item_ids"][1])) == 4  # unknown user + unknown history id still gets 4 distinct items
+    assert (np.diff(out["scores"], axis=1) <= 0).all()
+    assert set(out["is_tail"].ravel()) <= {0, 1}
+    # k larger than the catalog: all 10 items, the 5 history items last.
+    everything = _recommend(loaded, ["u0"], [history], k=50)
+    assert everything["item_ids"].shape == (1, 10)
+    assert set(everything["item_ids"][0, -5:]) == {h.encode() for h in history}
+
+
+def test_serving_default_and_transform_features(trained):
+    serving_dir, _, eval_rows = trained
+    loaded = tf.saved_model.load(serving_dir)
+    rows = [{k: v for k, v in row.items() if k != features.LABEL} for row in eval_rows[:4]]  # no labels
+    out = loaded.signatures["serving_default"](examples=tf.constant([_serialize(r) for r in rows]))
+    out = {name: value.numpy() for name, value in out.items()}
+    assert out[export.SCORE].shape == (4,)
+    assert ((out[export.SCORE] > 0) & (out[export.SCORE] < 1)).all()
+    assert out[export.TOP_K_IDS].shape == (4, TOP_K) and out[export.TOP_K_SCORES].shape == (4, TOP_K)
+    assert out[export.TOP_K_IS_TAIL].dtype == np.int64
+    assert len(set(out[export.NUM_TAIL_ITEMS])) == 1
+    for row, top in zip(rows, out[export.TOP_K_IDS], strict=True):
+        assert not set(row[features.HISTORY]) & set(top)
+    # An item outside the catalog: its text vector comes from BERT run on its own tokens.
+    unknown = {**eval_rows[0], features.ITEM_ID: [b"brand-new"], features.TEXT: [b"a green stapler"]}
+    cold = loaded.signatures["serving_default"](examples=tf.constant([_serialize(unknown)]))
+    assert 0 < float(cold[export.SCORE][0]) < 1
+    transformed = loaded.signatures["transform_features"](examples=tf.constant([_serialize(eval_rows[0])]))
+    assert transformed[features.ITEM_IS_TAIL].shape == (1,)
+    assert transformed[features.INPUT_IDS].shape == (1, features.MAX_TOKENS)
+    # The cold catalog item i9 (only in the catalog) is tail.
+    tail = _recommend(loaded, ["u0"], [[]], k=10)
+    flags = dict(zip(tail["item_ids"][0], tail["is_tail"][0], strict=True))
+    assert flags[b"i9"] == 1
+
+
+def test_with_default_raw_features_fills_missing():
+    raw = {features.USER_ID: tf.constant([[b"u1"], [b"u2"]])}
+    filled = export.with_default_raw_features(raw, RAW_SPEC)
+    assert set(filled) == set(RAW_SPEC)
+    np.testing.assert_array_equal(filled[features.TEXT].numpy(), [[b""], [b""]])
+    np.testing.assert_array_equal(filled[features.LABEL].numpy(), [[0.0], [0.0]])
+    assert filled[features.TIMESTAMP].dtype == tf.int64
+    history = filled[features.HISTORY]
+    assert isinstance(history, tf.SparseTensor) and history.dense_shape.numpy().tolist() == [2, 0]
+    assert filled[features.USER_ID] is raw[features.USER_ID]
+    # Parsing with the optional spec accepts an example that has only an item id.
+    spec = export.optional_raw_spec(RAW_SPEC)
+    parsed = tf.io.parse_example([_serialize({features.ITEM_ID: [b"i1"]})], spec)
+    assert parsed[features.PRICE].numpy().tolist() == [[0.0]]
+
+
+def test_saved_model_is_relocatable(trained, tmp_path):
+    serving_dir, workdir, _ = trained
+    moved = str(tmp_path / "moved")
+    shutil.copytree(serving_dir, moved)
+    script = textwrap.dedent(f"""
+        import os
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokenizer ops, as TF Serving links them)
+        loaded = tf.saved_model.load({moved!r})
+        out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]),
+                                             history=tf.constant([["i1", ""]]), k=tf.constant(3))
+        ids = out["item_ids"].numpy()
+        assert ids.shape == (1, 3) and b"i1" not in ids[0], ids
+        print("OK", ids.tolist())
+    """)
+    # Hide the original export, the transform graph, the BERT folder and vocab.txt while the copy runs
+    # (renamed rather than deleted, so that the module fixture stays usable whatever the test order).
+    hidden = workdir + ".hidden"
+    os.rename(workdir, hidden)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              cwd=str(tmp_path))
+    finally:
+        os.rename(hidden, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK" in proc.stdout

@@ -1,0 +1,253 @@
+"""Unit tests of trainer.model on constructed transformed features (no transform graph, no BERT)."""
+
+import math
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_recommenders as tfrs  # noqa: E402
+
+from trainer import features  # noqa: E402
+from trainer.config import TrainerConfig  # noqa: E402
+from trainer.model import (  # noqa: E402
+    IdEmbedding,
+    TailTowerModel,
+    TextVectorCache,
+    VocabSizes,
+    masked_mean,
+    retrieval_loss,
+)
+
+H = features.HISTORY_LENGTH
+T = features.MAX_TOKENS
+TEXT_DIM = 8
+SIZES = VocabSizes(users=4, items=6, brands=3, categories=5)
+CATALOG = np.array([b"i0", b"i1", b"i2", b"i3", b"i4", b"i5"], dtype=object)
+
+
+class FakeEncoder(tf.keras.layers.Layer):
+    """Stands in for BertTextEncoder: masked mean of token embeddings, {ids, mask} [B, T] → [B, TEXT_DIM]."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(50, TEXT_DIM)
+
+    def call(self, tokens):
+        mask = tokens[features.INPUT_MASK] > 0
+        return masked_mean(self.embedding(tokens[features.INPUT_IDS]), mask)
+
+
+def _tokens(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(1, 50, size=[batch, T])
+    mask = np.zeros([batch, T], np.int64)
+    mask[:, :5] = 1
+    return {features.INPUT_IDS: ids * mask, features.INPUT_MASK: mask}
+
+
+def _batch(users, items, histories, labels) -> dict[str, tf.Tensor]:
+    """Transformed features for rows (user index, item index, history item indices, label)."""
+    batch = len(users)
+    history_index = np.full([batch, H], -1, np.int64)
+    history = np.full([batch, H], b"", dtype=object)
+    for row, items_seen in enumerate(histories):
+        if items_seen:  # left-padded, as the transform writes it
+            history_index[row, -len(items_seen):] = items_seen
+            history[row, -len(items_seen):] = [CATALOG[i] for i in items_seen]
+    categories = np.full([batch, features.MAX_CATEGORIES], -1, np.int64)
+    categories[:, 0] = np.asarray(items) % SIZES.categories
+    counts = np.array([6.0, 3.0, 1.0, 1.0, 1.0, 1.0])
+    log_prob = np.log(counts / counts.sum())
+    values = {
+        features.USER_INDEX: np.asarray(users, np.int64),
+        features.ITEM_INDEX: np.asarray(items, np.int64),
+        features.ITEM_ID: CATALOG[np.asarray(items)],
+        features.HISTORY_INDEX: history_index,
+        features.HISTORY: history,
+        features.BRAND_INDEX: np.asarray(items, np.int64) % SIZES.brands,
+        features.CATEGORY_INDEX: categories,
+        features.PRICE_Z: np.linspace(-1, 1, batch).astype(np.float32),
+        features.ITEM_LOG_PROB: log_prob[np.asarray(items)].astype(np.float32),
+        features.ITEM_IS_TAIL: (np.asarray(items) > 1).astype(np.int64),
+        features.LABEL: np.asarray(labels, np.float32),
+        **_tokens(batch),
+    }
+    return {key: tf.constant(value) for key, value in values.items()}
+
+
+def _model(**config) -> TailTowerModel:
+    tf.keras.utils.set_random_seed(0)
+    vectors = np.random.default_rng(1).normal(size=[len(CATALOG), TEXT_DIM]).astype(np.float32)
+    cache = TextVectorCache(CATALOG, vectors)
+    return TailTowerModel(TrainerConfig(embedding_dim=16, **config), SIZES, cache)
+
+
+# User u likes item u (and item u+2 sometimes); user 3 is unknown to nobody, OOV user is index 4.
+USERS = [0, 1, 2, 3, 0, 1, 2, 3]
+ITEMS = [0, 1, 2, 3, 2, 3, 0, 1]
+HISTORIES = [[1, 2], [], [0], [5, 4, 3], [1], [2, 0], [], [3]]
+LABELS = [1, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_id_embedding_zeroes_oov_and_padding():
+    layer = IdEmbedding(vocab_size=3, dim=4)
+    out = layer(tf.constant([[0, 2, 3, -1]], tf.int64)).numpy()
+    assert out.shape == (1, 4, 4)
+    assert np.abs(out[0, :2]).sum() > 0
+    np.testing.assert_array_equal(out[0, 2:], 0.0)
+
+
+def test_masked_mean():
+    values = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    # row 0: mean of the first two; row 1: nothing to average → zeros.
+    np.testing.assert_allclose(masked_mean(values, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_text_cache_hits_misses_and_fallback():
+    vectors = np.arange(6, dtype=np.float32).reshape(3, 2) + 1.0
+    encoder = FakeEncoder()
+    tokens = _tokens(2)
+    encoder(tokens)  # built before it runs inside tf.cond
+    cache = TextVectorCache(np.array([b"a", b"b", b"c"], dtype=object), np.pad(vectors, [(0, 0), (0, 6)]),
+                            fallback=encoder)
+    ids = tf.constant([b"c", b"cold"])
+    no_tokens = cache(ids).numpy()
+    np.testing.assert_allclose(no_tokens[0, :2], [5.0, 6.0])
+    np.testing.assert_array_equal(no_tokens[1], 0.0)
+    with_tokens = cache(ids, tokens).numpy()
+    np.testing.assert_allclose(with_tokens[0, :2], [5.0, 6.0])  # hit: cache, not the encoder
+    np.testing.assert_allclose(with_tokens[1], encoder(tokens).numpy()[1], rtol=1e-6)
+
+
+def test_text_cache_rejects_duplicate_ids():
+    with pytest.raises(ValueError, match="unique"):
+        TextVectorCache(np.array([b"a", b"a"], dtype=object), np.zeros([2, 2], np.float32))
+
+
+def test_tower_shapes_and_oov_inputs():
+    model = _model()
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    query = model.query_embedding(batch)
+    candidate = model.candidate_embedding(batch)
+    assert query.shape == (8, 16) and candidate.shape == (8, 16)
+    assert model(batch).shape == (8,)
+    # Unknown user (OOV index 4), empty history, cold item (OOV index 6, id absent from the cache).
+    cold = _batch([SIZES.users], [0], [[]], [1])
+    cold[features.ITEM_INDEX] = tf.constant([SIZES.items], tf.int64)
+    cold[features.ITEM_ID] = tf.constant([b"cold"])
+    assert np.isfinite(model.query_embedding(cold).numpy()).all()
+    assert np.isfinite(model.candidate_embedding(cold).numpy()).all()
+
+
+def test_logq_correction_lowers_popular_logits():
+    # All scores 0; two positive rows, candidate A with p=0.9, B with p=0.1. Corrected logits
+    # s - log p = [-log .9, -log .1]: row A loss = log(1 + 0.9/0.1) = log 10, row B = log(1 + 0.1/0.9)
+    # = log(10/9); mean = (log 10 + log 10/9) / 2. Without correction each row is log 2.
+    task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+    zeros = tf.zeros([2, 3])
+    log_prob = tf.math.log(tf.constant([0.9, 0.1]))
+    ids = tf.constant([b"A", b"B"])
+    labels = tf.constant([1.0, 1.0])
+    corrected = retrieval_loss(task, zeros, zeros, labels, log_prob, ids, beta=1.0)
+    np.testing.assert_allclose(corrected.numpy(), (math.log(10) + math.log(10 / 9)) / 2, rtol=1e-5)
+    only_a = retrieval_loss(task, zeros, zeros, tf.constant([1.0, 0.0]), log_prob, ids, beta=1.0)
+    assert only_a.numpy() == pytest.approx(0.0, abs=1e-6)  # B is a negative row: not a candidate for A
+    uncorrected = retrieval_loss(task, zeros, zeros, labels, log_prob, ids, beta=0.0)
+    np.testing.assert_allclose(uncorrected.numpy(), math.log(2), rtol=1e-5)
+    # Half strength: p^0.5 = [0.949, 0.316]; row A loss = log(1 + 3) = log 4, row B = log(4/3).
+    half = retrieval_loss(task, zeros, zeros, labels, log_prob, ids, beta=0.5)
+    np.testing.assert_allclose(half.numpy(), (math.log(4) + math.log(4 / 3)) / 2, rtol=1e-5)
+
+
+def test_accidental_hits_removed():
+    # Rows 0 and 1 share item "A": for row 0 the column of row 1 is the same item, not a negative.
+    # Scores all 0, no correction → row loss = log(#valid columns):
+    # rows 0, 1: log 2 (self + "B"), row 2: log 3.
+    task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+    zeros = tf.zeros([3, 2])
+    loss = retrieval_loss(task, zeros, zeros, tf.ones([3]), tf.zeros([3]), tf.constant([b"A", b"A", b"B"]),
+                          beta=0.0)
+    np.testing.assert_allclose(loss.numpy(), (2 * math.log(2) + math.log(3)) / 3, rtol=1e-5)
+
+
+def test_training_lowers_loss():
+    model = _model(logq_beta=0.5)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.03))
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    before = float(model.compute_loss(batch))
+    dataset = tf.data.Dataset.from_tensors(batch).repeat(30)
+    history = model.fit(dataset, epochs=1, verbose=0)
+    after = float(model.compute_loss(batch))
+    assert after < 0.5 * before, (before, after)
+    assert {"retrieval_loss", "ranking_loss", "ranking_auc", "loss"} <= set(history.history)
+
+
+def _ranking_head_gradients(model: TailTowerModel, batch) -> list[float]:
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.ranking_head.trainable_variables)
+    return [float(tf.reduce_sum(tf.abs(g))) for g in grads]
+
+
+def test_ranking_only_and_retrieval_only_weights():
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    ranking_only = _model(retrieval_weight=0.0, ranking_weight=2.0)
+    probs = ranking_only(batch).numpy().astype(np.float64)
+    labels = np.asarray(LABELS, np.float64)
+    bce = -np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs))
+    np.testing.assert_allclose(float(ranking_only.compute_loss(batch)), 2.0 * bce, rtol=1e-4)
+    assert sum(_ranking_head_gradients(ranking_only, batch)) > 0
+
+    retrieval_only = _model(ranking_weight=0.0)
+    assert sum(_ranking_head_gradients(retrieval_only, batch)) == 0.0
+    assert float(retrieval_only.compute_loss(batch)) > 0
+
+
+def test_trains_under_mirrored_strategy_with_mixed_precision():
+    # The GPU configuration (MirroredStrategy + mixed_float16), run on CPU: dtypes and loss scaling must work.
+    from trainer.train import precision_policy
+
+    tf.keras.utils.set_random_seed(0)
+    vectors = np.random.default_rng(1).normal(size=[len(CATALOG), TEXT_DIM]).astype(np.float32)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope(), precision_policy(True):
+        model = TailTowerModel(TrainerConfig(embedding_dim=16), SIZES, TextVectorCache(CATALOG, vectors))
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.03))
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert model.query_tower.item_vectors.text_projection.compute_dtype == "float16"
+    batch = tf.data.Dataset.from_tensors(_batch(USERS, ITEMS, HISTORIES, LABELS))
+    before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+    model.fit(batch.repeat(20), epochs=1, verbose=0)
+    after = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+    assert after < before, (before, after)
+    assert model.query_embedding(next(iter(batch))).dtype == tf.float32
+
+
+def test_fine_tuned_text_encoder_gets_gradients():
+    # trainable_bert_layers > 0: candidate text comes from the encoder on the example's tokens.
+    tf.keras.utils.set_random_seed(0)
+    encoder = FakeEncoder()
+    cache = TextVectorCache(CATALOG, np.zeros([len(CATALOG), TEXT_DIM], np.float32))
+    model = TailTowerModel(TrainerConfig(embedding_dim=16, trainable_bert_layers=1), SIZES, cache, encoder)
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    (grad,) = tape.gradient(loss, encoder.trainable_variables)
+    assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0
+
+
+def test_config_from_custom_config():
+    config = TrainerConfig.from_custom_config(
+        {"catalog_files": ["x"], "epochs": 3.0, "logq_beta": 0, "bert": "/m"}, ignore=("catalog_files",)
+    )
+    assert (config.epochs, config.logq_beta, config.bert, config.batch_size) == (3, 0.0, "/m", 512)
+    assert isinstance(config.epochs, int) and isinstance(config.logq_beta, float)
+    with pytest.raises(ValueError, match=r"Unknown trainer custom_config keys \['epoch'\]"):
+        TrainerConfig.from_custom_config({"epoch": 3})
+    with pytest.raises(ValueError, match="integer"):
+        TrainerConfig.from_custom_config({"epochs": 2.5})
+    with pytest.raises(ValueError, match="positive"):
+        TrainerConfig.from_custom_config({"batch_size": 0})
+    assert TrainerConfig.from_custom_config(None) == TrainerConfig()

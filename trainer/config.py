@@ -1,0 +1,74 @@
+"""Trainer hyperparameters: one typed dataclass, built from the Trainer's `custom_config`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Hyperparameters of `trainer.train.run_fn`; every field is a `custom_config` key.
+
+    Example:
+      TrainerConfig.from_custom_config({"epochs": 2, "logq_beta": 0.5})
+    """
+
+    # BERT item-text encoder: a name `trainer.bert.resolve_bert_dir` knows, or a folder.
+    bert: str = "all-minilm-l6-v2"
+    # 0 = frozen BERT, catalog text vectors cached once (CPU default); > 0 fine-tunes the top layers.
+    trainable_bert_layers: int = 0
+    embedding_dim: int = 64
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    # Used when the Trainer's train_args give no step count.
+    epochs: int = 8
+    # logQ correction strength: candidate sampling probability = exp(beta * item_log_prob); 0 = none.
+    logq_beta: float = 1.0
+    retrieval_weight: float = 1.0
+    ranking_weight: float = 1.0
+    # Length of the `top_k_*` lists of the `serving_default` signature.
+    top_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("embedding_dim", "batch_size", "learning_rate", "epochs", "top_k")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("trainable_bert_layers", "logq_beta", "retrieval_weight", "ranking_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.retrieval_weight == 0 and self.ranking_weight == 0:
+            raise ValueError("TrainerConfig: retrieval_weight and ranking_weight are both 0")
+
+    @classmethod
+    def from_custom_config(
+        cls, custom_config: Mapping[str, Any] | None, ignore: Iterable[str] = ()
+    ) -> TrainerConfig:
+        """Builds the config from `fn_args.custom_config`, converting values to the field types.
+
+        Args:
+          custom_config: key → value (JSON-decoded, so ints may arrive as floats and vice versa).
+          ignore: keys that belong to someone else (e.g. "catalog_files") and are skipped.
+
+        Raises:
+          ValueError: on a key that is neither a field nor ignored, or a value of the wrong kind.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in (custom_config or {}).items() if k not in set(ignore)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"Unknown trainer custom_config keys {unknown}; known keys: {sorted(fields)}")
+        return cls(**{k: _convert(k, v, fields[k].type) for k, v in values.items()})
+
+
+def _convert(name: str, value: Any, type_name: Any) -> Any:
+    """Casts `value` to the field's type (annotations are strings under `from __future__`)."""
+    kind = {"str": str, "int": int, "float": float}[str(type_name)]
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"TrainerConfig.{name} must be an integer, got {value!r}")
+    if kind is not str and isinstance(value, (str, bool)):
+        raise ValueError(f"TrainerConfig.{name} must be a number, got {value!r}")
+    return kind(value)

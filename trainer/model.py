@@ -1,0 +1,318 @@
+"""The TFRS two-tower model: a query tower, an item (candidate) tower, retrieval and ranking tasks.
+
+Both towers share one item representation, `ItemVectors` (item-id embedding + projected BERT text vector), so
+a user's history items and the candidates live in the same space. Item text comes from `TextVectorCache`
+(frozen BERT vectors of the catalog, keyed by raw item id) or, when BERT is fine-tuned, from a text encoder
+run on the example's own tokens.
+
+Example (constructed inputs; `features` holds the transformed keys of `trainer.features`):
+  cache = TextVectorCache(np.array([b"a", b"b"]), np.zeros([2, 8], np.float32))
+  model = TailTowerModel(TrainerConfig(embedding_dim=16), VocabSizes(3, 2, 2, 2), cache)
+  model.compile(tf.keras.optimizers.Adam(3e-3))
+  model.fit(tf.data.Dataset.from_tensor_slices(features).batch(4))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_recommenders as tfrs  # noqa: E402
+
+from trainer import features  # noqa: E402
+from trainer.config import TrainerConfig  # noqa: E402
+
+Features = Mapping[str, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabSizes:
+    """Known ids per vocabulary; index == size is the OOV bucket, -1 is padding. Both embed to zeros."""
+
+    users: int
+    items: int
+    brands: int
+    categories: int
+
+
+def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean of `values` [B, L, D] over the positions where `mask` [B, L] is true → [B, D] (0 if none)."""
+    weights = tf.cast(mask, values.dtype)[..., tf.newaxis]
+    total = tf.reduce_sum(values * weights, axis=1)
+    return total / tf.maximum(tf.reduce_sum(weights, axis=1), tf.ones([], values.dtype))
+
+
+class IdEmbedding(tf.keras.layers.Layer):
+    """Embeds vocabulary indices [...] → [..., dim]; OOV (index >= vocab_size) and padding (< 0) → zeros.
+
+    Zeros rather than a learned OOV row: no training example carries an unseen id, so such a row would stay
+    at its random initialisation, and unknown users/cold items would all share that noise.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.embedding = tf.keras.layers.Embedding(max(vocab_size, 1), dim)
+
+    def call(self, index: tf.Tensor) -> tf.Tensor:
+        index = tf.cast(index, tf.int64)
+        known = tf.logical_and(index >= 0, index < self.vocab_size)
+        vectors = self.embedding(tf.where(known, index, tf.zeros_like(index)))
+        return vectors * tf.cast(known, vectors.dtype)[..., tf.newaxis]
+
+
+class TextVectorCache(tf.keras.layers.Layer):
+    """Frozen text vectors of the catalog items, looked up by raw item id.
+
+    Args:
+      item_ids: [N] unique item ids (bytes).
+      vectors: [N, T] float, the text vector of each id.
+      fallback: optional encoder, called on `{INPUT_IDS, INPUT_MASK}` [M, MAX_TOKENS] → [M, T], that encodes
+        the example's own tokens when its id is not in the cache (items absent from the catalog).
+    """
+
+    def __init__(self, item_ids: np.ndarray, vectors: np.ndarray, fallback=None, **kwargs):
+        super().__init__(**kwargs)
+        item_ids = np.asarray(item_ids, dtype=object)
+        if len(set(item_ids.tolist())) != len(item_ids):
+            raise ValueError("TextVectorCache: item_ids must be unique")
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(item_ids, tf.string), tf.range(len(item_ids), dtype=tf.int64)
+            ),
+            default_value=-1,
+        )
+        self.vectors = tf.Variable(np.asarray(vectors, np.float32), trainable=False, name="text_vectors")
+        self.fallback = fallback
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[-1])
+
+    def lookup(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Item ids [...] → (vectors [..., T], zeros where missing; hit [...] bool)."""
+        rows = self.table.lookup(item_ids)
+        hit = rows >= 0
+        vectors = tf.gather(self.vectors, tf.maximum(rows, 0))
+        return vectors * tf.cast(hit, tf.float32)[..., tf.newaxis], hit
+
+    def call(self, item_ids: tf.Tensor, tokens: Features | None = None) -> tf.Tensor:
+        """Item ids [B] (+ tokens [B, MAX_TOKENS]) → [B, T]; BERT runs only on the cache misses."""
+        vectors, hit = self.lookup(item_ids)
+        if self.fallback is None or tokens is None:
+            return vectors
+        missing = tf.where(tf.logical_not(hit))  # [M, 1]
+
+        def encode_missing() -> tf.Tensor:
+            miss_tokens = {key: tf.gather_nd(tokens[key], missing) for key in _TOKEN_KEYS}
+            encoded = tf.cast(self.fallback(miss_tokens, training=False), vectors.dtype)
+            return tf.tensor_scatter_nd_update(vectors, missing, encoded)
+
+        return tf.cond(tf.reduce_any(tf.logical_not(hit)), encode_missing, lambda: vectors)
+
+
+_TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
+
+
+class ItemVectors(tf.keras.layers.Layer):
+    """Shared item representation: id embedding + Dense(text vector). [...] ids, [..., T] text → [..., D]."""
+
+    def __init__(self, num_items: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.id_embedding = IdEmbedding(num_items, dim)
+        self.text_projection = tf.keras.layers.Dense(dim)
+
+    def call(self, item_index: tf.Tensor, text_vectors: tf.Tensor) -> tf.Tensor:
+        return self.id_embedding(item_index) + self.text_projection(text_vectors)
+
+
+class CandidateTower(tf.keras.layers.Layer):
+    """Item features [B] + text vectors [B, T] → candidate embeddings [B, D].
+
+    concat(item vector, brand embedding, mean category embedding, price_z) → Dense(D).
+    """
+
+    def __init__(self, item_vectors: ItemVectors, sizes: VocabSizes, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.item_vectors = item_vectors
+        self.brand_embedding = IdEmbedding(sizes.brands, dim)
+        self.category_embedding = IdEmbedding(sizes.categories, dim)
+        self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
+
+    def call(self, inputs: Features, text_vectors: tf.Tensor) -> tf.Tensor:
+        item = self.item_vectors(inputs[features.ITEM_INDEX], text_vectors)
+        brand = self.brand_embedding(inputs[features.BRAND_INDEX])
+        category_index = tf.cast(inputs[features.CATEGORY_INDEX], tf.int64)
+        categories = masked_mean(self.category_embedding(category_index), category_index >= 0)
+        price = tf.cast(tf.reshape(inputs[features.PRICE_Z], [-1, 1]), item.dtype)
+        return self.output_layer(tf.concat([item, brand, categories, price], axis=-1))
+
+
+class QueryTower(tf.keras.layers.Layer):
+    """User index [B] + history [B, H] (indices and raw ids) → query embeddings [B, D].
+
+    concat(user embedding, masked mean of the history items' `ItemVectors`) → Dense(D). History text comes
+    from the cache only (there are no history tokens); padding (-1) is masked, an empty history gives zeros.
+    """
+
+    def __init__(self, item_vectors: ItemVectors, text_cache: TextVectorCache, sizes: VocabSizes, dim: int,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.item_vectors = item_vectors
+        self.text_cache = text_cache
+        self.user_embedding = IdEmbedding(sizes.users, dim)
+        self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
+
+    def call(self, inputs: Features) -> tf.Tensor:
+        history_index = tf.cast(inputs[features.HISTORY_INDEX], tf.int64)
+        history_text, _ = self.text_cache.lookup(inputs[features.HISTORY])
+        history = masked_mean(self.item_vectors(history_index, history_text), history_index >= 0)
+        user = self.user_embedding(inputs[features.USER_INDEX])
+        return self.output_layer(tf.concat([user, history], axis=-1))
+
+
+def retrieval_loss(
+    task: tfrs.tasks.Retrieval,
+    query: tf.Tensor,
+    candidate: tf.Tensor,
+    labels: tf.Tensor,
+    item_log_prob: tf.Tensor,
+    candidate_ids: tf.Tensor,
+    beta: float,
+) -> tf.Tensor:
+    """In-batch softmax over the batch's positives with logQ correction; mean over positive rows.
+
+    Args:
+      task: a `Retrieval` task whose loss sums over rows (the TFRS default).
+      query, candidate: [B, D] embeddings; row i of each belongs to example i.
+      labels: [B] 1.0 for positives; negatives neither are queries nor serve as in-batch negatives.
+      item_log_prob: [B] log popularity of each candidate; sampling probability = exp(beta * log_prob),
+        which the task subtracts in log space, so popular candidates lose logit (beta = 0: no correction).
+      candidate_ids: [B] ids for removing accidental hits (same item as the positive, in another row).
+
+    Returns:
+      Scalar loss.
+    """
+    positive = tf.cast(labels, tf.float32) > 0.5
+    batch = tf.shape(query)[0]
+    score_mask = tf.logical_or(positive[tf.newaxis, :], tf.eye(batch, dtype=tf.bool))  # [B, B]
+    weights = tf.cast(positive, tf.float32)
+    total = task(
+        query,
+        candidate,
+        sample_weight=weights,
+        candidate_sampling_probability=tf.exp(beta * tf.cast(item_log_prob, tf.float32)),
+        candidate_ids=candidate_ids,
+        compute_metrics=False,
+        compute_batch_metrics=False,
+        score_mask=score_mask,
+    )
+    return total / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+class TailTowerModel(tfrs.Model):
+    """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
+
+    Args:
+      config: embedding_dim, logq_beta and the two loss weights are read.
+      sizes: vocabulary sizes of the transform output.
+      text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
+      text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T].
+    """
+
+    def __init__(self, config: TrainerConfig, sizes: VocabSizes, text_cache: TextVectorCache,
+                 text_encoder: tf.keras.layers.Layer | None = None):
+        super().__init__()
+        dim = config.embedding_dim
+        self.config = config
+        self.text_cache = text_cache
+        self.text_encoder = text_encoder
+        self.item_vectors = ItemVectors(sizes.items, dim)
+        self.query_tower = QueryTower(self.item_vectors, text_cache, sizes, dim)
+        self.candidate_tower = CandidateTower(self.item_vectors, sizes, dim)
+        self.ranking_head = tf.keras.Sequential([
+            tf.keras.layers.Dense(dim, activation="relu"),
+            tf.keras.layers.Dense(dim // 2, activation="relu"),
+            tf.keras.layers.Dense(1, dtype="float32"),
+        ])
+        self.retrieval_task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+        self.ranking_task = tfrs.tasks.Ranking(
+            # SUM (divided by the batch size in compute_loss): distribution strategies refuse AUTO.
+            loss=tf.keras.losses.BinaryCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+            ),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="ranking_auc")],
+        )
+        for task in (self.retrieval_task, self.ranking_task):
+            # Under mixed_float16 a layer casts its first input to float16; the in-batch logits, logQ
+            # correction and losses must stay float32 (the tasks take no `autocast` argument).
+            task._autocast = False
+        self.retrieval_loss_metric = tf.keras.metrics.Mean("retrieval_loss")
+        self.ranking_loss_metric = tf.keras.metrics.Mean("ranking_loss")
+
+    def query_embedding(self, inputs: Features) -> tf.Tensor:
+        """Transformed features → [B, D]."""
+        return self.query_tower(inputs)
+
+    def candidate_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
+        """Transformed features of the examples' items → [B, D]."""
+        tokens = {key: inputs[key] for key in _TOKEN_KEYS}
+        if self.text_encoder is not None:
+            text = tf.cast(self.text_encoder(tokens, training=training), tf.float32)
+        else:
+            text = self.text_cache(inputs[features.ITEM_ID], tokens)
+        return self.candidate_tower(inputs, text)
+
+    def ranking_logits(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
+        """[B, D] query, [B, D] candidate → [B] click logits."""
+        return tf.squeeze(self.ranking_head(tf.concat([query, candidate], axis=-1)), axis=-1)
+
+    def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
+        """Transformed features → [B] probability that the user takes the item (ranking head)."""
+        query = self.query_embedding(inputs)
+        candidate = self.candidate_embedding(inputs, training=training)
+        return tf.sigmoid(self.ranking_logits(query, candidate))
+
+    def compute_loss(self, inputs: Features, training: bool = False) -> tf.Tensor:
+        query = self.query_embedding(inputs)
+        candidate = self.candidate_embedding(inputs, training=training)
+        labels = tf.cast(inputs[features.LABEL], tf.float32)
+        retrieval = retrieval_loss(
+            self.retrieval_task,
+            query,
+            candidate,
+            labels,
+            inputs[features.ITEM_LOG_PROB],
+            # Raw ids, not indices: distinct cold items share the OOV index but are not accidental hits.
+            inputs[features.ITEM_ID],
+            self.config.logq_beta,
+        )
+        ranking = self.ranking_task(
+            labels=labels[:, tf.newaxis],
+            predictions=self.ranking_logits(query, candidate)[:, tf.newaxis],
+        ) / tf.cast(tf.shape(labels)[0], tf.float32)
+        self.retrieval_loss_metric.update_state(retrieval)
+        self.ranking_loss_metric.update_state(ranking)
+        # Both parts are always computed so every layer is built and exportable, whatever the weights.
+        return self.config.retrieval_weight * retrieval + self.config.ranking_weight * ranking
+
+    def train_step(self, inputs: Features) -> dict[str, tf.Tensor]:
+        """tfrs.Model.train_step via `optimizer.minimize`, which scales the loss under mixed precision.
+
+        Replicas sum their gradients, so each replica's (per-example mean) loss is divided by their number.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            total_loss = loss + regularization_loss
+            replica_loss = total_loss / replicas
+        self.optimizer.minimize(replica_loss, self.trainable_variables, tape=tape)
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization_loss, total_loss=total_loss)
+        return metrics
