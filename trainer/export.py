@@ -37,11 +37,11 @@ from trainer.model import TailTowerModel  # noqa: E402
 logger = logging.getLogger(__name__)
 
 FeatureSpec = Mapping[str, tf.io.FixedLenFeature | tf.io.VarLenFeature | tf.io.RaggedFeature]
-SCORE = "score"
-TOP_K_IDS = "top_k_ids"
-TOP_K_SCORES = "top_k_scores"
-TOP_K_IS_TAIL = "top_k_is_tail"
-NUM_TAIL_ITEMS = "num_tail_items"
+SCORE = features.SCORE
+TOP_K_IDS = features.TOP_K_IDS
+TOP_K_SCORES = features.TOP_K_SCORES
+TOP_K_IS_TAIL = features.TOP_K_IS_TAIL
+NUM_TAIL_ITEMS = features.NUM_TAIL_ITEMS
 # Excluded (history) items score this, not -inf, so that REST/JSON clients can parse every output.
 _EXCLUDED_SCORE = np.finfo(np.float32).min
 

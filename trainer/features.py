@@ -64,3 +64,11 @@ HEAD_SHARE = 0.8
 # --- custom_config keys shared between the pipeline and the user code -----------------------------
 BERT_VOCAB_CONFIG = "bert_vocab"  # Transform: path of the WordPiece vocab.txt
 CATALOG_FILES_CONFIG = "catalog_files"  # Trainer: file patterns of the raw catalog examples
+
+# --- outputs of the serving signatures ------------------------------------------------------------
+# serving_default (what the Evaluator reads)
+SCORE = "score"  # float [B]: ranking head probability
+TOP_K_IDS = "top_k_ids"  # bytes [B, K]: retrieval top-K over the catalog, history excluded
+TOP_K_SCORES = "top_k_scores"  # float [B, K]
+TOP_K_IS_TAIL = "top_k_is_tail"  # int64 [B, K]
+NUM_TAIL_ITEMS = "num_tail_items"  # int64 [B]: the catalog's tail size (for TailCoverage@K)

@@ -24,9 +24,9 @@ from tensorflow_model_analysis.metrics import metric_types
 
 from trainer import features
 
-TOP_K_IDS = "top_k_ids"
-TOP_K_IS_TAIL = "top_k_is_tail"
-NUM_TAIL_ITEMS = "num_tail_items"
+TOP_K_IDS = features.TOP_K_IDS
+TOP_K_IS_TAIL = features.TOP_K_IS_TAIL
+NUM_TAIL_ITEMS = features.NUM_TAIL_ITEMS
 
 
 @dataclass

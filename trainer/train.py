@@ -27,7 +27,7 @@ from trainer.model import TailTowerModel, TextVectorCache, VocabSizes  # noqa: E
 
 logger = logging.getLogger(__name__)
 
-CATALOG_FILES_KEY = "catalog_files"
+CATALOG_FILES_KEY = features.CATALOG_FILES_CONFIG
 # Transformed features of a catalog item: what the candidate tower reads, plus the tail flag for serving.
 CATALOG_KEYS = (
     features.ITEM_ID, features.ITEM_INDEX, features.INPUT_IDS, features.INPUT_MASK, features.BRAND_INDEX,
