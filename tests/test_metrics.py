@@ -85,3 +85,25 @@ def test_missing_retrieval_outputs_is_a_clear_error():
     combiner = metrics.RecallAtK(k=3).computations()[0].combiner
     with pytest.raises(ValueError, match="top_k_ids"):
         combiner.add_input(combiner.create_accumulator(), example)
+
+
+def test_candidate_and_baseline_are_scored_separately():
+    # With a baseline model TFMA keys labels and predictions by model name.
+    def keyed(example):
+        return metric_types.StandardMetricInputs(
+            labels={"candidate": example.labels, "baseline": example.labels},
+            predictions={"candidate": example.predictions, "baseline": EXAMPLES[2].predictions},
+            features=example.features,
+        )
+
+    computations = metrics.RecallAtK(k=3).computations(model_names=["candidate", "baseline"])
+    values = {}
+    for computation in computations:
+        combiner = computation.combiner
+        acc = combiner.create_accumulator()
+        for example in EXAMPLES[:2]:
+            acc = combiner.add_input(acc, keyed(example))
+        ((key, value),) = combiner.extract_output(acc).items()
+        values[key.model_name] = value
+    # candidate hits both; baseline always answers example 3's list [t1, t4, h2], which holds neither target.
+    assert values == {"candidate": 1.0, "baseline": 0.0}

@@ -42,8 +42,8 @@ def _first(value: Any) -> Any:
     return np.asarray(value).reshape(-1)[0]
 
 
-def _predictions(element: metric_types.StandardMetricInputs) -> dict[str, np.ndarray]:
-    predictions = element.predictions
+def _predictions(element: metric_types.StandardMetricInputs, model_name: str | None) -> dict[str, np.ndarray]:
+    predictions = element.get_predictions(model_name)
     if not isinstance(predictions, dict) or TOP_K_IDS not in predictions:
         raise ValueError(
             f"tailtower retrieval metrics need the model's `{TOP_K_IDS}`, `{TOP_K_IS_TAIL}` and "
@@ -57,6 +57,8 @@ class _RetrievalCombiner(beam.CombineFn):
 
     def __init__(self, key: metric_types.MetricKey, k: int, metric: str):
         self._key = key
+        # With a baseline model, labels and predictions are keyed by model name ("candidate", "baseline").
+        self._model_name = key.model_name or None
         self._k = k
         self._metric = metric
 
@@ -64,9 +66,9 @@ class _RetrievalCombiner(beam.CombineFn):
         return _Accumulator()
 
     def add_input(self, acc: _Accumulator, element: metric_types.StandardMetricInputs) -> _Accumulator:
-        if _first(element.labels) < 0.5:
+        if _first(element.get_labels(self._model_name)) < 0.5:
             return acc
-        predictions = _predictions(element)
+        predictions = _predictions(element, self._model_name)
         top_ids = np.asarray(predictions[TOP_K_IDS]).reshape(-1)[: self._k]
         is_tail = np.asarray(predictions[TOP_K_IS_TAIL]).reshape(-1)[: self._k].astype(bool)
         target = _first(element.features[features.ITEM_ID])
