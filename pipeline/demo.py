@@ -18,7 +18,7 @@ import glob  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from pipeline import configs, local_runner, run_results, synthetic_data  # noqa: E402
+from pipeline import configs, local_runner, progress, run_results, synthetic_data  # noqa: E402
 
 
 def _stage(message: str) -> None:
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
     parser.add_argument("--users", type=int, default=3, help="users to show recommendations for")
     args = parser.parse_args(argv)
+    progress.show_progress()
 
     output_dir = os.path.abspath(args.output)
     started = time.time()

@@ -13,12 +13,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
-from trainer.bert import resolve_bert_dir  # noqa: E402
 
-from pipeline import configs  # noqa: E402
+from pipeline import configs, progress  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
+from trainer.bert import resolve_bert_dir  # noqa: E402
 
 
 def beam_args(direct_num_workers: int, extra: list[str]) -> list[str]:
@@ -63,5 +62,5 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
 
 
 if __name__ == "__main__":
-    logging.set_verbosity(logging.INFO)
+    progress.show_progress()
     run(parse_args())
