@@ -28,7 +28,7 @@ setup(
     version="0.1.0",
     description="Long-tail-aware TFX recommender with a BERT item tower (TFRS retrieval + ranking).",
     python_requires=">=3.10,<3.14",
-    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*"]),
+    packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*", "evaluation*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     license="Apache-2.0",
