@@ -104,17 +104,27 @@ class RunResults:
 
 def load_recommend(
     model_dir: str,
-) -> Callable[[str, list[str], int], tuple[list[str], list[float], list[int]]]:
-    """Wraps the SavedModel's `recommend` signature for one user."""
-    recommend = tf.saved_model.load(model_dir).signatures["recommend"]
+) -> Callable[..., tuple[list[str], list[float], list[int]]]:
+    """Wraps the SavedModel's `recommend` signature for one user.
 
-    def call(user_id: str, history: list[str], k: int) -> tuple[list[str], list[float], list[int]]:
-        out = recommend(
-            user_id=tf.constant([user_id]),
-            history=tf.constant([history or [""]]),
-            k=tf.constant(k, dtype=tf.int32),
-        )
-        ids = [v.decode() for v in out["item_ids"].numpy()[0]]
-        return ids, out["scores"].numpy()[0].tolist(), out["is_tail"].numpy()[0].tolist()
+    The returned `call(user_id, history, k, mmr_lambda=0.0, xquad_lambda=0.0)` gives (item ids, scores,
+    tail flags), without the "" padding slots of a user with fewer than k eligible items.
+    """
+    recommend = tf.saved_model.load(model_dir).signatures[features.RECOMMEND_SIGNATURE]
+
+    def call(user_id: str, history: list[str], k: int, mmr_lambda: float = 0.0,
+             xquad_lambda: float = 0.0) -> tuple[list[str], list[float], list[int]]:
+        out = recommend(**{
+            features.USER_ID: tf.constant([user_id]),
+            features.HISTORY: tf.constant([history or [""]]),
+            features.K: tf.constant(k, dtype=tf.int32),
+            features.MMR_LAMBDA: tf.constant(mmr_lambda, dtype=tf.float32),
+            features.XQUAD_LAMBDA: tf.constant(xquad_lambda, dtype=tf.float32),
+        })
+        ids = [v.decode() for v in out[features.ITEM_IDS].numpy()[0]]
+        keep = [i for i, item in enumerate(ids) if item]
+        scores = out[features.SCORES].numpy()[0].tolist()
+        is_tail = out[features.IS_TAIL].numpy()[0].tolist()
+        return [ids[i] for i in keep], [scores[i] for i in keep], [is_tail[i] for i in keep]
 
     return call

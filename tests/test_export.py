@@ -25,13 +25,16 @@ from tfx import v1 as tfx  # noqa: E402
 from trainer import bert, export, features, preprocessing, train  # noqa: E402
 
 TOP_K = 3
+RERANK_POOL = 6  # below the catalog size (10), so the pool clamp (>= k) is exercised
 ITEMS = [f"i{n}" for n in range(10)]
 TRAIN_ITEMS = ITEMS[:8]
 USERS = ["u0", "u1", "u2", "u3", "u4"]
 
 RAW_SPEC = {
-    **{name: tf.io.FixedLenFeature([1], tf.string) for name in (
-        features.USER_ID, features.ITEM_ID, features.TITLE, features.TEXT, features.BRAND)},
+    **{
+        name: tf.io.FixedLenFeature([1], tf.string)
+        for name in (features.USER_ID, features.ITEM_ID, features.TITLE, features.TEXT, features.BRAND)
+    },
     features.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
     features.LABEL: tf.io.FixedLenFeature([1], tf.float32),
     features.PRICE: tf.io.FixedLenFeature([1], tf.float32),
@@ -84,9 +87,11 @@ def _serialize(row: dict) -> bytes:
             return tf.train.Feature(float_list=tf.train.FloatList(value=values))
         return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
-    return tf.train.Example(features=tf.train.Features(
-        feature={name: feature(values) for name, values in row.items() if len(values)}
-    )).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={name: feature(values) for name, values in row.items() if len(values)}
+        )
+    ).SerializeToString()
 
 
 def _write_gzip(path: str, records: list[bytes]) -> str:
@@ -113,10 +118,10 @@ def _transform(workdir: str, vocab_file: str, train_rows: list[dict], eval_rows:
         raw_train = pipeline | "Train" >> beam.Create([_instance(r) for r in train_rows])
         raw_eval = pipeline | "Eval" >> beam.Create([_instance(r) for r in eval_rows])
         (transformed_train, transformed_metadata), transform_fn = (
-            (raw_train, metadata)
-            | tft_beam.AnalyzeAndTransformDataset(
-                lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
-            )
+            raw_train,
+            metadata,
+        ) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
         )
         transformed_eval, _ = ((raw_eval, metadata), transform_fn) | tft_beam.TransformDataset()
         coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
@@ -124,9 +129,8 @@ def _transform(workdir: str, vocab_file: str, train_rows: list[dict], eval_rows:
             _ = (
                 data
                 | f"Encode{name}" >> beam.Map(coder.encode)
-                | f"Write{name}" >> beam.io.WriteToTFRecord(
-                    os.path.join(workdir, name, "part"), file_name_suffix=".gz"
-                )
+                | f"Write{name}"
+                >> beam.io.WriteToTFRecord(os.path.join(workdir, name, "part"), file_name_suffix=".gz")
             )
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
     # TFX's Transform also writes the raw schema, which TFTransformOutput.raw_feature_spec() reads.
@@ -157,45 +161,170 @@ def trained(tmp_path_factory):
         train_steps=None,
         eval_steps=None,
         custom_config={
-            "catalog_files": [catalog], "bert": str(bert_dir), "epochs": 2, "batch_size": 16,
-            "embedding_dim": 8, "top_k": TOP_K, "logq_beta": 0.5,
+            "catalog_files": [catalog],
+            "bert": str(bert_dir),
+            "epochs": 2,
+            "batch_size": 16,
+            "embedding_dim": 8,
+            "top_k": TOP_K,
+            "logq_beta": 0.5,
+            "mixed_negatives": 3,
+            "id_dropout": 0.3,
+            "rerank_pool": RERANK_POOL,
         },
     )
     train.run_fn(fn_args)
     return serving_dir, workdir, eval_rows
 
 
-def _recommend(loaded, users, histories, k):
+@pytest.fixture(scope="module")
+def loaded(trained):
+    """The exported SavedModel, loaded once (each load takes seconds)."""
+    return tf.saved_model.load(trained[0])
+
+
+def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0):
     width = max(1, *(len(h) for h in histories))
     padded = [h + [""] * (width - len(h)) for h in histories]
-    out = loaded.signatures["recommend"](
-        user_id=tf.constant(users), history=tf.constant(padded, tf.string), k=tf.constant(k, tf.int32)
+    out = loaded.signatures[features.RECOMMEND_SIGNATURE](
+        **{
+            features.USER_ID: tf.constant(users),
+            features.HISTORY: tf.constant(padded, tf.string),
+            features.K: tf.constant(k, tf.int32),
+            features.MMR_LAMBDA: tf.constant(mmr_lambda, tf.float32),
+            features.XQUAD_LAMBDA: tf.constant(xquad_lambda, tf.float32),
+        }
     )
     return {name: value.numpy() for name, value in out.items()}
 
 
-def test_recommend_excludes_history_and_handles_unknowns(trained):
-    loaded = tf.saved_model.load(trained[0])
+def test_recommend_excludes_history_and_handles_unknowns(loaded):
     history = ["i0", "i2", "i4", "i6", "i9"]
     out = _recommend(loaded, ["u0", "stranger"], [history, ["nope", "i1"]], k=4)
     assert {name: value.shape for name, value in out.items()} == {
-        "item_ids": (2, 4), "scores": (2, 4), "is_tail": (2, 4)}
+        features.ITEM_IDS: (2, 4),
+        features.SCORES: (2, 4),
+        features.IS_TAIL: (2, 4),
+    }
+    ids = out[features.ITEM_IDS]
     known = {i.encode() for i in ITEMS}
-    assert set(out["item_ids"].ravel()) <= known
-    assert not {h.encode() for h in history} & set(out["item_ids"][0])
-    assert b"i1" not in out["item_ids"][1]
-    assert len(set(out["item_ids"][1])) == 4  # unknown user + unknown history id still gets 4 distinct items
-    assert (np.diff(out["scores"], axis=1) <= 0).all()
-    assert set(out["is_tail"].ravel()) <= {0, 1}
-    # k larger than the catalog: all 10 items, the 5 history items last.
+    assert set(ids.ravel()) <= known
+    assert not {h.encode() for h in history} & set(ids[0])
+    assert b"i1" not in ids[1]
+    assert len(set(ids[1])) == 4  # unknown user + unknown history id still gets 4 distinct items
+    assert (np.diff(out[features.SCORES], axis=1) <= 0).all()  # λ = 0: the base ranking
+    assert set(out[features.IS_TAIL].ravel()) <= {0, 1}
+    # k larger than the catalog (and the pool): clamped to the 10 items; the 5 history slots are padding.
     everything = _recommend(loaded, ["u0"], [history], k=50)
-    assert everything["item_ids"].shape == (1, 10)
-    assert set(everything["item_ids"][0, -5:]) == {h.encode() for h in history}
+    assert everything[features.ITEM_IDS].shape == (1, 10)
+    assert set(everything[features.ITEM_IDS][0, :5]) == known - {h.encode() for h in history}
+    assert everything[features.ITEM_IDS][0, 5:].tolist() == [b""] * 5
+    assert (everything[features.SCORES][0, 5:] == np.finfo(np.float32).min).all()
+    assert everything[features.IS_TAIL][0, 5:].tolist() == [0] * 5
 
 
-def test_serving_default_and_transform_features(trained):
-    serving_dir, _, eval_rows = trained
-    loaded = tf.saved_model.load(serving_dir)
+def test_recommend_base_ranking_is_serving_default_top_k(trained, loaded):
+    eval_rows = trained[2]
+    rows = eval_rows[:4]
+    top = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
+        examples=tf.constant([_serialize(r) for r in rows])
+    )
+    users = [r[features.USER_ID][0].decode() for r in rows]
+    histories = [[h.decode() for h in r[features.HISTORY]] for r in rows]
+    out = _recommend(loaded, users, histories, k=TOP_K)
+    np.testing.assert_array_equal(out[features.ITEM_IDS], top[export.TOP_K_IDS].numpy())
+    np.testing.assert_allclose(out[features.SCORES], top[export.TOP_K_SCORES].numpy(), rtol=1e-5)
+
+
+def test_recommend_rerankers(loaded):
+    users, histories = ["u0", "u1", "stranger"], [["i0", "i2"], ["i1"], []]
+    for mmr, xquad in ((0.5, 0.0), (0.0, 1.0), (0.4, 0.4)):
+        out = _recommend(loaded, users, histories, k=8, mmr_lambda=mmr, xquad_lambda=xquad)  # k > pool
+        for row, history in enumerate(histories):
+            ids = out[features.ITEM_IDS][row]
+            assert len(set(ids)) == 8 and b"" not in ids  # 10 items - history ≥ 8: no repeats, no padding
+            assert not {h.encode() for h in history} & set(ids)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="<= 1"):
+        _recommend(loaded, users, histories, k=3, mmr_lambda=0.7, xquad_lambda=0.7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be >= 1"):
+        _recommend(loaded, users, histories, k=0)
+
+
+def test_recommend_xquad_follows_the_reference_on_the_base_pool(loaded):
+    # xQuAD alone needs no text vectors, so the numpy reference can re-rank the base pool (the top
+    # RERANK_POOL of the λ = 0 ranking) from the signature's own outputs.
+    from tests.test_rerank import _reference
+
+    everything = _recommend(loaded, ["u0"], [[]], k=10)
+    tail_of = dict(zip(everything[features.ITEM_IDS][0], everything[features.IS_TAIL][0], strict=True))
+    reordered = 0
+    for user, history in (("u0", ["i0", "i3"]), ("u1", ["i1", "i9", "i5"])):
+        base = _recommend(loaded, [user], [history], k=RERANK_POOL)
+        tail_prob = np.mean([tail_of[h.encode()] for h in history])
+        expected = _reference(
+            base[features.SCORES][0].astype(np.float64),
+            np.ones(RERANK_POOL, bool),
+            np.zeros([RERANK_POOL, 1]),
+            base[features.IS_TAIL][0],
+            tail_prob,
+            4,
+            0.0,
+            0.5,
+        )
+        out = _recommend(loaded, [user], [history], k=4, xquad_lambda=0.5)
+        assert out[features.ITEM_IDS][0].tolist() == base[features.ITEM_IDS][0][expected].tolist()
+        reordered += expected != [0, 1, 2, 3]
+    assert reordered  # the case discriminates: xQuAD changed at least one list
+
+
+def test_rank_matches_serving_default_score(trained, loaded):
+    eval_rows = trained[2]
+    rows = eval_rows[:3]
+    expected = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
+        examples=tf.constant([_serialize(r) for r in rows])
+    )[export.SCORE].numpy()
+    width = max(len(r[features.HISTORY]) for r in rows) or 1
+    history = [
+        [h.decode() for h in r[features.HISTORY]] + [""] * (width - len(r[features.HISTORY])) for r in rows
+    ]
+    # Per row: the example's own item, padding, and two items outside the catalog.
+    items = [[r[features.ITEM_ID][0].decode(), "", "nope", "brand-new"] for r in rows]
+    out = loaded.signatures[features.RANK_SIGNATURE](
+        **{
+            features.USER_ID: tf.constant([r[features.USER_ID][0].decode() for r in rows]),
+            features.HISTORY: tf.constant(history),
+            features.ITEM_IDS: tf.constant(items),
+        }
+    )
+    scores = out[features.SCORES].numpy()
+    assert scores.shape == (3, 4)
+    np.testing.assert_allclose(scores[:, 0], expected, rtol=1e-5)
+    np.testing.assert_array_equal(scores[:, 1], 0.0)
+    assert ((scores[:, 2] > 0) & (scores[:, 2] < 1)).all()
+    np.testing.assert_array_equal(scores[:, 2], scores[:, 3])  # unknown items share the OOV vector
+
+
+def test_item_embeddings(loaded):
+    out = loaded.signatures[features.ITEM_EMBEDDINGS_SIGNATURE](
+        **{features.ITEM_IDS: tf.constant(["i1", "i9", "nope", "other", "i1"])}
+    )
+    vectors, found = out[features.EMBEDDINGS].numpy(), out[features.FOUND].numpy()
+    assert vectors.shape == (5, 8)
+    assert found.tolist() == [True, True, False, False, True]
+    np.testing.assert_array_equal(vectors[0], vectors[4])
+    np.testing.assert_array_equal(vectors[2], vectors[3])
+    assert not np.allclose(vectors[0], vectors[1])
+    # The recommend scores are the dot products of the query with these vectors: same ordering by score.
+    rec = _recommend(loaded, ["u0"], [[]], k=10)
+    emb = loaded.signatures[features.ITEM_EMBEDDINGS_SIGNATURE](
+        **{features.ITEM_IDS: tf.constant(rec[features.ITEM_IDS][0])}
+    )[features.EMBEDDINGS].numpy()
+    query, *_ = np.linalg.lstsq(emb, rec[features.SCORES][0], rcond=None)
+    np.testing.assert_allclose(emb @ query, rec[features.SCORES][0], rtol=1e-3, atol=1e-4)
+
+
+def test_serving_default_and_transform_features(trained, loaded):
+    eval_rows = trained[2]
     rows = [{k: v for k, v in row.items() if k != features.LABEL} for row in eval_rows[:4]]  # no labels
     out = loaded.signatures["serving_default"](examples=tf.constant([_serialize(r) for r in rows]))
     out = {name: value.numpy() for name, value in out.items()}
@@ -215,7 +344,7 @@ def test_serving_default_and_transform_features(trained):
     assert transformed[features.INPUT_IDS].shape == (1, features.MAX_TOKENS)
     # The cold catalog item i9 (only in the catalog) is tail.
     tail = _recommend(loaded, ["u0"], [[]], k=10)
-    flags = dict(zip(tail["item_ids"][0], tail["is_tail"][0], strict=True))
+    flags = dict(zip(tail[features.ITEM_IDS][0], tail[features.IS_TAIL][0], strict=True))
     assert flags[b"i9"] == 1
 
 
@@ -245,8 +374,9 @@ def test_saved_model_is_relocatable(trained, tmp_path):
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (registers the tokenizer ops, as TF Serving links them)
         loaded = tf.saved_model.load({moved!r})
-        out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]),
-                                             history=tf.constant([["i1", ""]]), k=tf.constant(3))
+        out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i1", ""]]),
+                                             k=tf.constant(3), mmr_lambda=tf.constant(0.3),
+                                             xquad_lambda=tf.constant(0.3))
         ids = out["item_ids"].numpy()
         assert ids.shape == (1, 3) and b"i1" not in ids[0], ids
         print("OK", ids.tolist())
@@ -256,8 +386,9 @@ def test_saved_model_is_relocatable(trained, tmp_path):
     hidden = workdir + ".hidden"
     os.rename(workdir, hidden)
     try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                              cwd=str(tmp_path))
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)
+        )
     finally:
         os.rename(hidden, workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]

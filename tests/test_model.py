@@ -14,6 +14,7 @@ from trainer import features  # noqa: E402
 from trainer.config import TrainerConfig  # noqa: E402
 from trainer.model import (  # noqa: E402
     IdEmbedding,
+    SampledNegatives,
     TailTowerModel,
     TextVectorCache,
     VocabSizes,
@@ -54,8 +55,8 @@ def _batch(users, items, histories, labels) -> dict[str, tf.Tensor]:
     history = np.full([batch, H], b"", dtype=object)
     for row, items_seen in enumerate(histories):
         if items_seen:  # left-padded, as the transform writes it
-            history_index[row, -len(items_seen):] = items_seen
-            history[row, -len(items_seen):] = [CATALOG[i] for i in items_seen]
+            history_index[row, -len(items_seen) :] = items_seen
+            history[row, -len(items_seen) :] = [CATALOG[i] for i in items_seen]
     categories = np.full([batch, features.MAX_CATEGORIES], -1, np.int64)
     categories[:, 0] = np.asarray(items) % SIZES.categories
     counts = np.array([6.0, 3.0, 1.0, 1.0, 1.0, 1.0])
@@ -77,11 +78,17 @@ def _batch(users, items, histories, labels) -> dict[str, tf.Tensor]:
     return {key: tf.constant(value) for key, value in values.items()}
 
 
+def _catalog() -> dict[str, np.ndarray]:
+    """Transformed catalog features of the 6 items (row i = item i), as train.load_catalog returns them."""
+    batch = _batch([0] * len(CATALOG), list(range(len(CATALOG))), [[]] * len(CATALOG), [1] * len(CATALOG))
+    return {key: value.numpy() for key, value in batch.items()}
+
+
 def _model(**config) -> TailTowerModel:
     tf.keras.utils.set_random_seed(0)
     vectors = np.random.default_rng(1).normal(size=[len(CATALOG), TEXT_DIM]).astype(np.float32)
     cache = TextVectorCache(CATALOG, vectors)
-    return TailTowerModel(TrainerConfig(embedding_dim=16, **config), SIZES, cache)
+    return TailTowerModel(TrainerConfig(embedding_dim=16, **config), SIZES, cache, catalog=_catalog())
 
 
 # User u likes item u (and item u+2 sometimes); user 3 is unknown to nobody, OOV user is index 4.
@@ -111,8 +118,9 @@ def test_text_cache_hits_misses_and_fallback():
     encoder = FakeEncoder()
     tokens = _tokens(2)
     encoder(tokens)  # built before it runs inside tf.cond
-    cache = TextVectorCache(np.array([b"a", b"b", b"c"], dtype=object), np.pad(vectors, [(0, 0), (0, 6)]),
-                            fallback=encoder)
+    cache = TextVectorCache(
+        np.array([b"a", b"b", b"c"], dtype=object), np.pad(vectors, [(0, 0), (0, 6)]), fallback=encoder
+    )
     ids = tf.constant([b"c", b"cold"])
     no_tokens = cache(ids).numpy()
     np.testing.assert_allclose(no_tokens[0, :2], [5.0, 6.0])
@@ -168,9 +176,123 @@ def test_accidental_hits_removed():
     # rows 0, 1: log 2 (self + "B"), row 2: log 3.
     task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
     zeros = tf.zeros([3, 2])
-    loss = retrieval_loss(task, zeros, zeros, tf.ones([3]), tf.zeros([3]), tf.constant([b"A", b"A", b"B"]),
-                          beta=0.0)
+    loss = retrieval_loss(
+        task, zeros, zeros, tf.ones([3]), tf.zeros([3]), tf.constant([b"A", b"A", b"B"]), beta=0.0
+    )
     np.testing.assert_allclose(loss.numpy(), (2 * math.log(2) + math.log(3)) / 3, rtol=1e-5)
+
+
+def _numpy_retrieval_loss(query, candidate, labels, log_prob, ids, beta):
+    """Reference: row i's softmax over columns j (positives and every appended negative), logit
+    q_i·c_j - beta·log p_j (p clipped to [1e-6, 1] as TFRS does), accidental hits (same id, j != i) and
+    label-0 in-batch columns removed; mean of -log softmax_ii over the positive rows."""
+    batch = len(labels)
+    logits = query @ candidate.T - np.log(np.clip(np.exp(beta * log_prob), 1e-6, 1.0))[np.newaxis, :]
+    losses = []
+    for i in np.flatnonzero(labels > 0.5):
+        eligible = [j >= batch or labels[j] > 0.5 for j in range(len(ids))]
+        keep = [j for j in range(len(ids)) if j == i or (ids[j] != ids[i] and eligible[j])]
+        row = logits[i, keep]
+        losses.append(np.log(np.exp(row - row.max()).sum()) + row.max() - logits[i, i])
+    return float(np.mean(losses))
+
+
+def test_mixed_negatives_loss_matches_numpy():
+    rng = np.random.default_rng(3)
+    query, candidate = rng.normal(size=[4, 3]), rng.normal(size=[4, 3])
+    extra = rng.normal(size=[3, 3])
+    labels = np.array([1.0, 1.0, 0.0, 1.0])
+    ids = np.array([b"A", b"B", b"C", b"A"], dtype=object)
+    extra_ids = np.array([b"B", b"D", b"E"], dtype=object)  # "B" is an accidental hit for row 1
+    log_prob = np.log([0.5, 0.2, 0.1, 0.5])
+    extra_log_prob = np.full(3, np.log(1 / 6))  # uniform over a catalog of 6
+    task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+    for beta in (0.0, 0.5, 1.0):
+        negatives = SampledNegatives(
+            tf.constant(extra, tf.float32), tf.constant(extra_log_prob, tf.float32), tf.constant(extra_ids)
+        )
+        got = retrieval_loss(
+            task,
+            tf.constant(query, tf.float32),
+            tf.constant(candidate, tf.float32),
+            tf.constant(labels, tf.float32),
+            tf.constant(log_prob, tf.float32),
+            tf.constant(ids),
+            beta,
+            negatives,
+        )
+        expected = _numpy_retrieval_loss(
+            query,
+            np.concatenate([candidate, extra]),
+            labels,
+            np.concatenate([log_prob, extra_log_prob]),
+            np.concatenate([ids, extra_ids]),
+            beta,
+        )
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # Hand-checked special case: all scores 0, beta 0, one positive row, 2 extra negatives → log 3.
+    zeros = tf.zeros([1, 2])
+    two = SampledNegatives(tf.zeros([2, 2]), tf.zeros([2]), tf.constant([b"x", b"y"]))
+    loss = retrieval_loss(task, zeros, zeros, tf.ones([1]), tf.zeros([1]), tf.constant([b"A"]), 0.0, two)
+    np.testing.assert_allclose(float(loss), math.log(3), rtol=1e-6)
+
+
+def test_model_uses_uniform_catalog_negatives():
+    model = _model(mixed_negatives=3, logq_beta=0.5, ranking_weight=0.0)
+    rows = tf.constant([5, 0, 2], tf.int64)
+    model.negative_sampler.sample_indices = lambda: rows  # fixed draw, so numpy can follow
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    loss = float(model.compute_loss(batch))
+    extra = model.candidate_embedding(model.negative_sampler.features(rows)).numpy()
+    expected = _numpy_retrieval_loss(
+        model.query_embedding(batch).numpy(),
+        np.concatenate([model.candidate_embedding(batch).numpy(), extra]),
+        np.asarray(LABELS, np.float64),
+        np.concatenate([batch[features.ITEM_LOG_PROB].numpy(), np.full(3, np.log(1 / len(CATALOG)))]),
+        np.concatenate([CATALOG[ITEMS], CATALOG[[5, 0, 2]]]),
+        0.5,
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    # The rows' catalog features are those of items 5, 0, 2.
+    np.testing.assert_array_equal(
+        model.negative_sampler.features(rows)[features.ITEM_ID].numpy(), CATALOG[[5, 0, 2]]
+    )
+    draws = model.negative_sampler.__class__.sample_indices(model.negative_sampler).numpy()
+    assert draws.shape == (3,) and ((draws >= 0) & (draws < len(CATALOG))).all()
+
+
+def test_mixed_negatives_need_the_catalog():
+    cache = TextVectorCache(CATALOG, np.zeros([len(CATALOG), TEXT_DIM], np.float32))
+    with pytest.raises(ValueError, match="catalog"):
+        TailTowerModel(TrainerConfig(mixed_negatives=2), SIZES, cache)
+
+
+def _id_embedding_gradient(model: TailTowerModel, batch, training: bool) -> float:
+    model.compute_loss(batch)  # builds the layers, so the variables exist
+    variables = model.item_vectors.id_embedding.trainable_variables
+    assert variables
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=training)
+    grads = tape.gradient(loss, variables)
+    return sum(float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(g)))) for g in grads if g is not None)
+
+
+def test_id_dropout():
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    always = _model(id_dropout=1.0)
+    assert _id_embedding_gradient(always, batch, training=True) == 0.0  # ids always dropped: no gradient
+    assert _id_embedding_gradient(always, batch, training=False) > 0.0  # inference keeps the ids
+    assert _id_embedding_gradient(_model(id_dropout=0.0), batch, training=True) > 0.0
+    # Rate 0.5 on 10,000 known indices: about half become the OOV index 6; padding (-1) never changes.
+    from trainer.model import drop_ids
+
+    index = tf.constant(np.tile([0, 3, -1, 5], 2500), tf.int64)
+    dropped = drop_ids(index, 0.5, oov_index=6).numpy()
+    assert (dropped[2::4] == -1).all()
+    share = np.mean(dropped[index.numpy() >= 0] == 6)
+    assert 0.47 < share < 0.53, share
+    kept = dropped != 6
+    np.testing.assert_array_equal(dropped[kept], index.numpy()[kept])
 
 
 def test_training_lowers_loss():
@@ -251,3 +373,7 @@ def test_config_from_custom_config():
     with pytest.raises(ValueError, match="positive"):
         TrainerConfig.from_custom_config({"batch_size": 0})
     assert TrainerConfig.from_custom_config(None) == TrainerConfig()
+    with pytest.raises(ValueError, match="id_dropout"):
+        TrainerConfig(id_dropout=1.5)
+    with pytest.raises(ValueError, match="mixed_negatives"):
+        TrainerConfig(mixed_negatives=-1)

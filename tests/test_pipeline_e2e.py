@@ -87,7 +87,8 @@ def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
             import json, tensorflow as tf, tensorflow_text  # noqa: F401  (what TF Serving links)
             recommend = tf.saved_model.load({str(copy)!r}).signatures["recommend"]
             out = recommend(user_id=tf.constant([{user["user_id"]!r}]),
-                            history=tf.constant([{user["history"] or [""]!r}]), k=tf.constant(5))
+                            history=tf.constant([{user["history"] or [""]!r}]), k=tf.constant(5),
+                            mmr_lambda=tf.constant(0.2), xquad_lambda=tf.constant(0.3))
             print(json.dumps([v.decode() for v in out["item_ids"].numpy()[0]]))
             """
         )

@@ -26,20 +26,36 @@ class TrainerConfig:
     epochs: int = 8
     # logQ correction strength: candidate sampling probability = exp(beta * item_log_prob); 0 = none.
     logq_beta: float = 1.0
+    # Mixed Negative Sampling (Yang et al. 2020): catalog items drawn uniformly per batch as extra retrieval
+    # negatives (logQ probability 1/|catalog|, same beta); 0 = in-batch negatives only.
+    mixed_negatives: int = 0
+    # Training-time probability of replacing an item's id embedding (candidates and history) by the OOV zero
+    # vector, so the text tower learns to stand alone for cold items; 0 = off.
+    id_dropout: float = 0.0
     retrieval_weight: float = 1.0
     ranking_weight: float = 1.0
     # Length of the `top_k_*` lists of the `serving_default` signature.
     top_k: int = 10
+    # Base-ranking candidates the `recommend` signature re-ranks (MMR / xQuAD); at least k is always used.
+    rerank_pool: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("embedding_dim", "batch_size", "learning_rate", "epochs", "top_k")
+        positive = ("embedding_dim", "batch_size", "learning_rate", "epochs", "top_k", "rerank_pool")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("trainable_bert_layers", "logq_beta", "retrieval_weight", "ranking_weight"):
+        for name in (
+            "trainable_bert_layers",
+            "logq_beta",
+            "retrieval_weight",
+            "ranking_weight",
+            "mixed_negatives",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.id_dropout <= 1.0:
+            raise ValueError(f"TrainerConfig.id_dropout must be in [0, 1], got {self.id_dropout!r}")
         if self.retrieval_weight == 0 and self.ranking_weight == 0:
             raise ValueError("TrainerConfig: retrieval_weight and ranking_weight are both 0")
 

@@ -1,14 +1,26 @@
-"""The serving SavedModel: transform graph + trained towers + the scored item catalog, three signatures.
+"""The serving SavedModel: transform graph + trained towers + the scored item catalog, five signatures.
 
   serving_default(examples [B] serialized raw tf.Examples, label optional) →
       score [B] (ranking head), top_k_ids [B, K], top_k_scores [B, K], top_k_is_tail [B, K],
       num_tail_items [B] (the catalog's tail size, for TailCoverage@K)
   transform_features(examples [B]) → the transformed features (TFMA slices on item_is_tail)
-  recommend(user_id [B], history [B, H] right-padded with "", k scalar int32) →
-      item_ids [B, k], scores [B, k], is_tail [B, k]
+  recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float)
+      → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64
+  rank(user_id [B], history [B, H], item_ids [B, C] ("" padding)) → scores [B, C] ranking-head probability
+      (0 for padding)
+  item_embeddings(item_ids [N]) → embeddings [N, D] candidate-tower vectors, found [N] bool
 
 Retrieval is a brute-force matmul against the candidate vectors of every catalog item, computed once here,
-followed by `tf.math.top_k`; the given history is excluded. Only TF core and tensorflow-text ops (the
+followed by `tf.math.top_k`; the given history is excluded. `recommend` then re-ranks the top
+max(rerank_pool, k) of that base ranking with `trainer.rerank.greedy_rerank` (MMR over the items' cached BERT
+text vectors, xQuAD over head/tail with the user's tail share from history, else the catalog's tail share of
+train interactions); both λ = 0 give exactly the base ranking. k' = min(k, catalog size); a user with fewer
+than k' non-history items gets "" ids, the lowest float32 score and is_tail 0 in the remaining slots. An
+unknown user embeds to the zero user vector, so history (and the model's learned popularity) decides.
+
+Items outside the catalog (in `rank` / `item_embeddings`) all get one shared vector: the candidate tower on
+the OOV item id, no text, no brand or categories, price_z 0. Catalog items that are OOV to the item
+vocabulary (cold) keep their own text vector and features. Only TF core and tensorflow-text ops (the
 tokenizer inside the transform graph) are in the graph, so stock TF Serving loads it, and every file it needs
 (vocabularies as assets, catalog as variables) is inside the export folder.
 
@@ -16,7 +28,7 @@ Example:
   export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, "/tmp/serving", top_k=10)
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
-                                 k=tf.constant(5))
+                                 k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3))
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from trainer import features  # noqa: E402
+from trainer import features, rerank  # noqa: E402
 from trainer.model import TailTowerModel  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -42,6 +54,8 @@ TOP_K_IDS = features.TOP_K_IDS
 TOP_K_SCORES = features.TOP_K_SCORES
 TOP_K_IS_TAIL = features.TOP_K_IS_TAIL
 NUM_TAIL_ITEMS = features.NUM_TAIL_ITEMS
+# Base-ranking candidates `recommend` re-ranks (at least k).
+RERANK_POOL = 100
 # Excluded (history) items score this, not -inf, so that REST/JSON clients can parse every output.
 _EXCLUDED_SCORE = np.finfo(np.float32).min
 
@@ -136,21 +150,38 @@ class ServingModule(tf.Module):
       tft_layer: `tf_transform_output.transform_features_layer()`.
       raw_feature_spec: the transform's raw feature spec.
       catalog_ids: [N] unique item ids; candidate_vectors: [N, D]; catalog_is_tail: [N] 0/1.
+      unknown_vector: [D], the candidate vector of any item outside the catalog.
+      tail_prior: P(tail | u) for a user without known history (xQuAD).
       top_k: length of the `serving_default` top-K lists.
+      rerank_pool: base-ranking candidates `recommend` re-ranks (at least k).
     """
 
-    def __init__(self, model: TailTowerModel, tft_layer: tf.keras.Model, raw_feature_spec: FeatureSpec,
-                 catalog_ids: np.ndarray, candidate_vectors: np.ndarray, catalog_is_tail: np.ndarray,
-                 top_k: int):
+    def __init__(
+        self,
+        model: TailTowerModel,
+        tft_layer: tf.keras.Model,
+        raw_feature_spec: FeatureSpec,
+        catalog_ids: np.ndarray,
+        candidate_vectors: np.ndarray,
+        catalog_is_tail: np.ndarray,
+        unknown_vector: np.ndarray,
+        tail_prior: float,
+        top_k: int,
+        rerank_pool: int = RERANK_POOL,
+    ):
         super().__init__()
         self.model = model
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_feature_spec)
         self._parse_spec = optional_raw_spec(raw_feature_spec)
         self._k = top_k
+        self._pool = rerank_pool
+        self._size = len(catalog_ids)
         self.num_tail_items = int(np.sum(catalog_is_tail))
+        self.tail_prior = tf.Variable(float(tail_prior), trainable=False, dtype=tf.float32)
         self.catalog_ids = tf.Variable(np.asarray(catalog_ids, dtype=object), trainable=False)
         self.candidate_vectors = tf.Variable(np.asarray(candidate_vectors, np.float32), trainable=False)
+        self.unknown_vector = tf.Variable(np.asarray(unknown_vector, np.float32), trainable=False)
         self.catalog_is_tail = tf.Variable(np.asarray(catalog_is_tail, np.int64), trainable=False)
         self.catalog_rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -164,20 +195,46 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._parse_spec)
         return self.tft_layer(with_default_raw_features(raw, self._raw_spec))
 
-    def _top_k(self, query: tf.Tensor, exclude_ids: tf.Tensor, k: tf.Tensor):
-        """query [B, D], exclude_ids [B, H] → (ids, scores, is_tail), each [B, min(k, N)]."""
-        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
+    def _query(self, user_id: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """user_id [B], history [B, H] ("" padding) → query embeddings [B, D]."""
+        raw = {
+            features.USER_ID: _as_raw(user_id, self._raw_spec[features.USER_ID]),
+            features.HISTORY: _as_raw(history, self._raw_spec[features.HISTORY]),
+        }
+        return self.model.query_embedding(self.tft_layer(with_default_raw_features(raw, self._raw_spec)))
+
+    def _excluded(self, exclude_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
+        """exclude_ids [B, H] → [B, N] bool, true at the catalog rows of those ids."""
         rows = self.catalog_rows.lookup(exclude_ids)  # [B, H], -1 = not in the catalog / padding
         batch_index = tf.broadcast_to(tf.range(tf.shape(rows, out_type=tf.int64)[0])[:, None], tf.shape(rows))
         hit = rows >= 0
         indices = tf.stack([tf.boolean_mask(batch_index, hit), tf.boolean_mask(rows, hit)], axis=1)
-        excluded = tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), tf.shape(scores, tf.int64)) > 0
+        shape = tf.stack([num_rows, tf.constant(self._size, tf.int64)])
+        return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
+
+    def _top_k(self, query: tf.Tensor, exclude_ids: tf.Tensor, k: tf.Tensor):
+        """query [B, D], exclude_ids [B, H] → (ids, scores, is_tail), each [B, min(k, N)]."""
+        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
+        excluded = self._excluded(exclude_ids, tf.shape(scores, tf.int64)[0])
         scores = tf.where(excluded, _EXCLUDED_SCORE, scores)
         k = tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1])
         top_scores, top_rows = tf.math.top_k(scores, k=k)
         return (tf.gather(self.catalog_ids, top_rows), top_scores, tf.gather(self.catalog_is_tail, top_rows))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def _tail_prob(self, history: tf.Tensor) -> tf.Tensor:
+        """history [B, H] → P(tail | u) [B] from the catalog items among it (else the prior)."""
+        rows = self.catalog_rows.lookup(history)
+        is_tail = tf.gather(self.catalog_is_tail, tf.maximum(rows, 0))
+        return rerank.tail_share(is_tail, rows >= 0, self.tail_prior)
+
+    def _item_vectors(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """item_ids [...] → (candidate vectors [..., D], found [...] bool); unfound → the OOV vector."""
+        rows = self.catalog_rows.lookup(item_ids)
+        found = rows >= 0
+        vectors = tf.gather(self.candidate_vectors, tf.maximum(rows, 0))
+        return tf.where(found[..., tf.newaxis], vectors, self.unknown_vector), found
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
     def serve_examples(self, examples: tf.Tensor) -> dict:
         transformed = self._transform(examples)
         query = self.model.query_embedding(transformed)
@@ -192,46 +249,124 @@ class ServingModule(tf.Module):
             NUM_TAIL_ITEMS: tf.fill(tf.shape(score), tf.constant(self.num_tail_items, tf.int64)),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
     def transform_features(self, examples: tf.Tensor) -> dict:
         return {name: _dense(value) for name, value in self._transform(examples).items()}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="user_id"),
-        tf.TensorSpec([None, None], tf.string, name="history"),
-        tf.TensorSpec([], tf.int32, name="k"),
-    ])
-    def recommend(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict:
-        raw = {
-            features.USER_ID: _as_raw(user_id, self._raw_spec[features.USER_ID]),
-            features.HISTORY: _as_raw(history, self._raw_spec[features.HISTORY]),
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.USER_ID),
+            tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+            tf.TensorSpec([], tf.int32, name=features.K),
+            tf.TensorSpec([], tf.float32, name=features.MMR_LAMBDA),
+            tf.TensorSpec([], tf.float32, name=features.XQUAD_LAMBDA),
+        ]
+    )
+    def recommend(
+        self,
+        user_id: tf.Tensor,
+        history: tf.Tensor,
+        k: tf.Tensor,
+        mmr_lambda: tf.Tensor,
+        xquad_lambda: tf.Tensor,
+    ) -> dict:
+        query = self._query(user_id, history)
+        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
+        eligible = tf.logical_not(self._excluded(history, tf.shape(scores, tf.int64)[0]))
+        k = tf.minimum(k, self._size)  # k > catalog: clamp; k < 1 is rejected by greedy_rerank
+        pool = tf.minimum(tf.maximum(k, self._pool), self._size)
+        pool_scores, pool_rows = tf.math.top_k(tf.where(eligible, scores, _EXCLUDED_SCORE), k=pool)
+        pool_ids = tf.gather(self.catalog_ids, pool_rows)
+        pool_text, _ = self.model.text_cache.lookup(pool_ids)  # [B, P, T]
+        positions, chosen_valid = rerank.greedy_rerank(
+            pool_scores,
+            tf.gather(eligible, pool_rows, batch_dims=1),
+            pool_text,
+            tf.gather(self.catalog_is_tail, pool_rows),
+            self._tail_prob(history),
+            k,
+            mmr_lambda,
+            xquad_lambda,
+        )
+        rows = tf.gather(pool_rows, positions, batch_dims=1)  # [B, k]
+        return {
+            features.ITEM_IDS: tf.where(chosen_valid, tf.gather(self.catalog_ids, rows), ""),
+            features.SCORES: tf.where(
+                chosen_valid, tf.gather(pool_scores, positions, batch_dims=1), _EXCLUDED_SCORE
+            ),
+            features.IS_TAIL: tf.where(
+                chosen_valid, tf.gather(self.catalog_is_tail, rows), tf.constant(0, tf.int64)
+            ),
         }
-        transformed = self.tft_layer(with_default_raw_features(raw, self._raw_spec))
-        ids, scores, is_tail = self._top_k(self.model.query_embedding(transformed), history, k)
-        return {"item_ids": ids, "scores": scores, "is_tail": is_tail}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.USER_ID),
+            tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+            tf.TensorSpec([None, None], tf.string, name=features.ITEM_IDS),
+        ]
+    )
+    def rank(self, user_id: tf.Tensor, history: tf.Tensor, item_ids: tf.Tensor) -> dict:
+        query = self._query(user_id, history)  # [B, D]
+        candidates, _ = self._item_vectors(item_ids)  # [B, C, D]
+        width = tf.shape(candidates)[1]
+        flat_query = tf.repeat(query, width, axis=0)  # [B * C, D], row-major like the reshape below
+        flat_candidates = tf.reshape(candidates, [-1, tf.shape(candidates)[2]])
+        logits = tf.reshape(self.model.ranking_logits(flat_query, flat_candidates), tf.shape(item_ids))
+        return {features.SCORES: tf.where(item_ids == "", tf.zeros_like(logits), tf.sigmoid(logits))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.ITEM_IDS)])
+    def item_embeddings(self, item_ids: tf.Tensor) -> dict:
+        vectors, found = self._item_vectors(item_ids)
+        return {features.EMBEDDINGS: vectors, features.FOUND: found}
 
 
 # ------------------------------------------------------------------------------------ export
-def candidate_vectors(model: TailTowerModel, catalog: Mapping[str, np.ndarray],
-                      batch_size: int) -> np.ndarray:
+def candidate_vectors(
+    model: TailTowerModel, catalog: Mapping[str, np.ndarray], batch_size: int
+) -> np.ndarray:
     """Candidate embeddings [N, D] of the catalog's transformed features, in batches."""
     encode = tf.function(lambda batch: model.candidate_embedding(batch))
     n = len(catalog[features.ITEM_ID])
     chunks = [
-        encode({key: tf.constant(value[lo:lo + batch_size]) for key, value in catalog.items()}).numpy()
+        encode({key: tf.constant(value[lo : lo + batch_size]) for key, value in catalog.items()}).numpy()
         for lo in range(0, n, batch_size)
     ]
     return np.concatenate(chunks) if chunks else np.zeros([0, model.config.embedding_dim], np.float32)
 
 
-def export_serving_model(model: TailTowerModel, tf_transform_output: tft.TFTransformOutput,
-                         catalog: Mapping[str, np.ndarray], output_dir: str, top_k: int,
-                         batch_size: int = 512) -> ServingModule:
-    """Scores the catalog, builds the `ServingModule` and saves it with its three signatures.
+def unknown_item_vector(model: TailTowerModel) -> np.ndarray:
+    """[D]: the candidate tower on the OOV item id, zero text, no brand/categories (-1), price_z 0."""
+    inputs = {
+        features.ITEM_INDEX: tf.constant([model.item_vectors.num_items], tf.int64),
+        features.BRAND_INDEX: tf.constant([-1], tf.int64),
+        features.CATEGORY_INDEX: tf.fill([1, features.MAX_CATEGORIES], tf.constant(-1, tf.int64)),
+        features.PRICE_Z: tf.zeros([1]),
+    }
+    return model.candidate_tower(inputs, tf.zeros([1, model.text_cache.dim])).numpy()[0]
+
+
+def tail_interaction_share(catalog: Mapping[str, np.ndarray]) -> float:
+    """The tail items' share of the catalog's popularity mass, sum exp(ITEM_LOG_PROB) over tail / over all."""
+    mass = np.exp(np.asarray(catalog[features.ITEM_LOG_PROB], np.float64).reshape(-1))
+    tail = np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0
+    return float(mass[tail].sum() / mass.sum())
+
+
+def export_serving_model(
+    model: TailTowerModel,
+    tf_transform_output: tft.TFTransformOutput,
+    catalog: Mapping[str, np.ndarray],
+    output_dir: str,
+    top_k: int,
+    batch_size: int = 512,
+    rerank_pool: int = RERANK_POOL,
+) -> ServingModule:
+    """Scores the catalog, builds the `ServingModule` and saves it with its five signatures.
 
     Args:
       catalog: transformed catalog features, [N, ...] arrays keyed by `trainer.features` names (ITEM_ID
-        unique); ITEM_IS_TAIL gives the tail flags.
+        unique); ITEM_IS_TAIL gives the tail flags, ITEM_LOG_PROB the xQuAD prior.
     """
     vectors = candidate_vectors(model, catalog, batch_size)
     module = ServingModule(
@@ -241,14 +376,24 @@ def export_serving_model(model: TailTowerModel, tf_transform_output: tft.TFTrans
         catalog[features.ITEM_ID],
         vectors,
         np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1),
+        unknown_item_vector(model),
+        tail_interaction_share(catalog),
         top_k,
+        rerank_pool,
     )
     signatures = {
-        "serving_default": module.serve_examples.get_concrete_function(),
-        "transform_features": module.transform_features.get_concrete_function(),
-        "recommend": module.recommend.get_concrete_function(),
+        features.SERVING_DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.TRANSFORM_FEATURES_SIGNATURE: module.transform_features.get_concrete_function(),
+        features.RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
+        features.RANK_SIGNATURE: module.rank.get_concrete_function(),
+        features.ITEM_EMBEDDINGS_SIGNATURE: module.item_embeddings.get_concrete_function(),
     }
     tf.saved_model.save(module, output_dir, signatures=signatures)
-    logger.info("Saved the serving model (%d catalog items, %d tail) to %s", len(vectors),
-                module.num_tail_items, output_dir)
+    logger.info(
+        "Saved the serving model (%d catalog items, %d tail, xQuAD tail prior %.3f) to %s",
+        len(vectors),
+        module.num_tail_items,
+        float(module.tail_prior.numpy()),
+        output_dir,
+    )
     return module

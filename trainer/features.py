@@ -72,3 +72,22 @@ TOP_K_IDS = "top_k_ids"  # bytes [B, K]: retrieval top-K over the catalog, histo
 TOP_K_SCORES = "top_k_scores"  # float [B, K]
 TOP_K_IS_TAIL = "top_k_is_tail"  # int64 [B, K]
 NUM_TAIL_ITEMS = "num_tail_items"  # int64 [B]: the catalog's tail size (for TailCoverage@K)
+
+# --- serving signatures: names, inputs and outputs (servers and clients import these) -------------
+SERVING_DEFAULT_SIGNATURE = "serving_default"
+TRANSFORM_FEATURES_SIGNATURE = "transform_features"
+RECOMMEND_SIGNATURE = "recommend"
+RANK_SIGNATURE = "rank"
+ITEM_EMBEDDINGS_SIGNATURE = "item_embeddings"
+# serving_default / transform_features input: [B] serialized raw tf.Examples
+EXAMPLES = "examples"
+# recommend inputs: USER_ID [B] string, HISTORY [B, H] string ("" padding), and these scalars
+K = "k"  # int32: list length (clamped to the catalog size)
+MMR_LAMBDA = "mmr_lambda"  # float in [0, 1]: weight of text dissimilarity (MMR); 0 = off
+XQUAD_LAMBDA = "xquad_lambda"  # float in [0, 1]: weight of head/tail coverage (xQuAD); 0 = off
+# rank inputs: USER_ID, HISTORY, ITEM_IDS [B, C] string ("" padding); item_embeddings input: ITEM_IDS [N]
+ITEM_IDS = "item_ids"  # also the recommend output [B, k] string ("" = padding when too few items)
+SCORES = "scores"  # recommend: float [B, k] retrieval score; rank: float [B, C] ranking-head probability
+IS_TAIL = "is_tail"  # recommend: int64 [B, k]
+EMBEDDINGS = "embeddings"  # item_embeddings: float [N, D] candidate-tower vectors
+FOUND = "found"  # item_embeddings: bool [N], false = not in the catalog (the shared OOV vector is returned)

@@ -117,17 +117,44 @@ class TextVectorCache(tf.keras.layers.Layer):
 
 
 _TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
+# Transformed features `TailTowerModel.candidate_embedding` reads.
+CANDIDATE_KEYS = (
+    features.ITEM_ID,
+    features.ITEM_INDEX,
+    features.BRAND_INDEX,
+    features.CATEGORY_INDEX,
+    features.PRICE_Z,
+    *_TOKEN_KEYS,
+)
+
+
+def drop_ids(index: tf.Tensor, rate: float, oov_index: int) -> tf.Tensor:
+    """Replaces each known index [...] by `oov_index` with probability `rate`; padding (< 0) is kept.
+
+    Cold items are OOV at serving; training some known items the same way makes the text path carry them.
+    """
+    index = tf.cast(index, tf.int64)
+    drop = tf.logical_and(tf.random.uniform(tf.shape(index)) < rate, index >= 0)
+    return tf.where(drop, tf.constant(oov_index, tf.int64), index)
 
 
 class ItemVectors(tf.keras.layers.Layer):
-    """Shared item representation: id embedding + Dense(text vector). [...] ids, [..., T] text → [..., D]."""
+    """Shared item representation: id embedding + Dense(text vector). [...] ids, [..., T] text → [..., D].
 
-    def __init__(self, num_items: int, dim: int, **kwargs):
+    Args:
+      id_dropout: training-time probability that an item's id embedding is the OOV zero vector.
+    """
+
+    def __init__(self, num_items: int, dim: int, id_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        self.num_items = num_items
+        self.id_dropout = id_dropout
         self.id_embedding = IdEmbedding(num_items, dim)
         self.text_projection = tf.keras.layers.Dense(dim)
 
-    def call(self, item_index: tf.Tensor, text_vectors: tf.Tensor) -> tf.Tensor:
+    def call(self, item_index: tf.Tensor, text_vectors: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if training and self.id_dropout > 0:
+            item_index = drop_ids(item_index, self.id_dropout, oov_index=self.num_items)
         return self.id_embedding(item_index) + self.text_projection(text_vectors)
 
 
@@ -144,8 +171,8 @@ class CandidateTower(tf.keras.layers.Layer):
         self.category_embedding = IdEmbedding(sizes.categories, dim)
         self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
 
-    def call(self, inputs: Features, text_vectors: tf.Tensor) -> tf.Tensor:
-        item = self.item_vectors(inputs[features.ITEM_INDEX], text_vectors)
+    def call(self, inputs: Features, text_vectors: tf.Tensor, training: bool = False) -> tf.Tensor:
+        item = self.item_vectors(inputs[features.ITEM_INDEX], text_vectors, training=training)
         brand = self.brand_embedding(inputs[features.BRAND_INDEX])
         category_index = tf.cast(inputs[features.CATEGORY_INDEX], tf.int64)
         categories = masked_mean(self.category_embedding(category_index), category_index >= 0)
@@ -160,20 +187,65 @@ class QueryTower(tf.keras.layers.Layer):
     from the cache only (there are no history tokens); padding (-1) is masked, an empty history gives zeros.
     """
 
-    def __init__(self, item_vectors: ItemVectors, text_cache: TextVectorCache, sizes: VocabSizes, dim: int,
-                 **kwargs):
+    def __init__(
+        self, item_vectors: ItemVectors, text_cache: TextVectorCache, sizes: VocabSizes, dim: int, **kwargs
+    ):
         super().__init__(**kwargs)
         self.item_vectors = item_vectors
         self.text_cache = text_cache
         self.user_embedding = IdEmbedding(sizes.users, dim)
         self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
 
-    def call(self, inputs: Features) -> tf.Tensor:
+    def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
         history_index = tf.cast(inputs[features.HISTORY_INDEX], tf.int64)
         history_text, _ = self.text_cache.lookup(inputs[features.HISTORY])
-        history = masked_mean(self.item_vectors(history_index, history_text), history_index >= 0)
+        history_vectors = self.item_vectors(history_index, history_text, training=training)
+        history = masked_mean(history_vectors, history_index >= 0)
         user = self.user_embedding(inputs[features.USER_INDEX])
         return self.output_layer(tf.concat([user, history], axis=-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledNegatives:
+    """Extra retrieval negatives shared by every query row: embeddings [M, D], log_prob [M], ids [M]."""
+
+    embeddings: tf.Tensor
+    log_prob: tf.Tensor
+    ids: tf.Tensor
+
+
+class UniformCatalogSampler:
+    """Draws `num_samples` catalog items uniformly (with replacement) → their candidate features.
+
+    Args:
+      catalog: transformed catalog features, [N, ...] arrays keyed by `trainer.features` names; the keys the
+        candidate tower reads (`CANDIDATE_KEYS`) are kept, as numpy (graph constants when traced, so they
+        are not saved with the model).
+      num_samples: M, items per draw.
+    """
+
+    def __init__(self, catalog: Mapping[str, np.ndarray], num_samples: int):
+        missing = sorted(set(CANDIDATE_KEYS) - set(catalog))
+        if missing:
+            raise ValueError(f"UniformCatalogSampler: the catalog lacks {missing}")
+        self.catalog = {key: np.asarray(catalog[key]) for key in CANDIDATE_KEYS}
+        self.size = len(self.catalog[features.ITEM_ID])
+        if self.size == 0:
+            raise ValueError("UniformCatalogSampler: the catalog is empty")
+        self.num_samples = num_samples
+
+    @property
+    def log_prob(self) -> float:
+        """log of each draw's probability, log(1 / N)."""
+        return -float(np.log(self.size))
+
+    def sample_indices(self) -> tf.Tensor:
+        """[M] int64 catalog rows."""
+        return tf.random.uniform([self.num_samples], 0, self.size, dtype=tf.int64)
+
+    def features(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Catalog rows [M] → candidate features {key: [M, ...]}."""
+        return {key: tf.gather(tf.constant(value), rows) for key, value in self.catalog.items()}
 
 
 def retrieval_loss(
@@ -184,6 +256,7 @@ def retrieval_loss(
     item_log_prob: tf.Tensor,
     candidate_ids: tf.Tensor,
     beta: float,
+    negatives: SampledNegatives | None = None,
 ) -> tf.Tensor:
     """In-batch softmax over the batch's positives with logQ correction; mean over positive rows.
 
@@ -194,6 +267,8 @@ def retrieval_loss(
       item_log_prob: [B] log popularity of each candidate; sampling probability = exp(beta * log_prob),
         which the task subtracts in log space, so popular candidates lose logit (beta = 0: no correction).
       candidate_ids: [B] ids for removing accidental hits (same item as the positive, in another row).
+      negatives: optional extra negatives appended as columns for every positive row, logQ-corrected with
+        their own log_prob (same beta); one equal to a row's positive id is an accidental hit, removed.
 
     Returns:
       Scalar loss.
@@ -201,12 +276,19 @@ def retrieval_loss(
     positive = tf.cast(labels, tf.float32) > 0.5
     batch = tf.shape(query)[0]
     score_mask = tf.logical_or(positive[tf.newaxis, :], tf.eye(batch, dtype=tf.bool))  # [B, B]
+    log_prob = tf.cast(item_log_prob, tf.float32)
+    if negatives is not None:
+        candidate = tf.concat([candidate, tf.cast(negatives.embeddings, candidate.dtype)], axis=0)
+        log_prob = tf.concat([log_prob, tf.cast(negatives.log_prob, tf.float32)], axis=0)
+        candidate_ids = tf.concat([candidate_ids, negatives.ids], axis=0)
+        extra = tf.ones([batch, tf.shape(negatives.ids)[0]], tf.bool)
+        score_mask = tf.concat([score_mask, extra], axis=1)  # [B, B + M]
     weights = tf.cast(positive, tf.float32)
     total = task(
         query,
         candidate,
         sample_weight=weights,
-        candidate_sampling_probability=tf.exp(beta * tf.cast(item_log_prob, tf.float32)),
+        candidate_sampling_probability=tf.exp(beta * log_prob),
         candidate_ids=candidate_ids,
         compute_metrics=False,
         compute_batch_metrics=False,
@@ -219,27 +301,42 @@ class TailTowerModel(tfrs.Model):
     """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
 
     Args:
-      config: embedding_dim, logq_beta and the two loss weights are read.
+      config: embedding_dim, logq_beta, mixed_negatives, id_dropout and the two loss weights are read.
       sizes: vocabulary sizes of the transform output.
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
       text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T].
+      catalog: transformed catalog features ([N, ...] arrays, `CANDIDATE_KEYS`); required when
+        `config.mixed_negatives > 0`, where it is the pool of the uniformly sampled negatives.
     """
 
-    def __init__(self, config: TrainerConfig, sizes: VocabSizes, text_cache: TextVectorCache,
-                 text_encoder: tf.keras.layers.Layer | None = None):
+    def __init__(
+        self,
+        config: TrainerConfig,
+        sizes: VocabSizes,
+        text_cache: TextVectorCache,
+        text_encoder: tf.keras.layers.Layer | None = None,
+        catalog: Mapping[str, np.ndarray] | None = None,
+    ):
         super().__init__()
         dim = config.embedding_dim
         self.config = config
         self.text_cache = text_cache
         self.text_encoder = text_encoder
-        self.item_vectors = ItemVectors(sizes.items, dim)
+        self.negative_sampler = None
+        if config.mixed_negatives > 0:
+            if catalog is None:
+                raise ValueError("TrainerConfig.mixed_negatives > 0 needs the catalog: pass catalog=")
+            self.negative_sampler = UniformCatalogSampler(catalog, config.mixed_negatives)
+        self.item_vectors = ItemVectors(sizes.items, dim, id_dropout=config.id_dropout)
         self.query_tower = QueryTower(self.item_vectors, text_cache, sizes, dim)
         self.candidate_tower = CandidateTower(self.item_vectors, sizes, dim)
-        self.ranking_head = tf.keras.Sequential([
-            tf.keras.layers.Dense(dim, activation="relu"),
-            tf.keras.layers.Dense(dim // 2, activation="relu"),
-            tf.keras.layers.Dense(1, dtype="float32"),
-        ])
+        self.ranking_head = tf.keras.Sequential(
+            [
+                tf.keras.layers.Dense(dim, activation="relu"),
+                tf.keras.layers.Dense(dim // 2, activation="relu"),
+                tf.keras.layers.Dense(1, dtype="float32"),
+            ]
+        )
         self.retrieval_task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
         self.ranking_task = tfrs.tasks.Ranking(
             # SUM (divided by the batch size in compute_loss): distribution strategies refuse AUTO.
@@ -255,9 +352,9 @@ class TailTowerModel(tfrs.Model):
         self.retrieval_loss_metric = tf.keras.metrics.Mean("retrieval_loss")
         self.ranking_loss_metric = tf.keras.metrics.Mean("ranking_loss")
 
-    def query_embedding(self, inputs: Features) -> tf.Tensor:
+    def query_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
         """Transformed features → [B, D]."""
-        return self.query_tower(inputs)
+        return self.query_tower(inputs, training=training)
 
     def candidate_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
         """Transformed features of the examples' items → [B, D]."""
@@ -266,7 +363,7 @@ class TailTowerModel(tfrs.Model):
             text = tf.cast(self.text_encoder(tokens, training=training), tf.float32)
         else:
             text = self.text_cache(inputs[features.ITEM_ID], tokens)
-        return self.candidate_tower(inputs, text)
+        return self.candidate_tower(inputs, text, training=training)
 
     def ranking_logits(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
         """[B, D] query, [B, D] candidate → [B] click logits."""
@@ -278,10 +375,24 @@ class TailTowerModel(tfrs.Model):
         candidate = self.candidate_embedding(inputs, training=training)
         return tf.sigmoid(self.ranking_logits(query, candidate))
 
+    def sampled_negatives(self, training: bool = False) -> SampledNegatives:
+        """`config.mixed_negatives` catalog items drawn uniformly, through the candidate tower."""
+        sampler = self.negative_sampler
+        rows = sampler.sample_indices()
+        sampled = sampler.features(rows)
+        return SampledNegatives(
+            embeddings=self.candidate_embedding(sampled, training=training),
+            log_prob=tf.fill(tf.shape(rows), tf.constant(sampler.log_prob, tf.float32)),
+            ids=sampled[features.ITEM_ID],
+        )
+
     def compute_loss(self, inputs: Features, training: bool = False) -> tf.Tensor:
-        query = self.query_embedding(inputs)
+        query = self.query_embedding(inputs, training=training)
         candidate = self.candidate_embedding(inputs, training=training)
         labels = tf.cast(inputs[features.LABEL], tf.float32)
+        negatives = None
+        if self.negative_sampler is not None:
+            negatives = self.sampled_negatives(training=training)
         retrieval = retrieval_loss(
             self.retrieval_task,
             query,
@@ -291,6 +402,7 @@ class TailTowerModel(tfrs.Model):
             # Raw ids, not indices: distinct cold items share the OOV index but are not accidental hits.
             inputs[features.ITEM_ID],
             self.config.logq_beta,
+            negatives,
         )
         ranking = self.ranking_task(
             labels=labels[:, tf.newaxis],

@@ -30,8 +30,15 @@ logger = logging.getLogger(__name__)
 CATALOG_FILES_KEY = features.CATALOG_FILES_CONFIG
 # Transformed features of a catalog item: what the candidate tower reads, plus the tail flag for serving.
 CATALOG_KEYS = (
-    features.ITEM_ID, features.ITEM_INDEX, features.INPUT_IDS, features.INPUT_MASK, features.BRAND_INDEX,
-    features.CATEGORY_INDEX, features.PRICE_Z, features.ITEM_LOG_PROB, features.ITEM_IS_TAIL,
+    features.ITEM_ID,
+    features.ITEM_INDEX,
+    features.INPUT_IDS,
+    features.INPUT_MASK,
+    features.BRAND_INDEX,
+    features.CATEGORY_INDEX,
+    features.PRICE_Z,
+    features.ITEM_LOG_PROB,
+    features.ITEM_IS_TAIL,
 )
 _SHUFFLE_BUFFER = 10_000
 
@@ -45,8 +52,12 @@ def _expand(file_patterns: str | Sequence[str]) -> list[str]:
     return files
 
 
-def make_dataset(file_patterns: str | Sequence[str], feature_spec: Mapping, batch_size: int,
-                 shuffle_seed: int | None = None) -> tf.data.Dataset:
+def make_dataset(
+    file_patterns: str | Sequence[str],
+    feature_spec: Mapping,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
     """Batches of parsed gzipped tf.Examples: {name: [B, ...]}; shuffled when `shuffle_seed` is given."""
     files = _expand(file_patterns)
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
@@ -57,8 +68,9 @@ def make_dataset(file_patterns: str | Sequence[str], feature_spec: Mapping, batc
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def load_catalog(file_patterns: str | Sequence[str], tf_transform_output: tft.TFTransformOutput,
-                 batch_size: int = 1024) -> dict[str, np.ndarray]:
+def load_catalog(
+    file_patterns: str | Sequence[str], tf_transform_output: tft.TFTransformOutput, batch_size: int = 1024
+) -> dict[str, np.ndarray]:
     """Transforms the raw catalog examples → {CATALOG_KEYS name: [N, ...] array}, one row per unique item id.
 
     Catalog examples carry only the item features; the user side is filled with neutral values so the
@@ -112,18 +124,25 @@ def precision_policy(mixed: bool) -> Iterator[None]:
         tf.keras.mixed_precision.set_global_policy(previous)
 
 
-def build_model(config: TrainerConfig, sizes: VocabSizes, catalog: Mapping[str, np.ndarray],
-                encoder: bert.BertTextEncoder) -> TailTowerModel:
+def build_model(
+    config: TrainerConfig, sizes: VocabSizes, catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder
+) -> TailTowerModel:
     """Encodes the catalog's text once with the (initial) BERT and builds the compiled model."""
     start = time.monotonic()
     logger.info("Encoding the text of %d catalog items with BERT ...", len(catalog[features.ITEM_ID]))
-    text = bert.encode_in_batches(encoder, catalog[features.INPUT_IDS], catalog[features.INPUT_MASK],
-                                  batch_size=min(config.batch_size, 256))
+    text = bert.encode_in_batches(
+        encoder,
+        catalog[features.INPUT_IDS],
+        catalog[features.INPUT_MASK],
+        batch_size=min(config.batch_size, 256),
+    )
     logger.info("Encoded the catalog in %.1f s", time.monotonic() - start)
     fine_tune = config.trainable_bert_layers > 0
     with precision_policy(_has_gpu()):
         cache = TextVectorCache(catalog[features.ITEM_ID], text, fallback=None if fine_tune else encoder)
-        model = TailTowerModel(config, sizes, cache, text_encoder=encoder if fine_tune else None)
+        model = TailTowerModel(
+            config, sizes, cache, text_encoder=encoder if fine_tune else None, catalog=catalog
+        )
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
     return model
 
@@ -179,5 +198,12 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch)],
         verbose=0,
     )
-    export.export_serving_model(model, tf_transform_output, catalog, fn_args.serving_model_dir, config.top_k,
-                                batch_size=config.batch_size)
+    export.export_serving_model(
+        model,
+        tf_transform_output,
+        catalog,
+        fn_args.serving_model_dir,
+        config.top_k,
+        batch_size=config.batch_size,
+        rerank_pool=config.rerank_pool,
+    )
