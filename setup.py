@@ -17,6 +17,12 @@ INSTALL_REQUIRES = [
     "kfp==2.16.*",
     "pyarrow",
     "matplotlib",
+    # serving/: a TF-Serving-compatible local server and its clients.
+    "tensorflow-serving-api>=2.19,<2.22",
+    "grpcio>=1.60,<2",
+    "aiohttp>=3.9,<4",
+    "prometheus-client>=0.20,<1",
+    "orjson>=3.9,<4",
 ]
 
 EXTRAS_REQUIRE = {
