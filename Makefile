@@ -4,11 +4,12 @@ DATA ?=
 OUTPUT ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast lint demo compile clean
+.PHONY: help env test test-fast lint demo compile clean eval
 
 help:
 	@echo "make test             run the whole test suite (builds the environment on first use)"
 	@echo "make demo [DATA=dir]  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default)"
+	@echo "make eval DATA=dir [OUT=eval-out]  offline evaluation: baselines + our system (evaluation/harness.py)"
 	@echo "make compile          compile the Kubeflow Pipelines v2 spec to tailtower_pipeline.json"
 	@echo "make lint             ruff"
 	@echo "make env              build (or check) the environment only"
@@ -33,3 +34,37 @@ compile:
 
 clean:
 	rm -rf demo-run tailtower_pipeline.json .pytest_cache
+
+# --- serving: a local TF-Serving-compatible server (REST 8501, gRPC 8500), its client and benchmark -------
+MODEL_BASE_PATH ?= $(OUTPUT)/serving/tailtower
+MODEL_NAME ?= tailtower
+K ?= 10
+PROTOCOL ?= rest
+HISTORY ?=
+KNOBS ?=
+# USER is also the login name in the environment: only a command-line USER=... picks the user to query.
+QUERY_USER := $(if $(filter command line,$(origin USER)),$(USER),u001)
+
+.PHONY: serve query bench-serve
+
+serve:
+	$(ENV) python -m serving.server --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
+
+query:
+	$(ENV) python -m serving.client --model $(MODEL_NAME) --user $(QUERY_USER) --k $(K) --protocol $(PROTOCOL) $(if $(HISTORY),--history $(HISTORY)) $(foreach knob,$(KNOBS),--knob $(knob))
+
+bench-serve:
+	$(ENV) python -m serving.bench --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-serve.md
+
+# Offline evaluation: baselines + our system on one dataset (see evaluation/harness.py for the options).
+# make eval DATA=/work/shared/data/amazon-office OUT=eval-out [K=10] [PROTOCOLS=standard] [SYSTEMS=baselines]
+#           [EVAL_ARGS='--sweep "mmr_lambda=0.25,0.5" --train-variants "[{\"logq_beta\": 0.5}]"']
+OUT ?= eval-out
+PROTOCOLS ?= standard,cold_items
+SYSTEMS ?= baselines,ours
+EVAL_ARGS ?=
+
+eval:
+	@test -n "$(DATA)" || { echo "usage: make eval DATA=<dataset folder> OUT=<folder>"; exit 2; }
+	$(ENV) python -m evaluation.harness --data $(DATA) --out $(OUT) --k $(K) --protocols $(PROTOCOLS) \
+		--systems $(SYSTEMS) $(EVAL_ARGS)
