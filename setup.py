@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "aiohttp>=3.9,<4",
     "prometheus-client>=0.20,<1",
     "orjson>=3.9,<4",
+    "requests>=2.31,<3",
 ]
 
 EXTRAS_REQUIRE = {
