@@ -1,0 +1,319 @@
+"""`make eval`: offline evaluation of the baselines and our system on one dataset, same split for all.
+
+    scripts/env python -m evaluation.harness --data DATA_DIR --out OUT_DIR [--k 10] [--seed 0]
+        [--protocols standard,cold_items] [--systems baselines,ours] [--ease-lambdas 50,200,500]
+        [--rating-threshold 4] [--time-ties line|item_id] [--bert NAME_OR_DIR] [--trainer-config JSON]
+        [--sweep 'mmr_lambda=0.1,0.5;xquad_lambda=0.1,0.5'] [--train-variants '[{"logq_beta": 0.5}]']
+        [--reuse-runs] [--no-ild]
+
+For each protocol (see evaluation/split.py) it fits MostPop, ItemKNN and EASE (each λ) on the split's fit
+data, trains our system with the project's pipeline on a derived dataset (evaluation/pipeline_run.py),
+scores every test user through the pushed model's `recommend` signature at each re-ranking knob setting
+(no retraining) and, with --train-variants, retrains once per trainer override. Writes OUT/metrics.json,
+OUT/metrics.md, OUT/popularity-<protocol>.png, OUT/pareto-<protocol>.png and OUT/report.html.
+
+To reproduce the README reference figures on ml-latest-small use `--rating-threshold 0 --time-ties item_id`
+(every rating a positive, equal timestamps ordered by item id); the defaults follow the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before any TensorFlow import (TFRS needs Keras 2)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from evaluation import baselines, data, metrics, ranking, report, split  # noqa: E402
+
+if TYPE_CHECKING:  # TensorFlow is imported only when our system runs
+    from evaluation.served_model import ServedModel
+
+DEFAULT_SWEEP_VALUES = (0.1, 0.25, 0.5, 0.75, 1.0)
+OUR_SYSTEM = "tailtower"
+_START = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[eval {time.monotonic() - _START:7.1f}s] {message}", flush=True)
+
+
+@dataclasses.dataclass
+class Ranked:
+    """One system at one setting: its top-K lists on one protocol's split."""
+
+    name: str
+    settings: dict
+    recs: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    data: str
+    out: str
+    k: int = 10
+    seed: int = 0
+    protocols: tuple[str, ...] = (split.STANDARD, split.COLD_ITEMS)
+    systems: tuple[str, ...] = ("baselines", "ours")
+    ease_lambdas: tuple[float, ...] = baselines.EASE_LAMBDAS
+    rating_threshold: float = data.RATING_THRESHOLD
+    time_ties: str = "line"
+    bert: str = "all-minilm-l6-v2"
+    trainer: dict = dataclasses.field(default_factory=dict)
+    sweep: dict[str, tuple[float, ...]] | None = None  # None: every knob the model has, default values
+    train_variants: tuple[dict, ...] = ()
+    reuse_runs: bool = False
+    ild: bool = True
+
+
+# ------------------------------------------------------------------------------------------ systems
+def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
+    x = s.fit_matrix()
+    fits: list[tuple[str, dict, Callable]] = [
+        ("MostPop", {}, lambda: baselines.fit_most_pop(x)),
+        ("ItemKNN (cosine)", {}, lambda: baselines.fit_item_knn(x)),
+    ]
+    fits += [
+        (f"EASE λ={lam:g}", {"lambda": lam}, lambda lam=lam: baselines.fit_ease(x, lam))
+        for lam in options.ease_lambdas
+    ]
+    results = []
+    for name, settings, fit in fits:
+        log(f"{s.protocol}: fitting and ranking {name}")
+        scorer = fit()
+        recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(x[lo:hi]), x, options.k)
+        results.append(Ranked(name, {"system": name, **settings}, recs))
+    _mark_best_ease(results, s)
+    return results
+
+
+def _mark_best_ease(results: list[Ranked], s: split.Split) -> None:
+    """Flags the EASE λ with the best test recall (ties: the smaller λ), as the reference reports it."""
+    ease = [r for r in results if "lambda" in r.settings]
+    if ease:
+        best = max(ease, key=lambda r: (metrics.recall(r.recs, s.test), -r.settings["lambda"]))
+        for r in ease:
+            r.settings["best"] = r is best
+
+
+def run_ours(
+    dataset: data.Dataset, s: split.Split, options: Options
+) -> tuple[list[Ranked], ServedModel | None]:
+    """Trains (once per trainer variant), then ranks at every knob setting. Returns the results and the
+    first served model (for its item vectors)."""
+    from evaluation import pipeline_run
+    from evaluation.served_model import ServedModel
+
+    data_dir = pipeline_run.write_training_dataset(
+        dataset, s, os.path.join(options.out, "derived", s.protocol)
+    )
+    results, first_model = [], None
+    variants = [({}, OUR_SYSTEM)] + [(v, f"{OUR_SYSTEM} {_describe(v)}") for v in options.train_variants]
+    for index, (variant, system) in enumerate(variants):
+        trainer = {**options.trainer, **variant}
+        run_dir = os.path.join(options.out, "runs", f"{s.protocol}-{index}")
+        log(f"{s.protocol}: training {system} with the pipeline into {run_dir} (trainer {trainer})")
+        model = ServedModel(pipeline_run.train(data_dir, run_dir, options.bert, trainer, options.reuse_runs))
+        first_model = first_model or model
+        base = {"system": system, "trainer": trainer, "model_dir": model.model_dir}
+        log(
+            f"{s.protocol}: scoring {len(s.users)} users through `recommend` (knobs: {model.knobs or 'none'})"
+        )
+        results.append(Ranked(system, dict(base), model.rank(s, options.k)))
+        if index == 0:  # the knob sweep runs on the default-trained model only
+            results += _sweep(model, s, options, system, base)
+    return results, first_model
+
+
+def _sweep(model: ServedModel, s: split.Split, options: Options, system: str, base: dict) -> list[Ranked]:
+    sweep = options.sweep if options.sweep is not None else {k: DEFAULT_SWEEP_VALUES for k in model.knobs}
+    results = []
+    for knob, values in sweep.items():
+        if knob not in model.knobs:
+            log(f"  the model has no `{knob}` input; skipping its sweep (knobs: {model.knobs})")
+            continue
+        for value in values:
+            log(f"  {knob}={value:g}")
+            settings = {**base, knob: value, "sweep": knob, "value": value}
+            results.append(
+                Ranked(f"{system} {knob}={value:g}", settings, model.rank(s, options.k, {knob: value}))
+            )
+    return results
+
+
+def _describe(variant: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in sorted(variant.items()))
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def item_vectors(dataset: data.Dataset, options: Options, model: ServedModel | None) -> np.ndarray | None:
+    """BERT item vectors for ILD: the served model's cache when complete, else encoded here."""
+    if not options.ild:
+        return None
+    vectors = model.text_vectors(dataset.item_ids) if model is not None else None
+    if vectors is not None:
+        log("ILD vectors: the SavedModel's cached BERT text vectors")
+        return vectors
+    from evaluation import item_vectors as encoding
+
+    log(f"ILD vectors: encoding {len(dataset.items)} item texts with {options.bert}")
+    texts = [item.text for item in dataset.items]
+    return encoding.cached_item_vectors(
+        dataset.item_ids, texts, options.bert, os.path.join(options.out, "cache")
+    )
+
+
+def to_entry(result: Ranked, s: split.Split, vectors: np.ndarray | None, k: int) -> dict:
+    values = metrics.all_metrics(result.recs, s.test, s.counts, s.is_tail, vectors, k)
+    name = result.name if s.protocol == split.STANDARD else f"{result.name} [{s.protocol}]"
+    settings = {"protocol": s.protocol, **result.settings}
+    return {"name": name, **{key: report.clean(v) for key, v in values.items()}, "settings": settings}
+
+
+# ------------------------------------------------------------------------------------------ main
+def evaluate(options: Options) -> list[dict]:
+    """Runs everything and writes the outputs; returns the metrics.json entries."""
+    os.makedirs(options.out, exist_ok=True)
+    log(f"loading {options.data}")
+    dataset = data.load_dataset(options.data, options.rating_threshold, options.time_ties)
+    log(
+        f"{len(dataset.items)} items, {len(dataset.positives)} users, "
+        f"{sum(len(p) for p in dataset.positives.values())} positives; not used: {dataset.dropped}"
+    )
+    entries, model, per_protocol = [], None, []
+    for protocol in options.protocols:
+        s = split.leave_last_out(dataset, protocol, options.seed)
+        log(
+            f"{protocol}: {len(s.users)} test users, {int(s.made_cold.sum())} items made cold, "
+            f"{int(s.is_tail.sum())} tail items"
+        )
+        results = run_baselines(s, options) if "baselines" in options.systems else []
+        if "ours" in options.systems:
+            ours, served = run_ours(dataset, s, options)
+            results += ours
+            model = model or served
+        per_protocol.append((s, results))
+    vectors = item_vectors(dataset, options, model)
+    for s, results in per_protocol:
+        entries += [to_entry(r, s, vectors, options.k) for r in results]
+    write_outputs(options, dataset.name, entries, per_protocol)
+    return entries
+
+
+def write_outputs(options: Options, name: str, entries: list[dict], per_protocol: list) -> None:
+    table = report.markdown_table(entries, options.k)
+    print("\n" + table + "\n", flush=True)
+    with open(os.path.join(options.out, "metrics.md"), "w", encoding="utf-8") as f:
+        f.write(f"# {name}, K={options.k}\n\n{table}\n")
+    report.write_json(os.path.join(options.out, "metrics.json"), name, options.k, entries)
+    images = []
+    for s, results in per_protocol:
+        shown = {r.name: r.recs[:, : options.k] for r in results if _is_base(r)}
+        images.append(os.path.join(options.out, f"popularity-{s.protocol}.png"))
+        report.plot_popularity(images[-1], s.counts, shown, options.k)
+        images.append(os.path.join(options.out, f"pareto-{s.protocol}.png"))
+        report.plot_pareto(
+            images[-1], [e for e in entries if e["settings"]["protocol"] == s.protocol], options.k
+        )
+    notes = [
+        f"dataset {options.data}; protocols {', '.join(options.protocols)}; seed {options.seed}",
+        "metric definitions: evaluation/metrics.py; protocols: evaluation/split.py",
+    ]
+    report.write_html(
+        os.path.join(options.out, "report.html"),
+        f"tailtower offline evaluation: {name}",
+        entries,
+        options.k,
+        images,
+        notes,
+    )
+    log(f"wrote metrics.json, metrics.md, report.html and {len(images)} plots to {options.out}")
+
+
+def _is_base(result: Ranked) -> bool:
+    """Lists worth a popularity curve: every baseline but the non-best EASE, and our unswept models."""
+    return "sweep" not in result.settings and result.settings.get("best", True)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def parse_sweep(text: str | None) -> dict[str, tuple[float, ...]] | None:
+    """'mmr_lambda=0.1,0.5;xquad_lambda=0.5' → {"mmr_lambda": (0.1, 0.5), "xquad_lambda": (0.5,)}."""
+    if text is None:
+        return None
+    sweep = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        knob, _, values = part.partition("=")
+        sweep[knob.strip()] = _floats(values)
+    return sweep
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder (any components.data_files layout)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the cold-item draw")
+    p.add_argument("--protocols", default=",".join(split.PROTOCOLS))
+    p.add_argument("--systems", default="baselines,ours", help="comma list of: baselines, ours")
+    p.add_argument("--ease-lambdas", default=",".join(f"{v:g}" for v in baselines.EASE_LAMBDAS))
+    p.add_argument("--rating-threshold", type=float, default=data.RATING_THRESHOLD)
+    p.add_argument("--time-ties", default="line", choices=sorted(data.TIE_ORDERS))
+    p.add_argument("--bert", default="all-minilm-l6-v2", help="BERT for the pipeline and for ILD vectors")
+    p.add_argument("--trainer-config", default="{}", help="JSON of TrainerConfig fields for every training")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        help="knob=v1,v2;knob2=... (default: each model knob at "
+        + ",".join(map(str, DEFAULT_SWEEP_VALUES))
+        + "; '' = none)",
+    )
+    p.add_argument(
+        "--train-variants", default="[]", help="JSON list of TrainerConfig overrides, one retrain each"
+    )
+    p.add_argument("--reuse-runs", action="store_true", help="reuse pushed models already under OUT/runs")
+    p.add_argument("--no-ild", action="store_true", help="skip ILD (no BERT encoding)")
+    a = p.parse_args(argv)
+    protocols = tuple(v.strip() for v in a.protocols.split(",") if v.strip())
+    systems = tuple(v.strip() for v in a.systems.split(",") if v.strip())
+    for value, allowed in [(protocols, split.PROTOCOLS), (systems, ("baselines", "ours"))]:
+        if not value or set(value) - set(allowed):
+            p.error(f"{','.join(value)!r}: expected a comma list of {allowed}")
+    return Options(
+        data=os.path.abspath(a.data),
+        out=os.path.abspath(a.out),
+        k=a.k,
+        seed=a.seed,
+        protocols=protocols,
+        systems=systems,
+        ease_lambdas=_floats(a.ease_lambdas),
+        rating_threshold=a.rating_threshold,
+        time_ties=a.time_ties,
+        bert=a.bert,
+        trainer=json.loads(a.trainer_config),
+        sweep=parse_sweep(a.sweep),
+        train_variants=tuple(json.loads(a.train_variants)),
+        reuse_runs=a.reuse_runs,
+        ild=not a.no_ild,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline import progress
+
+    progress.show_progress()  # TFX/Beam/TF log lines filtered down to component events and our own
+    evaluate(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""evaluation.served_model on a hand-built SavedModel whose `recommend` ranks the catalog in a known order.
+
+The fake ranks items by catalog position (first = best), excluding the history it is sent; with
+`mmr_lambda` > 0 it ranks in reverse. It has no BERT text cache.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+tf = pytest.importorskip("tensorflow")
+
+from evaluation import split  # noqa: E402
+from evaluation.served_model import ServedModel  # noqa: E402
+from trainer import features  # noqa: E402
+
+CATALOG = [f"i{n:02d}" for n in range(30)]
+
+
+class _Fake(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.catalog = tf.constant(CATALOG)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([], tf.int32, name="k"),
+            tf.TensorSpec([], tf.float32, name="mmr_lambda"),
+        ]
+    )
+    def recommend(self, user_id, history, k, mmr_lambda):
+        n = tf.shape(self.catalog)[0]
+        base = -tf.cast(tf.range(n), tf.float32)
+        scores = tf.where(mmr_lambda > 0, -base, base)[tf.newaxis, :] + tf.zeros([tf.shape(user_id)[0], 1])
+        seen = tf.reduce_any(tf.equal(history[:, :, tf.newaxis], self.catalog[tf.newaxis, tf.newaxis, :]), 1)
+        scores = tf.where(seen, -1e9, scores)
+        top, rows = tf.math.top_k(scores, k=k)
+        return {"item_ids": tf.gather(self.catalog, rows), "scores": top, "is_tail": tf.zeros_like(rows)}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("fake-model"))
+    fake = _Fake()
+    tf.saved_model.save(fake, folder, signatures={"recommend": fake.recommend.get_concrete_function()})
+    return ServedModel(folder)
+
+
+def _split(histories):
+    return split.Split(
+        split.STANDARD,
+        tuple(CATALOG),
+        tuple(f"u{i}" for i in range(len(histories))),
+        tuple(np.array(h, np.int64) for h in histories),
+        np.zeros(len(histories), np.int64),
+        np.full(len(histories), -1),
+        {},
+        np.zeros(len(CATALOG), bool),
+    )
+
+
+def test_knobs_are_the_extra_scalar_inputs(model):
+    assert model.knobs == ("mmr_lambda",)
+
+
+def test_rank_excludes_the_whole_history_even_beyond_history_length(model):
+    long_history = list(range(features.HISTORY_LENGTH + 3))  # items 0..22: only 3..22 fit in the history
+    s = _split([[1, 3], [], long_history])
+    recs = model.rank(s, k=4, batch_size=2)
+    assert recs[0].tolist() == [0, 2, 4, 5]
+    assert recs[1].tolist() == [0, 1, 2, 3]
+    assert recs[2].tolist() == [23, 24, 25, 26]  # items 0..2 were not sent but are still excluded
+
+
+def test_rank_passes_knob_settings(model):
+    recs = model.rank(_split([[29]]), k=3, settings={"mmr_lambda": 0.5})
+    assert recs[0].tolist() == [28, 27, 26]
+    with pytest.raises(ValueError, match="xquad_lambda"):
+        model.rank(_split([[]]), k=3, settings={"xquad_lambda": 0.5})
+
+
+def test_rank_pads_when_the_catalog_runs_out(model):
+    recs = model.rank(_split([list(range(28))]), k=4)
+    assert recs[0].tolist() == [28, 29, -1, -1]
+
+
+def test_a_model_without_a_text_cache_gives_no_vectors(model):
+    assert model.text_vectors(tuple(CATALOG)) is None
