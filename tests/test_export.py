@@ -1,6 +1,6 @@
 """End to end through run_fn on a tiny fixture: tft_beam transform → run_fn → the serving SavedModel.
 
-The fixture (built once per module, ~30 s): 10 catalog items (i8, i9 cold: never in an interaction), 5 users,
+The fixture (built once per test session, ~30 s): 10 catalog items (i8, i9 cold: never in an interaction), 5 users,
 a tiny random BERT over the MiniLM vocabulary, 2 epochs. Checks are about the serving contract, not quality.
 """
 
@@ -138,7 +138,7 @@ def _transform(workdir: str, vocab_file: str, train_rows: list[dict], eval_rows:
     return transform_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared with tests/test_serving_export.py: built once per run
 def trained(tmp_path_factory):
     """Runs run_fn once; returns (serving dir, workdir, eval raw rows)."""
     workdir = str(tmp_path_factory.mktemp("e2e"))
