@@ -360,6 +360,16 @@ def test_fine_tuned_text_encoder_gets_gradients():
     assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0
 
 
+def test_query_without_user_embedding_depends_on_history_only():
+    model = _model(user_embedding=False)
+    # Same histories, different users (one of them unknown): identical queries.
+    a = model.query_embedding(_batch([0, 1], [0, 0], [[1, 2], [3]], [1, 1])).numpy()
+    b = model.query_embedding(_batch([2, SIZES.users], [0, 0], [[1, 2], [3]], [1, 1])).numpy()
+    np.testing.assert_allclose(a, b)
+    assert not np.allclose(a[0], a[1])  # ... and the history matters
+    assert model.query_tower.user_embedding is None
+
+
 def test_config_from_custom_config():
     config = TrainerConfig.from_custom_config(
         {"catalog_files": ["x"], "epochs": 3.0, "logq_beta": 0, "bert": "/m"}, ignore=("catalog_files",)
@@ -377,3 +387,6 @@ def test_config_from_custom_config():
         TrainerConfig(id_dropout=1.5)
     with pytest.raises(ValueError, match="mixed_negatives"):
         TrainerConfig(mixed_negatives=-1)
+    assert TrainerConfig.from_custom_config({"user_embedding": False}).user_embedding is False
+    with pytest.raises(ValueError, match="true or false"):
+        TrainerConfig.from_custom_config({"user_embedding": 0})

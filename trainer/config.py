@@ -20,6 +20,9 @@ class TrainerConfig:
     # 0 = frozen BERT, catalog text vectors cached once (CPU default); > 0 fine-tunes the top layers.
     trainable_bert_layers: int = 0
     embedding_dim: int = 64
+    # A learned per-user vector in the query tower; off, the query is the user's history alone (users with
+    # few interactions overfit their own vector).
+    user_embedding: bool = True
     batch_size: int = 512
     learning_rate: float = 3e-3
     # Used when the Trainer's train_args give no step count.
@@ -82,6 +85,10 @@ class TrainerConfig:
 
 def _convert(name: str, value: Any, type_name: Any) -> Any:
     """Casts `value` to the field's type (annotations are strings under `from __future__`)."""
+    if str(type_name) == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"TrainerConfig.{name} must be true or false, got {value!r}")
+        return value
     kind = {"str": str, "int": int, "float": float}[str(type_name)]
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"TrainerConfig.{name} must be an integer, got {value!r}")

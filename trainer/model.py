@@ -183,17 +183,24 @@ class CandidateTower(tf.keras.layers.Layer):
 class QueryTower(tf.keras.layers.Layer):
     """User index [B] + history [B, H] (indices and raw ids) → query embeddings [B, D].
 
-    concat(user embedding, masked mean of the history items' `ItemVectors`) → Dense(D). History text comes
-    from the cache only (there are no history tokens); padding (-1) is masked, an empty history gives zeros.
+    concat(user embedding, masked mean of the history items' `ItemVectors`) → Dense(D), or the history mean
+    alone with `user_embedding=False`. History text comes from the cache only (there are no history tokens);
+    padding (-1) is masked, an empty history gives zeros.
     """
 
     def __init__(
-        self, item_vectors: ItemVectors, text_cache: TextVectorCache, sizes: VocabSizes, dim: int, **kwargs
+        self,
+        item_vectors: ItemVectors,
+        text_cache: TextVectorCache,
+        sizes: VocabSizes,
+        dim: int,
+        user_embedding: bool = True,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.item_vectors = item_vectors
         self.text_cache = text_cache
-        self.user_embedding = IdEmbedding(sizes.users, dim)
+        self.user_embedding = IdEmbedding(sizes.users, dim) if user_embedding else None
         self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
 
     def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
@@ -201,6 +208,8 @@ class QueryTower(tf.keras.layers.Layer):
         history_text, _ = self.text_cache.lookup(inputs[features.HISTORY])
         history_vectors = self.item_vectors(history_index, history_text, training=training)
         history = masked_mean(history_vectors, history_index >= 0)
+        if self.user_embedding is None:
+            return self.output_layer(history)
         user = self.user_embedding(inputs[features.USER_INDEX])
         return self.output_layer(tf.concat([user, history], axis=-1))
 
@@ -328,7 +337,7 @@ class TailTowerModel(tfrs.Model):
                 raise ValueError("TrainerConfig.mixed_negatives > 0 needs the catalog: pass catalog=")
             self.negative_sampler = UniformCatalogSampler(catalog, config.mixed_negatives)
         self.item_vectors = ItemVectors(sizes.items, dim, id_dropout=config.id_dropout)
-        self.query_tower = QueryTower(self.item_vectors, text_cache, sizes, dim)
+        self.query_tower = QueryTower(self.item_vectors, text_cache, sizes, dim, config.user_embedding)
         self.candidate_tower = CandidateTower(self.item_vectors, sizes, dim)
         self.ranking_head = tf.keras.Sequential(
             [
