@@ -52,8 +52,8 @@ class Result:
         )
 
 
-def request_set(n: int, history_pool: list[str], k: int, seed: int = 0) -> list[dict]:
-    """`n` recommend inputs: users u000.., 0-10 history items each from `history_pool`."""
+def request_set(n: int, history_pool: list[str], k: int, knobs: dict, seed: int = 0) -> list[dict]:
+    """`n` recommend inputs: users u000.., 0-10 history items each from `history_pool`, the given knobs."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -64,9 +64,16 @@ def request_set(n: int, history_pool: list[str], k: int, seed: int = 0) -> list[
                 features.USER_ID: [f"u{i % 200:03d}"],
                 features.HISTORY: [history + [""] * (width - len(history))],
                 features.K: k,
+                **knobs,
             }
         )
     return out
+
+
+def knobs_off(signature) -> dict[str, float]:
+    """Every scalar input of `recommend` besides k (the re-ranking knobs) at 0: the base ranking."""
+    specs = signature.structured_input_signature[1]
+    return {name: 0.0 for name, spec in specs.items() if spec.shape.rank == 0 and name != features.K}
 
 
 def run_load(target: str, concurrency: int, inputs: list[dict], make_sender: Callable) -> Result:
@@ -205,11 +212,12 @@ def benchmark(base_path: str, model: str, requests_per_level: int, k: int, log_p
     import tensorflow_text  # noqa: F401  (the transform graph's ops)
 
     signature = tf.saved_model.load(latest_version_dir(base_path)).signatures[features.RECOMMEND_SIGNATURE]
+    knobs = knobs_off(signature)
     pool_out = floor_sender(signature)()(
-        {features.USER_ID: ["u000"], features.HISTORY: [[""]], features.K: 50}
+        {features.USER_ID: ["u000"], features.HISTORY: [[""]], features.K: 50, **knobs}
     )
     pool = [item.decode() for item in pool_out[features.ITEM_IDS][0] if item]
-    inputs = request_set(requests_per_level, pool, k)
+    inputs = request_set(requests_per_level, pool, k, knobs)
     process, rest_port, grpc_port = start_server(base_path, model, log_path)
     try:
         targets = {
