@@ -36,7 +36,7 @@ compile:
 	$(ENV) python -m pipeline.kubeflow_runner --output tailtower_pipeline.json
 
 clean:
-	rm -rf demo-run tailtower_pipeline.json .pytest_cache
+	rm -rf demo-run eval-out tailtower_pipeline.json .pytest_cache
 
 # --- serving: a local TF-Serving-compatible server (REST 8501, gRPC 8500), its client and benchmark -------
 MODEL_BASE_PATH ?= $(OUTPUT)/serving/tailtower
