@@ -25,8 +25,9 @@ class TrainerConfig:
     user_embedding: bool = True
     batch_size: int = 512
     learning_rate: float = 3e-3
-    # Used when the Trainer's train_args give no step count.
-    epochs: int = 8
+    # Used when the Trainer's train_args give no step count. On amazon-office the held-out AUC peaks after
+    # epoch 2 and falls from there (0.81 → 0.73 by epoch 8) while Recall@10 drops too: more epochs overfit.
+    epochs: int = 2
     # logQ correction strength: candidate sampling probability = exp(beta * item_log_prob); 0 = none.
     logq_beta: float = 1.0
     # Mixed Negative Sampling (Yang et al. 2020): catalog items drawn uniformly per batch as extra retrieval
