@@ -44,6 +44,8 @@ class Result:
 
     def row(self, floor_p99_ms: float | None) -> str:
         lat = np.asarray(self.latencies_s) * 1e3
+        if not len(lat):  # every request failed: the errors column says how many
+            return f"| {self.target} | {self.concurrency} | 0 | - | - | - | 0 | {self.errors} |"
         p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
         ratio = f"{p99 / floor_p99_ms:.2f}" if floor_p99_ms else "-"
         return (
@@ -156,7 +158,7 @@ def grpc_sender(port: int, model: str):
         request.model_spec.name = model
         request.model_spec.signature_name = features.RECOMMEND_SIGNATURE
         for name, value in item.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtypes.get(name, tf.string)))
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtypes.get(name)))
         response = stub.Predict(request, timeout=30)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
@@ -239,7 +241,7 @@ def table(results: list[Result], n: int, k: int) -> list[str]:
     floor = {
         r.concurrency: float(np.percentile(r.latencies_s, 99)) * 1e3
         for r in results
-        if r.target.startswith("in-process")
+        if r.target.startswith("in-process") and r.latencies_s
     }
     lines = [
         f"`recommend` (k={k}, {n} requests per row, 0-10 history items), {os.cpu_count()} CPUs",
