@@ -1,7 +1,8 @@
 """End to end through run_fn on a tiny fixture: tft_beam transform → run_fn → the serving SavedModel.
 
 The fixture (built once per test session, ~30 s): 10 catalog items (i8, i9 cold: never in an interaction),
-5 users, a tiny random BERT over the MiniLM vocabulary, 2 epochs. Checks are about the serving contract, not quality.
+5 users, a tiny random BERT over the MiniLM vocabulary, 2 epochs. Checks are about the serving contract,
+not quality.
 """
 
 import os
