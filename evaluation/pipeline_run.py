@@ -70,6 +70,9 @@ def train(
         bert=bert,
         trainer=dict(trainer),
         eval_gate=configs.EvalGateConfig(**OPEN_GATE),
+        # Fit on every interaction before the test target, as the baselines do: the pipeline's own eval split
+        # (each user's validation item) is training data here, not a hold-out.
+        train_splits=["train", "eval"],
     )
     local_runner.run(config)
     return run_results.RunResults(run_dir).pushed_model_dir()

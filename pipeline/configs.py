@@ -65,6 +65,9 @@ class PipelineConfig:
     beam_pipeline_args: list[str] = field(default_factory=lambda: ["--direct_num_workers=1"])
     # Off by default: ExampleGen reads files whose changes TFX's cache cannot see.
     enable_cache: bool = False
+    # The splits the model learns from: Transform analyzes them (vocabularies, popularity), the Trainer fits
+    # on them. The offline harness adds "eval", whose items the harness's own test split already excludes.
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -47,7 +47,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN,
         custom_config={features.BERT_VOCAB_CONFIG: f"{bert_dir}/vocab.txt"},
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+        splits_config=tfx.proto.SplitsConfig(analyze=config.train_splits, transform=["train", "eval"]),
     )
     transform.add_upstream_node(anomalies_gate)
 
@@ -58,6 +58,7 @@ def create_pipeline(
         catalog=example_gen.outputs["catalog"],
         schema=schema_gen.outputs["schema"],
         run_fn=configs.RUN_FN,
+        train_args=tfx.proto.TrainArgs(splits=config.train_splits),
         custom_config={"bert": bert_dir, **config.trainer},
     )
 

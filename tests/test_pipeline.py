@@ -62,3 +62,13 @@ def test_kubeflow_v2_spec_compiles_and_loads(tmp_path):
         if "container" in executor
     }
     assert images == {"tailtower:test"}
+
+
+def test_train_splits_reach_transform_analysis_and_trainer(tmp_path):
+    config = configs.PipelineConfig(
+        data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), train_splits=["train", "eval"]
+    )
+    components = {c.id: c for c in create_pipeline(config, bert_dir="/models/bert").components}
+    splits_config = json.loads(components["Transform"].exec_properties["splits_config"])
+    assert splits_config["analyze"] == ["train", "eval"]
+    assert json.loads(components["Trainer"].exec_properties["train_args"])["splits"] == ["train", "eval"]
