@@ -7,7 +7,7 @@ model code; runners turn these constants into component arguments.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from components.example_gen import ExampleGenConfig
 
@@ -68,6 +68,3 @@ class PipelineConfig:
     # The splits the model learns from: Transform analyzes them (vocabularies, popularity), the Trainer fits
     # on them. The offline harness adds "eval", whose items the harness's own test split already excludes.
     train_splits: list[str] = field(default_factory=lambda: ["train"])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
