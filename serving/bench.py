@@ -149,6 +149,8 @@ def grpc_sender(port: int, model: str):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    from serving import tensors
+
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     dtypes = {features.K: tf.int32}
@@ -158,9 +160,9 @@ def grpc_sender(port: int, model: str):
         request.model_spec.name = model
         request.model_spec.signature_name = features.RECOMMEND_SIGNATURE
         for name, value in item.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtypes.get(name)))
+            request.inputs[name].CopyFrom(tensors.to_proto(value, dtype=dtypes.get(name)))
         response = stub.Predict(request, timeout=30)
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return {name: tensors.to_ndarray(proto) for name, proto in response.outputs.items()}
 
     return lambda: send
 

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
+from serving import tensors  # noqa: E402
 from serving.recommend_request import Recommendations, recommend_inputs  # noqa: E402
 from serving.rest_client import ServingClientError  # noqa: E402
 from trainer import features  # noqa: E402
@@ -78,7 +79,7 @@ class GrpcClient:
         if version is not None:
             request.model_spec.version.value = version
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtypes.get(name)))
+            request.inputs[name].CopyFrom(tensors.to_proto(value, dtype=dtypes.get(name)))
         return self._call(self._predictions.Predict, request)
 
     def recommend(
@@ -92,7 +93,7 @@ class GrpcClient:
         response = self.predict(
             recommend_inputs(users, histories, k, knobs), features.RECOMMEND_SIGNATURE, version
         )
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        outputs = {name: tensors.to_ndarray(proto) for name, proto in response.outputs.items()}
         return Recommendations(outputs, version=response.model_spec.version.value)
 
     def status(self) -> get_model_status_pb2.GetModelStatusResponse:

@@ -2,8 +2,8 @@
 ModelService (GetModelStatus). Classify, Regress, MultiInference and HandleReloadConfigRequest are left to
 the generated base classes, which answer UNIMPLEMENTED.
 
-Tensors cross the wire as TensorProtos (tf.make_ndarray in, tf.make_tensor_proto out); errors abort the call
-with TF Serving's code and message.
+Tensors cross the wire as TensorProtos (serving.tensors: TensorFlow's converters, with a fast path for the
+numeric and string arrays our signatures use); errors abort the call with TF Serving's code and message.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import time
 from concurrent import futures
 
 import grpc
-import tensorflow as tf
 from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
-from serving import protos
+from serving import protos, tensors
 from serving.config import ServerConfig
 from serving.errors import ServingError, invalid_argument
 from serving.metrics import Metrics
@@ -69,7 +68,7 @@ def _rpc(route: str):
 
 def _to_array(alias: str, proto):
     try:
-        return tf.make_ndarray(proto)
+        return tensors.to_ndarray(proto)
     except Exception as e:  # malformed TensorProto (content size vs shape, unknown dtype)
         raise invalid_argument(f"tensor parsing error: {alias}") from e
 
@@ -90,7 +89,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.model_spec.version.value = servable.version
             response.model_spec.signature_name = signature
         for alias, value in outputs.items():
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[alias].CopyFrom(tensors.to_proto(value))
         return response
 
     @_rpc("metadata")

@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
+from serving import tensors  # noqa: E402
 from serving.errors import ServingError, code_from_number, invalid_argument  # noqa: E402
 
 try:  # registers the TF Text ops the transform graph uses, as TF Serving links them into its binary
@@ -238,7 +239,7 @@ class Servable:
                 )
                 continue
             request = log.predict_log.request
-            inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
+            inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
             self.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
             calls += 1
         return calls
