@@ -328,6 +328,23 @@ def test_ranking_only_and_retrieval_only_weights():
     assert float(retrieval_only.compute_loss(batch)) > 0
 
 
+def test_detached_ranking_head_leaves_the_towers_to_retrieval():
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    ranking_only = _model(retrieval_weight=0.0, ranking_trains_towers=False)
+    with tf.GradientTape(persistent=True) as tape:
+        loss = ranking_only.compute_loss(batch, training=True)
+    tower_grads = tape.gradient(loss, ranking_only.query_tower.trainable_variables)
+    head_grads = tape.gradient(loss, ranking_only.ranking_head.trainable_variables)
+    assert all(g is None or float(tf.reduce_sum(tf.abs(g))) == 0 for g in tower_grads)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in head_grads) > 0
+
+    attached = _model(retrieval_weight=0.0)
+    with tf.GradientTape() as tape:
+        loss = attached.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, attached.query_tower.trainable_variables)
+    assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+
+
 def test_trains_under_mirrored_strategy_with_mixed_precision():
     # The GPU configuration (MirroredStrategy + mixed_float16), run on CPU: dtypes and loss scaling must work.
     from trainer.train import precision_policy

@@ -38,6 +38,10 @@ class TrainerConfig:
     id_dropout: float = 0.0
     retrieval_weight: float = 1.0
     ranking_weight: float = 1.0
+    # Whether the ranking loss also trains the two towers. Its negatives are sampled catalog items, so its
+    # gradient teaches the towers "popular = positive, random (mostly tail) = negative", which costs
+    # retrieval accuracy and tail recall; False trains the ranking MLP on the towers' outputs as they are.
+    ranking_trains_towers: bool = True
     # Length of the `top_k_*` lists of the `serving_default` signature.
     top_k: int = 10
     # Base-ranking candidates the `recommend` signature re-ranks (MMR / xQuAD); at least k is always used.

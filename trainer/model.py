@@ -310,7 +310,8 @@ class TailTowerModel(tfrs.Model):
     """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
 
     Args:
-      config: embedding_dim, logq_beta, mixed_negatives, id_dropout and the two loss weights are read.
+      config: embedding_dim, logq_beta, mixed_negatives, id_dropout, the two loss weights and
+        ranking_trains_towers are read.
       sizes: vocabulary sizes of the transform output.
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
       text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T].
@@ -413,6 +414,8 @@ class TailTowerModel(tfrs.Model):
             self.config.logq_beta,
             negatives,
         )
+        if not self.config.ranking_trains_towers:
+            query, candidate = tf.stop_gradient(query), tf.stop_gradient(candidate)
         ranking = self.ranking_task(
             labels=labels[:, tf.newaxis],
             predictions=self.ranking_logits(query, candidate)[:, tf.newaxis],
