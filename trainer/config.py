@@ -30,6 +30,9 @@ class TrainerConfig:
     epochs: int = 2
     # logQ correction strength: candidate sampling probability = exp(beta * item_log_prob); 0 = none.
     logq_beta: float = 1.0
+    # 0: retrieval scores are plain dot products. > 0: both towers' outputs are L2-normalised (cosine
+    # scores) and the retrieval logits are divided by this temperature.
+    temperature: float = 0.0
     # Mixed Negative Sampling (Yang et al. 2020): catalog items drawn uniformly per batch as extra retrieval
     # negatives (logQ probability 1/|catalog|, same beta); 0 = in-batch negatives only.
     mixed_negatives: int = 0
@@ -59,6 +62,7 @@ class TrainerConfig:
             "retrieval_weight",
             "ranking_weight",
             "mixed_negatives",
+            "temperature",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)!r}")

@@ -343,7 +343,8 @@ def unknown_item_vector(model: TailTowerModel) -> np.ndarray:
         features.CATEGORY_INDEX: tf.fill([1, features.MAX_CATEGORIES], tf.constant(-1, tf.int64)),
         features.PRICE_Z: tf.zeros([1]),
     }
-    return model.candidate_tower(inputs, tf.zeros([1, model.text_cache.dim])).numpy()[0]
+    vector = model.candidate_tower(inputs, tf.zeros([1, model.text_cache.dim]))
+    return model.normalize_embedding(vector).numpy()[0]
 
 
 def tail_interaction_share(catalog: Mapping[str, np.ndarray]) -> float:

@@ -310,8 +310,8 @@ class TailTowerModel(tfrs.Model):
     """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
 
     Args:
-      config: embedding_dim, logq_beta, mixed_negatives, id_dropout, the two loss weights and
-        ranking_trains_towers are read.
+      config: embedding_dim, temperature, logq_beta, mixed_negatives, id_dropout, the two loss weights
+        and ranking_trains_towers are read.
       sizes: vocabulary sizes of the transform output.
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
       text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T].
@@ -347,7 +347,9 @@ class TailTowerModel(tfrs.Model):
                 tf.keras.layers.Dense(1, dtype="float32"),
             ]
         )
-        self.retrieval_task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+        self.retrieval_task = tfrs.tasks.Retrieval(
+            remove_accidental_hits=True, temperature=config.temperature or None
+        )
         self.ranking_task = tfrs.tasks.Ranking(
             # SUM (divided by the batch size in compute_loss): distribution strategies refuse AUTO.
             loss=tf.keras.losses.BinaryCrossentropy(
@@ -363,17 +365,23 @@ class TailTowerModel(tfrs.Model):
         self.ranking_loss_metric = tf.keras.metrics.Mean("ranking_loss")
 
     def query_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
-        """Transformed features → [B, D]."""
-        return self.query_tower(inputs, training=training)
+        """Transformed features → [B, D] (unit length when `config.temperature` > 0)."""
+        return self.normalize_embedding(self.query_tower(inputs, training=training))
+
+    def normalize_embedding(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """Unit length when `config.temperature` > 0 (cosine scores), else unchanged."""
+        if self.config.temperature > 0:
+            return tf.math.l2_normalize(embeddings, axis=-1)
+        return embeddings
 
     def candidate_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
-        """Transformed features of the examples' items → [B, D]."""
+        """Transformed features of the examples' items → [B, D] (unit length when `config.temperature` > 0)."""
         tokens = {key: inputs[key] for key in _TOKEN_KEYS}
         if self.text_encoder is not None:
             text = tf.cast(self.text_encoder(tokens, training=training), tf.float32)
         else:
             text = self.text_cache(inputs[features.ITEM_ID], tokens)
-        return self.candidate_tower(inputs, text, training=training)
+        return self.normalize_embedding(self.candidate_tower(inputs, text, training=training))
 
     def ranking_logits(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
         """[B, D] query, [B, D] candidate → [B] click logits."""

@@ -126,9 +126,7 @@ def _frequency_table(vocab_path: tf.Tensor, value_index: int, default: int | Non
     """
     lift = contextlib.nullcontext() if tf.is_symbolic_tensor(vocab_path) else tf.init_scope()
     with lift:
-        init = tf.lookup.TextFileInitializer(
-            vocab_path, tf.string, 1, tf.int64, value_index, delimiter=" "
-        )
+        init = tf.lookup.TextFileInitializer(vocab_path, tf.string, 1, tf.int64, value_index, delimiter=" ")
         if default is None:
             return tf.lookup.StaticVocabularyTable(init, num_oov_buckets=_OOV_BUCKETS)
         return tf.lookup.StaticHashTable(init, default_value=default)
@@ -180,7 +178,10 @@ def bert_tokenizer(vocab_path: str) -> tf_text.BertTokenizer:
 
 
 def tokenize(
-    tokenizer: tf_text.BertTokenizer, text: tf.Tensor, cls_id: int, sep_id: int,
+    tokenizer: tf_text.BertTokenizer,
+    text: tf.Tensor,
+    cls_id: int,
+    sep_id: int,
     max_tokens: int = features.MAX_TOKENS,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """[B] strings -> ([CLS] wordpieces [SEP] ids, mask), both int64 [B, max_tokens].
@@ -210,7 +211,8 @@ def _attribute_features(inputs: Mapping[str, Tensor]) -> dict:
         _scalar(inputs[features.BRAND], ""), num_oov_buckets=_OOV_BUCKETS, vocab_filename=features.BRAND_VOCAB
     )
     categories = tft.compute_and_apply_vocabulary(
-        _ragged(inputs[features.CATEGORIES]), num_oov_buckets=_OOV_BUCKETS,
+        _ragged(inputs[features.CATEGORIES]),
+        num_oov_buckets=_OOV_BUCKETS,
         vocab_filename=features.CATEGORY_VOCAB,
     )
     price = tf.maximum(tf.cast(_scalar(inputs[features.PRICE], 0.0), tf.float32), 0.0)
