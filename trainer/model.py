@@ -117,6 +117,7 @@ class TextVectorCache(tf.keras.layers.Layer):
 
 
 _TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
+_MIN_SQUARED_NORM = 1e-3
 # Transformed features `TailTowerModel.candidate_embedding` reads.
 CANDIDATE_KEYS = (
     features.ITEM_ID,
@@ -371,11 +372,14 @@ class TailTowerModel(tfrs.Model):
     def normalize_embedding(self, embeddings: tf.Tensor) -> tf.Tensor:
         """Unit length when `config.temperature` > 0 (cosine scores), else unchanged."""
         if self.config.temperature > 0:
-            return tf.math.l2_normalize(embeddings, axis=-1)
+            # The floor on the squared norm bounds the gradient near zero vectors (a query with no
+            # history starts at 0) to ~30×; the default 1e-12 gives 1e6×, which overflows float16 under
+            # mixed precision.
+            return tf.math.l2_normalize(embeddings, axis=-1, epsilon=_MIN_SQUARED_NORM)
         return embeddings
 
     def candidate_embedding(self, inputs: Features, training: bool = False) -> tf.Tensor:
-        """Transformed features of the examples' items → [B, D] (unit length when `config.temperature` > 0)."""
+        """Transformed features of the examples' items → [B, D] (unit length if `config.temperature` > 0)."""
         tokens = {key: inputs[key] for key in _TOKEN_KEYS}
         if self.text_encoder is not None:
             text = tf.cast(self.text_encoder(tokens, training=training), tf.float32)
