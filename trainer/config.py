@@ -27,7 +27,7 @@ class TrainerConfig:
     #   + batch 2048, 8 epochs                                                         0.074 / 0.014
     #   + β=0                                                                          0.060 / 0.046
     #   + ranking head detached from the towers                                       0.067 / 0.061
-    #   + temperature 0.1 (cosine scores)                                              0.071 / 0.060
+    #   + temperature 0.1 (cosine scores)                                              0.076 / 0.065
     #   (β=0.25 instead of 0: 0.072 / 0.053; 12 epochs instead of 8: +0.001 / +0.002)
     # A learned per-user vector in the query tower; off, the query is the user's history alone (most users
     # have a handful of interactions and overfit their own vector).
