@@ -144,24 +144,34 @@ def rest_sender(port: int, model: str):
     return make
 
 
+def grpc_request(model: str, item: dict):
+    """A `recommend` PredictRequest for one `request_set` item, typed as the signature wants (k int32, knobs
+    float32: what TensorFlow infers for Python numbers)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import tensors
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = features.RECOMMEND_SIGNATURE
+    for name, value in item.items():
+        dtype = tf.int32 if name == features.K else None
+        request.inputs[name].CopyFrom(tensors.to_proto(value, dtype=dtype))
+    return request
+
+
 def grpc_sender(port: int, model: str):
     import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from serving import tensors
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    dtypes = {features.K: tf.int32}
 
     def send(item: dict):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = features.RECOMMEND_SIGNATURE
-        for name, value in item.items():
-            request.inputs[name].CopyFrom(tensors.to_proto(value, dtype=dtypes.get(name)))
-        response = stub.Predict(request, timeout=30)
+        response = stub.Predict(grpc_request(model, item), timeout=30)
         return {name: tensors.to_ndarray(proto) for name, proto in response.outputs.items()}
 
     return lambda: send

@@ -26,6 +26,7 @@ _NUMERIC = {
     np.dtype(np.bool_): types_pb2.DT_BOOL,
 }
 _NUMPY_OF = {enum: dtype for dtype, enum in _NUMERIC.items()}
+_PYTHON_DEFAULTS = {np.dtype(np.float64): tf.float32, np.dtype(np.int64): tf.int32}
 # `tf.make_ndarray` reads `tensor_content` in the host's byte order; TensorFlow writes it little-endian.
 _LITTLE_ENDIAN = np.little_endian
 
@@ -37,8 +38,12 @@ def to_proto(value, dtype: tf.DType | None = None) -> tensor_pb2.TensorProto:
         proto = _with_shape(types_pb2.DT_STRING, array.shape)
         proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in array.ravel())
         return proto
-    if dtype is not None:
-        array = _cast_exactly(array, np.dtype(dtype.as_numpy_dtype))
+    target = dtype
+    if target is None and not isinstance(value, (np.ndarray, np.generic)):
+        # Python numbers: TensorFlow infers float32 / int32 where numpy says float64 / int64.
+        target = _PYTHON_DEFAULTS.get(array.dtype)
+    if target is not None:
+        array = _cast_exactly(array, np.dtype(target.as_numpy_dtype))
     if array is None or array.dtype not in _NUMERIC or not _LITTLE_ENDIAN:
         return tf.make_tensor_proto(value, dtype=dtype)
     proto = _with_shape(_NUMERIC[array.dtype], array.shape)

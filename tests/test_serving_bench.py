@@ -35,6 +35,18 @@ def test_request_set_sends_the_knobs_and_pads_history():
         assert len(history) >= 1 and len(set(h for h in history if h)) == len([h for h in history if h])
 
 
+def test_grpc_requests_carry_the_signature_dtypes():
+    (item,) = bench.request_set(1, list("abcdefghijk"), 5, {"mmr_lambda": 0.0})
+    request = bench.grpc_request("tailtower", item)
+    dtypes = {name: tf.dtypes.as_dtype(proto.dtype) for name, proto in request.inputs.items()}
+    assert dtypes == {
+        features.USER_ID: tf.string,
+        features.HISTORY: tf.string,
+        features.K: tf.int32,
+        "mmr_lambda": tf.float32,
+    }
+
+
 def test_a_target_whose_requests_all_failed_still_gets_a_row():
     row = bench.Result("gRPC", 1, latencies_s=[], errors=7, wall_s=1.0).row(floor_p99_ms=2.0)
     assert row == "| gRPC | 1 | 0 | - | - | - | 0 | 7 |"

@@ -43,6 +43,13 @@ def test_to_ndarray_matches_make_ndarray(value):
     result.flat[:0] = []  # writable, like make_ndarray's result
 
 
+@pytest.mark.parametrize("value", [0.5, 10, [1, 2], [[0.25]], True, 2**40, [b"a"], "text"], ids=repr)
+def test_python_values_get_tensorflows_dtypes(value):
+    proto, expected = tensors.to_proto(value), tf.make_tensor_proto(value)
+    assert proto.dtype == expected.dtype and proto.tensor_shape == expected.tensor_shape
+    np.testing.assert_array_equal(tensors.to_ndarray(proto), tf.make_ndarray(expected))
+
+
 def test_dtype_casts_like_tensorflow():
     proto = tensors.to_proto(np.array(5), dtype=tf.int32)  # a Python int arrives as int64
     assert proto.dtype == tf.int32.as_datatype_enum
