@@ -14,6 +14,7 @@ from trainer import features  # noqa: E402
 from trainer.config import TrainerConfig  # noqa: E402
 from trainer.model import (  # noqa: E402
     IdEmbedding,
+    PositionPooling,
     SampledNegatives,
     TailTowerModel,
     TextVectorCache,
@@ -111,6 +112,32 @@ def test_masked_mean():
     mask = tf.constant([[True, True, False], [False, False, False]])
     # row 0: mean of the first two; row 1: nothing to average → zeros.
     np.testing.assert_allclose(masked_mean(values, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_position_pooling_starts_as_the_mean_and_weights_slots():
+    values = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    pooling = PositionPooling(length=3)
+    np.testing.assert_allclose(pooling(values, mask).numpy(), masked_mean(values, mask).numpy())
+    # Newest slot (index 1 here) weighted e^2 against e^0: (1·1 + 3·e²) / (1 + e²); masked slot 2 ignored
+    # however large its logit; the empty row stays zero.
+    pooling.position_logits.assign([0.0, 2.0, 50.0])
+    w = math.exp(2.0)
+    expected = [[(1 + 3 * w) / (1 + w), (2 + 4 * w) / (1 + w)], [0.0, 0.0]]
+    np.testing.assert_allclose(pooling(values, mask).numpy(), expected, rtol=1e-5)
+
+
+def test_position_pooling_in_the_query_tower_learns():
+    model = _model(user_embedding=False, history_pooling="position")
+    pooling = model.query_tower.position_pooling
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    model.compile(tf.keras.optimizers.Adam(0.05))
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0)
+    logits = pooling.position_logits.numpy()
+    assert logits.shape == (H,)
+    assert np.abs(logits[-3:]).max() > 0  # slots holding history moved
+    np.testing.assert_array_equal(logits[:-3], 0.0)  # always-padding slots get no gradient
+    assert _model().query_tower.position_pooling is None  # the default is the plain mean
 
 
 def test_text_cache_hits_misses_and_fallback():
@@ -428,6 +455,8 @@ def test_config_from_custom_config():
         TrainerConfig(id_dropout=1.5)
     with pytest.raises(ValueError, match="mixed_negatives"):
         TrainerConfig(mixed_negatives=-1)
+    with pytest.raises(ValueError, match="history_pooling"):
+        TrainerConfig(history_pooling="attention")
     assert TrainerConfig.from_custom_config({"user_embedding": False}).user_embedding is False
     with pytest.raises(ValueError, match="true or false"):
         TrainerConfig.from_custom_config({"user_embedding": 0})

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+HISTORY_POOLINGS = ("mean", "position")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
@@ -33,6 +35,9 @@ class TrainerConfig:
     # A learned per-user vector in the query tower; off, the query is the user's history alone (most users
     # have a handful of interactions and overfit their own vector).
     user_embedding: bool = False
+    # How the query tower pools the history's item vectors: "mean", or "position" (a mean weighted by one
+    # learned weight per history slot, newest last, so recent items can count more).
+    history_pooling: str = "mean"
     # Retrieval uses the batch's positives as each other's negatives: bigger batches, more negatives.
     batch_size: int = 2048
     learning_rate: float = 3e-3
@@ -79,6 +84,9 @@ class TrainerConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.history_pooling not in HISTORY_POOLINGS:
+            choice = self.history_pooling
+            raise ValueError(f"TrainerConfig.history_pooling must be in {HISTORY_POOLINGS}, got {choice!r}")
         if not 0.0 <= self.id_dropout <= 1.0:
             raise ValueError(f"TrainerConfig.id_dropout must be in [0, 1], got {self.id_dropout!r}")
         if self.retrieval_weight == 0 and self.ranking_weight == 0:

@@ -47,6 +47,33 @@ def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return total / tf.maximum(tf.reduce_sum(weights, axis=1), tf.ones([], values.dtype))
 
 
+class PositionPooling(tf.keras.layers.Layer):
+    """Weighted mean of a left-padded, newest-last sequence [B, L, D] → [B, D], one learned weight per slot.
+
+    Weights are a softmax of per-position logits over the unmasked slots; the logits start at zero, so the
+    layer starts as `masked_mean` and learns how much more the recent items say. An empty row gives zeros.
+    """
+
+    def __init__(self, length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+
+    def build(self, input_shape) -> None:
+        self.position_logits = self.add_weight(
+            name="position_logits", shape=[self.length], initializer="zeros", trainable=True
+        )
+
+    def call(self, values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        logits = tf.cast(self.position_logits, values.dtype)
+        # exp(l - max l) <= 1: no overflow; the shift cancels, so no gradient flows through it. Masked
+        # slots weigh 0.
+        shifted = logits - tf.stop_gradient(tf.reduce_max(logits))
+        weights = tf.exp(shifted)[tf.newaxis, :] * tf.cast(mask, values.dtype)
+        total = tf.reduce_sum(values * weights[..., tf.newaxis], axis=1)
+        norm = tf.reduce_sum(weights, axis=1, keepdims=True)
+        return tf.math.divide_no_nan(total, norm)
+
+
 class IdEmbedding(tf.keras.layers.Layer):
     """Embeds vocabulary indices [...] → [..., dim]; OOV (index >= vocab_size) and padding (< 0) → zeros.
 
@@ -184,9 +211,10 @@ class CandidateTower(tf.keras.layers.Layer):
 class QueryTower(tf.keras.layers.Layer):
     """User index [B] + history [B, H] (indices and raw ids) → query embeddings [B, D].
 
-    concat(user embedding, masked mean of the history items' `ItemVectors`) → Dense(D), or the history mean
-    alone with `user_embedding=False`. History text comes from the cache only (there are no history tokens);
-    padding (-1) is masked, an empty history gives zeros.
+    concat(user embedding, pooled history items' `ItemVectors`) → Dense(D), or the pooled history alone with
+    `user_embedding=False`. Pooling is the plain mean, or with `history_pooling="position"` a mean weighted
+    by learned per-position weights (`PositionPooling`). History text comes from the cache only (there are
+    no history tokens); padding (-1) is masked, an empty history gives zeros.
     """
 
     def __init__(
@@ -196,19 +224,26 @@ class QueryTower(tf.keras.layers.Layer):
         sizes: VocabSizes,
         dim: int,
         user_embedding: bool = True,
+        history_pooling: str = "mean",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.item_vectors = item_vectors
         self.text_cache = text_cache
         self.user_embedding = IdEmbedding(sizes.users, dim) if user_embedding else None
+        self.position_pooling = (
+            PositionPooling(features.HISTORY_LENGTH) if history_pooling == "position" else None
+        )
         self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
 
     def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
         history_index = tf.cast(inputs[features.HISTORY_INDEX], tf.int64)
         history_text, _ = self.text_cache.lookup(inputs[features.HISTORY])
         history_vectors = self.item_vectors(history_index, history_text, training=training)
-        history = masked_mean(history_vectors, history_index >= 0)
+        if self.position_pooling is None:
+            history = masked_mean(history_vectors, history_index >= 0)
+        else:
+            history = self.position_pooling(history_vectors, history_index >= 0)
         if self.user_embedding is None:
             return self.output_layer(history)
         user = self.user_embedding(inputs[features.USER_INDEX])
@@ -339,7 +374,9 @@ class TailTowerModel(tfrs.Model):
                 raise ValueError("TrainerConfig.mixed_negatives > 0 needs the catalog: pass catalog=")
             self.negative_sampler = UniformCatalogSampler(catalog, config.mixed_negatives)
         self.item_vectors = ItemVectors(sizes.items, dim, id_dropout=config.id_dropout)
-        self.query_tower = QueryTower(self.item_vectors, text_cache, sizes, dim, config.user_embedding)
+        self.query_tower = QueryTower(
+            self.item_vectors, text_cache, sizes, dim, config.user_embedding, config.history_pooling
+        )
         self.candidate_tower = CandidateTower(self.item_vectors, sizes, dim)
         self.ranking_head = tf.keras.Sequential(
             [
