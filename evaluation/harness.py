@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # TensorFlow is imported only when our system runs
 
 DEFAULT_SWEEP_VALUES = (0.1, 0.25, 0.5, 0.75, 1.0)
 OUR_SYSTEM = "tailtower"
+LAST_ITEM = "last item"  # baselines scored from the most recent history item only
 _START = time.monotonic()
 
 
@@ -75,28 +76,38 @@ class Options:
 
 # ------------------------------------------------------------------------------------------ systems
 def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
+    """MostPop, ItemKNN and EASE on the fit matrix; ItemKNN and EASE also scored from each user's last item.
+
+    The "last item" rows are the order-aware reading of the same models (the neighbours of the most recent
+    item only): our query tower sees the history in order, the classic baselines do not.
+    """
     x = s.fit_matrix()
-    fits: list[tuple[str, dict, Callable]] = [
-        ("MostPop", {}, lambda: baselines.fit_most_pop(x)),
-        ("ItemKNN (cosine)", {}, lambda: baselines.fit_item_knn(x)),
+    last = s.last_item_matrix()
+    fits: list[tuple[str, dict, Callable, bool]] = [
+        ("MostPop", {}, lambda: baselines.fit_most_pop(x), False),
+        ("ItemKNN (cosine)", {}, lambda: baselines.fit_item_knn(x), True),
     ]
     fits += [
-        (f"EASE λ={lam:g}", {"lambda": lam}, lambda lam=lam: baselines.fit_ease(x, lam))
+        (f"EASE λ={lam:g}", {"lambda": lam}, lambda lam=lam: baselines.fit_ease(x, lam), True)
         for lam in options.ease_lambdas
     ]
-    results = []
-    for name, settings, fit in fits:
+    results, from_last = [], []
+    for name, settings, fit, also_from_last in fits:
         log(f"{s.protocol}: fitting and ranking {name}")
         scorer = fit()
         recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(x[lo:hi]), x, options.k)
         results.append(Ranked(name, {"system": name, **settings}, recs))
+        if also_from_last:
+            recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(last[lo:hi]), x, options.k)
+            last_name = f"{name}, {LAST_ITEM}"
+            from_last.append(Ranked(last_name, {"system": last_name, **settings, "history": LAST_ITEM}, recs))
     _mark_best_ease(results, s)
-    return results
+    return results + from_last
 
 
 def _mark_best_ease(results: list[Ranked], s: split.Split) -> None:
     """Flags the EASE λ with the best test recall (ties: the smaller λ), as the reference reports it."""
-    ease = [r for r in results if "lambda" in r.settings]
+    ease = [r for r in results if "lambda" in r.settings and "history" not in r.settings]
     if ease:
         best = max(ease, key=lambda r: (metrics.recall(r.recs, s.test), -r.settings["lambda"]))
         for r in ease:
@@ -238,8 +249,10 @@ def write_outputs(options: Options, name: str, entries: list[dict], per_protocol
 
 
 def _is_base(result: Ranked) -> bool:
-    """Lists worth a popularity curve: every baseline but the non-best EASE, and our unswept models."""
-    return "sweep" not in result.settings and result.settings.get("best", True)
+    """Lists worth a popularity curve: the full-history baselines but the non-best EASE, and our unswept
+    models."""
+    settings = result.settings
+    return "sweep" not in settings and "history" not in settings and settings.get("best", True)
 
 
 # ------------------------------------------------------------------------------------------ CLI

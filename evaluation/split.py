@@ -76,6 +76,13 @@ class Split:
         matrix.data[:] = 1.0  # duplicates were summed
         return matrix
 
+    def last_item_matrix(self) -> sp.csr_matrix:
+        """[U, N] binary: each user's most recent fit positive (an empty row for a user without one)."""
+        users = [u for u, h in enumerate(self.history) if len(h)]
+        cols = [self.history[u][-1] for u in users]
+        shape = (len(self.users), self.num_items)
+        return sp.csr_matrix((np.ones(len(users)), (users, cols)), shape=shape)
+
 
 def tail_items(counts: np.ndarray, head_share: float = HEAD_SHARE) -> np.ndarray:
     """[N] bool: True outside the head (top items by count, ties higher index first, first reaching share).

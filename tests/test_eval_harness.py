@@ -33,14 +33,20 @@ def test_outputs_and_json_shape(synthetic, tmp_path):
     assert written["systems"] == entries
     names = [e["name"] for e in entries]
     assert names[:5] == ["MostPop", "ItemKNN (cosine)", "EASE λ=50", "EASE λ=200", "EASE λ=500"]
-    assert names[5] == "MostPop [cold_items]" and len(names) == 10
+    assert names[5:9] == [
+        "ItemKNN (cosine), last item",
+        "EASE λ=50, last item",
+        "EASE λ=200, last item",
+        "EASE λ=500, last item",
+    ]
+    assert names[9] == "MostPop [cold_items]" and len(names) == 18
     for entry in entries:
         assert METRIC_KEYS <= set(entry)
         assert entry["ild@10"] is None  # --no-ild
         assert entry["settings"]["protocol"] in split.PROTOCOLS
     # Standard protocol: no test target is cold in this data; the cold protocol makes some.
     assert entries[0]["cold_recall@10"] is None
-    assert isinstance(entries[5]["cold_recall@10"], float)
+    assert isinstance(entries[9]["cold_recall@10"], float)
     assert sum(e["settings"].get("best", False) for e in entries) == 2  # one best EASE per protocol
     for name in ("metrics.md", "report.html", "popularity-standard.png", "pareto-cold_items.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -53,8 +59,8 @@ def test_same_seed_same_results_and_another_seed_changes_the_cold_draw(synthetic
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
     other = harness.evaluate(_baselines_only(synthetic, tmp_path / "c", seed=5))
     assert first == second
-    assert first[:5] == other[:5]  # the standard protocol has no randomness
-    assert first[5:] != other[5:]
+    assert first[:9] == other[:9]  # the standard protocol has no randomness
+    assert first[9:] != other[9:]
 
 
 def test_parse_sweep_and_bad_options():

@@ -59,6 +59,8 @@ def test_standard_split_last_is_test_previous_is_validation(toy_dir):
     assert s.counts.tolist() == [0, 1, 1, 2, 0]  # w x y z v
     assert s.is_cold.tolist() == [True, False, False, False, True]
     assert s.fit_matrix().toarray().tolist() == [[0, 1, 1, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0]]
+    # The most recent fit item only (a: z, the newest of x y z); b has none.
+    assert s.last_item_matrix().toarray().tolist() == [[0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0]]
     assert not s.made_cold.any()
 
 
