@@ -137,7 +137,7 @@ def test_position_pooling_in_the_query_tower_learns():
     assert logits.shape == (H,)
     assert np.abs(logits[-3:]).max() > 0  # slots holding history moved
     np.testing.assert_array_equal(logits[:-3], 0.0)  # always-padding slots get no gradient
-    assert _model().query_tower.position_pooling is None  # the default is the plain mean
+    assert _model(history_pooling="mean").query_tower.position_pooling is None
 
 
 def test_text_cache_hits_misses_and_fallback():
