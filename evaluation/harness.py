@@ -101,13 +101,20 @@ def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
             recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(last[lo:hi]), x, options.k)
             last_name = f"{name}, {LAST_ITEM}"
             from_last.append(Ranked(last_name, {"system": last_name, **settings, "history": LAST_ITEM}, recs))
+    results += from_last
     _mark_best_ease(results, s)
-    return results + from_last
+    return results
 
 
 def _mark_best_ease(results: list[Ranked], s: split.Split) -> None:
-    """Flags the EASE λ with the best test recall (ties: the smaller λ), as the reference reports it."""
-    ease = [r for r in results if "lambda" in r.settings and "history" not in r.settings]
+    """Flags the EASE λ with the best test recall (ties: the smaller λ), as the reference reports it; the
+    full-history and the last-item readings each get their own."""
+    for history in (None, LAST_ITEM):
+        group = [r for r in results if "lambda" in r.settings and r.settings.get("history") == history]
+        _mark_best(group, s)
+
+
+def _mark_best(ease: list[Ranked], s: split.Split) -> None:
     if ease:
         best = max(ease, key=lambda r: (metrics.recall(r.recs, s.test), -r.settings["lambda"]))
         for r in ease:

@@ -90,10 +90,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(path: str, entries: Sequence[dict], k: int) -> None:
-    """Recall@k against APLT@k: one line per knob sweep, baselines as labelled points, the front dashed."""
+    """Recall@k against APLT@k: one line per knob sweep, baselines as labelled points (of EASE, the best λ
+    only), the front dashed."""
     plt = _pyplot()
     recall_key, aplt_key = f"recall@{k}", f"aplt@{k}"
-    usable = [e for e in entries if e.get(recall_key) is not None and e.get(aplt_key) is not None]
+    usable = [
+        e
+        for e in entries
+        if e.get(recall_key) is not None and e.get(aplt_key) is not None and e["settings"].get("best", True)
+    ]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sweeps: dict[str, list[dict]] = {}
     for entry in usable:
@@ -120,7 +125,7 @@ def plot_pareto(path: str, entries: Sequence[dict], k: int) -> None:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": labels near the right edge stay whole
     plt.close(fig)
 
 

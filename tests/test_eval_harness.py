@@ -47,7 +47,9 @@ def test_outputs_and_json_shape(synthetic, tmp_path):
     # Standard protocol: no test target is cold in this data; the cold protocol makes some.
     assert entries[0]["cold_recall@10"] is None
     assert isinstance(entries[9]["cold_recall@10"], float)
-    assert sum(e["settings"].get("best", False) for e in entries) == 2  # one best EASE per protocol
+    # One best EASE λ per protocol among the full-history entries, one among the last-item ones.
+    best = [e["settings"] for e in entries if e["settings"].get("best")]
+    assert len(best) == 4 and sum(b.get("history") == harness.LAST_ITEM for b in best) == 2
     for name in ("metrics.md", "report.html", "popularity-standard.png", "pareto-cold_items.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "EASE λ=50" in (tmp_path / "report.html").read_text()
