@@ -41,7 +41,7 @@ class TrainerConfig:
     user_embedding: bool = False
     # How the query tower pools the history's item vectors: "mean", or "position" (a mean weighted by one
     # learned weight per history slot, newest last, so recent items can count more). On amazon-office the
-    # learned weights put ~13× more on the newest item than on the oldest.
+    # learned weights put ~11× more on the newest item than on the oldest.
     history_pooling: str = "position"
     # Retrieval uses the batch's positives as each other's negatives: bigger batches, more negatives.
     batch_size: int = 2048
