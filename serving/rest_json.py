@@ -2,44 +2,98 @@
 
 Request: {"signature_name": str?, "instances": [...]} (row format: one entry per example, batched along a
 new first axis) or {"inputs": ...} (columnar: one value per named input, shapes as given). Values are
-converted to the signature's dtype: DT_STRING takes JSON strings or {"b64": "..."}; integers take JSON
-integers; floats take any number. Response: {"predictions": [...]} for row requests (a list of values when the
-signature has one output, else a list of {name: value} objects), {"outputs": ...} for columnar ones. Strings
-come back as plain JSON strings, or {"b64": ...} for outputs whose name ends in "_bytes", as TF Serving does.
+converted to the signature's dtype: DT_STRING takes JSON strings or {"b64": "..."} (base64 read as
+absl::Base64Unescape does: padding optional, whitespace skipped); integers take JSON integers; floats take any
+number the type holds exactly (TF Serving's IsLosslessDecimal: integers up to 2^digits - 1, decimals within
+range) and NaN, Infinity, -Infinity, which TF Serving's parser reads and Python's json.dumps writes.
+Response: {"predictions": [...]} for row requests (a list of values when the signature has one output, else a
+list of {name: value} objects; [] for a zero batch), {"outputs": ...} for columnar ones. Strings come back as
+plain JSON strings, or {"b64": ...} for outputs whose name ends in "_bytes"; non-finite floats as NaN,
+Infinity, -Infinity; complex outputs are an INVALID_ARGUMENT error, all as TF Serving does.
+tests/test_rest_json_cases.py runs TF Serving's own REST JSON test cases against this module.
 
-Unlike TF Serving, extra keys in a columnar "inputs" object are an error rather than ignored (a misspelt knob
-would otherwise be silently dropped).
+Deliberate differences from TF Serving:
+* extra keys in a columnar "inputs" object are an error rather than ignored (a misspelt knob would otherwise
+  be silently dropped);
+* the "Inf" / "-Inf" spellings that rapidjson also reads are refused (Python's json module reads NaN,
+  Infinity and -Infinity only, which is what clients write);
+* float16 and bfloat16 inputs and outputs are converted like float32 ones (TF Serving refuses them), and
+  integer inputs are range-checked against their dtype (TF Serving wraps int8/int16/uint8 values).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-from collections.abc import Mapping
+import functools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import orjson
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.servable import InputInfo
 
 ROW, COLUMNAR = "row", "columnar"
 _B64 = "b64"
 _BYTES_SUFFIX = "_bytes"
+_ASCII_SPACE = re.compile(r"[ \t\n\v\f\r]")  # absl::ascii_isspace, which Base64Unescape skips
+_MAX_RANK = 64  # numpy's limit on dimensions
+_DIGITS = {tf.float16: 11, tf.bfloat16: 8, tf.float32: 24, tf.float64: 53}  # significand bits
+# rapidjson's wording (TF Serving's parser) for the errors Python's json module names differently.
+_PARSE_ERRORS = {
+    "Expecting value": "Invalid value.",
+    "Extra data": "The document root must not be followed by other values.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+}
 
 
 # ------------------------------------------------------------------------------------ request
 def parse_request(body: bytes) -> dict:
-    if not body:
+    if not body or body.isspace():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise invalid_argument(f"JSON Parse error: {e}") from e
+    except orjson.JSONDecodeError:  # NaN/Infinity, or not JSON: the slower parser decides
+        doc = _parse_with_non_finite(body)
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_dump(doc)} Is not object")
     return doc
+
+
+class _NumberTooBig(ValueError):
+    pass
+
+
+def _parse_with_non_finite(body: bytes):
+    """Python's json module, which reads NaN, Infinity and -Infinity as TF Serving's rapidjson does."""
+    try:
+        doc = json.loads(body, parse_float=_finite_float)
+        if b"\\u" in body:  # an escaped lone surrogate ("\ud800") parses here, but is not UTF-8
+            json.dumps(doc, ensure_ascii=False).encode()
+        return doc
+    except _NumberTooBig as e:
+        raise invalid_argument("JSON Parse error: Number too big to be stored in double.") from e
+    except json.JSONDecodeError as e:
+        message = _PARSE_ERRORS.get(e.msg, e.msg)
+        raise invalid_argument(f"JSON Parse error: {message} at offset: {e.pos}") from e
+    except UnicodeEncodeError as e:
+        raise invalid_argument("JSON Parse error: The surrogate pair in string is invalid.") from e
+    except (ValueError, RecursionError) as e:  # not UTF-8; nested deeper than Python's stack
+        raise invalid_argument(f"JSON Parse error: {e}") from e
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: rapidjson refuses it (as orjson does) where Python would make it inf
+        raise _NumberTooBig(text)
+    return value
 
 
 def signature_name(doc: Mapping) -> str:
@@ -84,31 +138,45 @@ def _from_instances(instances, infos: Mapping[str, InputInfo]) -> dict[str, np.n
             kind = "object but got list" if named else "value/list but got object"
             raise invalid_argument(f"Expecting {kind} at item {index} of input list")
         values = item if named else {next(iter(infos)): item}
-        _add_instance(index, values, infos, columns)
+        _add_instance(index, values, named, infos, columns)
     return {name: np.stack(arrays) for name, arrays in columns.items()}
 
 
-def _add_instance(index: int, values: Mapping, infos: Mapping[str, InputInfo], columns: dict) -> None:
+def _add_instance(
+    index: int, values: Mapping, named: bool, infos: Mapping[str, InputInfo], columns: dict
+) -> None:
     for name, value in values.items():
-        info = infos.get(name)
-        if info is None:
+        try:
+            columns[name].append(_instance_value(name, value, infos, columns))
+        except ServingError as e:
+            key = f" key: {name}" if named else ""
             raise invalid_argument(
-                f"Failed to process element: {index} key: {name} of 'instances' list. "
-                f"Error: JSON object: does not have named input: {name}"
-            )
-        array = json_to_array(value, info)
-        if columns[name] and columns[name][0].shape != array.shape:
-            raise invalid_argument(
-                f"Failed to process element: {index} key: {name} of 'instances' list. "
-                f"Error: Expecting shape {list(columns[name][0].shape)} but got: "
-                f"{list(array.shape)}"
-            )
-        columns[name].append(array)
+                f"Failed to process element: {index}{key} of 'instances' list. Error: {e.message}"
+            ) from e
     if set(values) != set(infos):
         raise invalid_argument(
             f"Failed to process element: {index} of 'instances' list. JSON object: "
             f"{_dump(values)} must only have keys: {','.join(sorted(infos))}"
         )
+
+
+def _instance_value(name: str, value, infos: Mapping[str, InputInfo], columns: dict) -> np.ndarray:
+    """One instance's value of input `name`; its size, then its shape, must match the first instance's."""
+    info = infos.get(name)
+    if info is None:
+        raise invalid_argument(f"JSON object: does not have named input: {name}")
+    array = json_to_array(value, info, _MAX_RANK - 1)  # the batch takes one dimension
+    if columns[name]:
+        first = columns[name][0]
+        if first.size != array.size:
+            raise invalid_argument(f"Expecting tensor size: {first.size} but got: {array.size}")
+        if first.shape != array.shape:
+            raise invalid_argument(f"Expecting shape {_shape(first.shape)} but got: {_shape(array.shape)}")
+    return array
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
 
 
 def _from_inputs(inputs, infos: Mapping[str, InputInfo]) -> dict[str, np.ndarray]:
@@ -135,9 +203,11 @@ def _from_inputs(inputs, infos: Mapping[str, InputInfo]) -> dict[str, np.ndarray
 
 
 # ------------------------------------------------------------------------------------ values
-def json_to_array(value, info: InputInfo) -> np.ndarray:
+def json_to_array(value, info: InputInfo, max_rank: int = _MAX_RANK) -> np.ndarray:
     """A (nested) JSON value → an array of `info.dtype`; the shape comes from the first element per level."""
     shape = _dense_shape(value)
+    if len(shape) > max_rank:  # also keeps _fill's recursion shallow
+        raise invalid_argument(f"JSON Value nested {len(shape)} lists deep: at most {max_rank} dims here")
     flat: list = []
     _fill(value, 0, shape, info.dtype, flat)
     if info.dtype == tf.string:
@@ -192,14 +262,33 @@ def _leaf(value, dtype: tf.DType):
         if isinstance(value, int) and dtype.min <= value <= dtype.max:
             return value
     elif dtype.is_floating:
-        if abs(value) <= dtype.max or value != value:  # NaN passes, as in TF Serving
+        if _is_lossless(value, dtype):
             return value
         raise invalid_argument(
-            f"Cannot convert JSON value: {_dump(value)} to {dtype.name} without loss of precision."
+            f"Cannot convert JSON value: {_dump(value)} to {_type_name(dtype)} without loss of precision."
         )
     raise invalid_argument(
-        f"JSON Value: {_dump(value)} Type: {_json_type(value)} is not of expected type: {dtype.name}"
+        f"JSON Value: {_dump(value)} Type: {_json_type(value)} is not of expected type: {_type_name(dtype)}"
     )
+
+
+def _type_name(dtype: tf.DType) -> str:
+    """TF's DataTypeString, as TF Serving's messages print a dtype: "float", "double", "int32", "string"."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum).removeprefix("DT_").lower()
+
+
+def _is_lossless(value: int | float, dtype: tf.DType) -> bool:
+    """TF Serving's IsLosslessDecimal: exact integers, finite decimals within range, NaN and ±Infinity."""
+    max_int, max_value = _float_limits(dtype)
+    if isinstance(value, int):
+        return abs(value) <= max_int
+    return not math.isfinite(value) or abs(value) <= max_value
+
+
+@functools.cache  # DType.max is slow, and this runs for every value
+def _float_limits(dtype: tf.DType) -> tuple[int, float]:
+    """Largest integer `dtype` holds exactly (2^digits - 1, as IsLosslessDecimal); its largest value."""
+    return 2 ** _DIGITS.get(dtype, 0) - 1, float(dtype.max)
 
 
 def _is_b64(value) -> bool:
@@ -211,10 +300,26 @@ def _is_named(value) -> bool:
 
 
 def _decode_b64(value: dict) -> bytes:
+    text = value[_B64]
     try:
-        return base64.b64decode(value[_B64], validate=True)
-    except (binascii.Error, ValueError) as e:
+        return base64.b64decode(text, validate=True)  # canonical base64: the fast path
+    except ValueError:  # binascii.Error, or not ASCII
+        pass
+    try:
+        return _absl_b64decode(text)
+    except ValueError as e:
         raise invalid_argument("Unable to base64 decode") from e
+
+
+def _absl_b64decode(text: str) -> bytes:
+    """absl::Base64Unescape, which TF Serving uses: ASCII whitespace anywhere (base64.encodebytes's line
+    breaks), and the trailing padding ('=' or '.') either complete or left out."""
+    data = _ASCII_SPACE.sub("", text)
+    body = data.rstrip("=.")
+    missing = -len(body) % 4
+    if len(body) % 4 == 1 or len(data) - len(body) not in (0, missing):
+        raise ValueError("bad base64 length or padding")
+    return base64.b64decode(body + "=" * missing, validate=True)
 
 
 def _json_type(value) -> str:
@@ -231,7 +336,8 @@ def _json_type(value) -> str:
 
 
 def _dump(value) -> str:
-    text = orjson.dumps(value, default=str).decode()
+    # Python's json writes NaN/Infinity and 1e+39 as TF Serving's error messages do (orjson: null, 1e39).
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     return text if len(text) <= 200 else text[:200] + "..."
 
 
@@ -247,27 +353,47 @@ def response_body(outputs: Mapping[str, np.ndarray], fmt: str) -> bytes:
     return _dumps({"outputs": {name: _json_value(name, outputs[name]) for name in names}})
 
 
-def _rows(outputs: Mapping[str, np.ndarray], names: list[str]) -> list:
+def _rows(outputs: Mapping[str, np.ndarray], names: list[str]):
+    batch = _batch_size(outputs, names)
+    if len(names) == 1:  # the list of predictions is the output itself, batch-major ([] for a zero batch)
+        return _json_value(names[0], outputs[names[0]])
+    columns = {name: _row_values(name, outputs[name]) for name in names}
+    return [{name: columns[name][i] for name in names} for i in range(batch)]
+
+
+def _batch_size(outputs: Mapping[str, np.ndarray], names: list[str]) -> int:
     batch = None
     for name in names:
         array = outputs[name]
         if array.ndim == 0:
             raise invalid_argument(f"Tensor name: {name} has no shape information ")
-        if array.shape[0] < 1 or batch not in (None, array.shape[0]):
+        if batch is not None and array.shape[0] != batch:
             raise invalid_argument(
                 f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}"
             )
         batch = array.shape[0]
-    columns = {name: _json_value(name, outputs[name]) for name in names}
-    if len(names) == 1:
-        return list(columns[names[0]])
-    return [{name: columns[name][i] for name in names} for i in range(batch)]
+    return batch
+
+
+def _row_values(name: str, array: np.ndarray) -> Sequence:
+    """`array`'s JSON value per batch row (numpy indexing, or one fragment per row where it has to be one)."""
+    value = _json_value(name, array)
+    if isinstance(value, orjson.Fragment):  # a fragment cannot be indexed
+        return [_json_value(name, row) for row in array]
+    return value
 
 
 def _json_value(name: str, array: np.ndarray):
     """An output array as orjson serializes it: numeric arrays as they are, strings as nested lists."""
+    if array.dtype.kind == "c":
+        raise invalid_argument(
+            f"Failed to write JSON value for tensor type: {_type_name(tf.as_dtype(array.dtype))}"
+        )
     if array.dtype.kind not in "OS":
-        return array if array.ndim else array[()]
+        value = array if array.ndim else array[()]
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            return _non_finite_fragment(value)
+        return value
     encode = _b64_object if name.endswith(_BYTES_SUFFIX) else _utf8
     if array.ndim == 0:
         return encode(array.item())
@@ -282,6 +408,18 @@ def _utf8(value: bytes) -> str:
 
 def _b64_object(value: bytes) -> dict:
     return {_B64: base64.b64encode(value).decode("ascii")}
+
+
+def _non_finite_fragment(value: np.ndarray | np.generic) -> orjson.Fragment:
+    """`value` serialized with NaN, Infinity and -Infinity as TF Serving writes them (orjson writes null).
+
+    A numeric array's JSON has no strings, so its nulls are exactly its non-finite values, in C order."""
+    parts = _dumps(value).split(b"null")
+    bad = np.asarray(value)[~np.isfinite(value)]
+    tokens = np.where(np.isnan(bad), b"NaN", np.where(bad > 0, b"Infinity", b"-Infinity")).tolist()
+    pieces = [b""] * (2 * len(parts) - 1)
+    pieces[::2], pieces[1::2] = parts, tokens
+    return orjson.Fragment(b"".join(pieces))
 
 
 def _dumps(doc) -> bytes:
