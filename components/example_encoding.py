@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-
-from components.data_files import Item  # noqa: E402
-from components.interactions import ExampleStub  # noqa: E402
-from trainer import features  # noqa: E402
+from components.data_files import Item
+from components.interactions import ExampleStub
+from trainer import features
 
 
 def _bytes(values: list[str] | tuple[str, ...]) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
-
-
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
 def _float(value: float) -> tf.train.Feature:
