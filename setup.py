@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "kfp==2.16.*",
     "pyarrow",
     "matplotlib",
+    "tabulate>=0.9,<1",
     # serving/: a TF-Serving-compatible local server and its clients.
     "tensorflow-serving-api>=2.19,<2.22",
     "grpcio>=1.60,<2",
@@ -24,6 +25,7 @@ INSTALL_REQUIRES = [
     "prometheus-client>=0.20,<1",
     "orjson>=3.9,<4",
     "requests>=2.31,<3",
+    "urllib3>=1.26,<3",
 ]
 
 EXTRAS_REQUIRE = {

@@ -13,37 +13,35 @@ item_id -> join interactions with the valid catalog (CoGroupByKey) -> group posi
 -> count train items for the negative sampler -> per user: positives, negatives and their item features
 (catalog as a side input) -> write. Examples come out grouped by user, in no particular user order.
 
-Usage in a pipeline:
-  example_gen = InteractionsExampleGen(data_dir="/data/amazon-office", num_negatives=4)
+Usage in a pipeline (the parameters are one `ExampleGenConfig`, in components/example_gen_config.py):
+  example_gen = InteractionsExampleGen(
+      data_dir="/data/amazon-office", config=ExampleGenConfig(num_negatives=4).to_json()
+  )
   example_gen.outputs["examples"], example_gen.outputs["catalog"], example_gen.outputs["rejected"]
 """
 
 # No `from __future__ import annotations`: the TFX component decorator reads real annotations.
+import json
 import os
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import apache_beam as beam
+import tensorflow as tf
+from absl import logging
+from apache_beam.io.filesystems import FileSystems
+from tfx import v1 as tfx
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.artifact import Artifact
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import posixpath  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Iterable, Iterator  # noqa: E402
-from typing import Any, NamedTuple  # noqa: E402
-
-import apache_beam as beam  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import logging  # noqa: E402
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.components.util import examples_utils  # noqa: E402
-from tfx.proto import example_gen_pb2  # noqa: E402
-from tfx.types import artifact_utils, standard_artifacts  # noqa: E402
-from tfx.types.artifact import Artifact  # noqa: E402
-
-from components import data_files, data_report, example_encoding, interactions  # noqa: E402
-from components.data_files import DatasetFiles, Interaction, Item, RawRow, Rejected  # noqa: E402
-from components.interactions import NegativeSampler  # noqa: E402
-from trainer import features  # noqa: E402
+from components import data_files, data_report, example_encoding, interactions
+from components.data_files import DatasetFiles, Interaction, Item, RawRow, Rejected
+from components.example_gen_config import ExampleGenConfig
+from components.interactions import NegativeSampler
 
 REJECTED = "rejected"
 BELOW = "below"
@@ -57,35 +55,6 @@ class RejectedRows(Artifact):
     """Rows the example generator refused, with reasons: rejected.jsonl and summary.json."""
 
     TYPE_NAME = "tailtower.RejectedRows"  # KFP v2 wants custom type names as "<namespace>.<Name>"
-
-
-@dataclasses.dataclass(frozen=True)
-class ExampleGenConfig:
-    """The component's parameters (see `InteractionsExampleGen`); validated on construction."""
-
-    history_length: int = features.HISTORY_LENGTH
-    num_negatives: int = 4
-    negative_sampling: str = interactions.UNIFORM
-    split_mode: str = interactions.LAST_PER_USER
-    eval_time_quantile: float = 0.9
-    rating_threshold: float = 4.0
-    max_bad_share: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "history_length must be >= 0": self.history_length >= 0,
-            "num_negatives must be >= 0": self.num_negatives >= 0,
-            f"negative_sampling must be one of {interactions.SAMPLING_MODES}":
-                self.negative_sampling in interactions.SAMPLING_MODES,
-            f"split_mode must be one of {interactions.SPLIT_MODES}":
-                self.split_mode in interactions.SPLIT_MODES,
-            "eval_time_quantile must be in (0, 1)": 0.0 < self.eval_time_quantile < 1.0,
-            "max_bad_share must be in [0, 1]": 0.0 <= self.max_bad_share <= 1.0,
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError(f"InteractionsExampleGen: {'; '.join(failed)} (got {self})")
 
 
 class OutputUris(NamedTuple):
@@ -351,24 +320,15 @@ def InteractionsExampleGen(  # noqa: N802 -- TFX names components by their funct
     catalog: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
     rejected: tfx.dsl.components.OutputArtifact[RejectedRows],
     data_dir: tfx.dsl.components.Parameter[str],
-    history_length: tfx.dsl.components.Parameter[int] = features.HISTORY_LENGTH,
-    num_negatives: tfx.dsl.components.Parameter[int] = 4,
-    negative_sampling: tfx.dsl.components.Parameter[str] = interactions.UNIFORM,
-    split_mode: tfx.dsl.components.Parameter[str] = interactions.LAST_PER_USER,
-    eval_time_quantile: tfx.dsl.components.Parameter[float] = 0.9,
-    rating_threshold: tfx.dsl.components.Parameter[float] = 4.0,
-    max_bad_share: tfx.dsl.components.Parameter[float] = 0.05,
-    seed: tfx.dsl.components.Parameter[int] = 0,
+    config: tfx.dsl.components.Parameter[str] = "{}",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Reads `data_dir` (see components/data_files.py) and writes examples, catalog and rejected rows.
 
-    Fails with BadInputError when a file's share of rejected rows exceeds `max_bad_share`.
+    `config` is `ExampleGenConfig.to_json()`; fields it leaves out take the dataclass defaults. Fails with
+    BadInputError when a file's share of rejected rows exceeds `max_bad_share`.
     """
-    config = ExampleGenConfig(
-        history_length, num_negatives, negative_sampling, split_mode,
-        eval_time_quantile, rating_threshold, max_bad_share, seed,
-    )
-    generate(beam_pipeline, data_dir, config, OutputUris(examples.uri, catalog.uri, rejected.uri))
+    uris = OutputUris(examples.uri, catalog.uri, rejected.uri)
+    generate(beam_pipeline, data_dir, ExampleGenConfig.from_json(config), uris)
     _mark_examples(examples, list(interactions.SPLITS))
     _mark_examples(catalog, [data_report.CATALOG])

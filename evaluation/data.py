@@ -18,12 +18,15 @@ from collections import Counter, defaultdict
 
 from components import data_files
 from components.data_files import Interaction, Item, Rejected
+from components.example_gen_config import ExampleGenConfig
 
-RATING_THRESHOLD = 4.0  # the ExampleGen default (components.example_gen.ExampleGenConfig)
+RATING_THRESHOLD = ExampleGenConfig.rating_threshold  # the pipeline's default
+# How positives with equal times are ordered: file order, as ExampleGen does (the default), or by item id.
 TIE_ORDERS = {
     "line": lambda p: (p.time, p.line),
     "item_id": lambda p: (p.time, p.item_id, p.line),
 }
+DEFAULT_TIE_ORDER = "line"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Dataset:
 
 
 def load_dataset(
-    data_dir: str, rating_threshold: float = RATING_THRESHOLD, time_ties: str = "line"
+    data_dir: str, rating_threshold: float = RATING_THRESHOLD, time_ties: str = DEFAULT_TIE_ORDER
 ) -> Dataset:
     """Reads `data_dir` (any layout of `components.data_files`) into a `Dataset`."""
     if time_ties not in TIE_ORDERS:

@@ -6,6 +6,9 @@
         [--sweep 'mmr_lambda=0.1,0.5;xquad_lambda=0.1,0.5'] [--train-variants '[{"logq_beta": 0.5}]']
         [--reuse-runs] [--no-ild]
 
+Every option is checked before anything runs: a bad trainer key, in --trainer-config or in any of the
+--train-variants, or an unknown --sweep knob fails at once, naming it.
+
 For each protocol (see evaluation/split.py) it fits MostPop, ItemKNN and EASE (each λ) on the split's fit
 data, trains our system with the project's pipeline on a derived dataset (evaluation/pipeline_run.py),
 scores every test user through the pushed model's `recommend` signature at each re-ranking knob setting
@@ -22,22 +25,28 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before any TensorFlow import (TFRS needs Keras 2)
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from evaluation import baselines, data, metrics, ranking, report, split  # noqa: E402
+from evaluation import baselines, data, metrics, ranking, report, split
+from pipeline import configs
+from trainer import features
+from trainer.config import TrainerConfig
 
 if TYPE_CHECKING:  # TensorFlow is imported only when our system runs
     from evaluation.served_model import ServedModel
 
 DEFAULT_SWEEP_VALUES = (0.1, 0.25, 0.5, 0.75, 1.0)
+# The re-ranking knobs of the `recommend` signature (trainer/export.py), which --sweep may name.
+KNOBS = (features.MMR_LAMBDA, features.XQUAD_LAMBDA)
 OUR_SYSTEM = "tailtower"
+SYSTEMS = ("baselines", "ours")
 LAST_ITEM = "last item"  # baselines scored from the most recent history item only
 _START = time.monotonic()
 
@@ -59,17 +68,17 @@ class Ranked:
 class Options:
     data: str
     out: str
-    k: int = 10
+    k: int = configs.EvalGateConfig.top_k  # the pipeline gates on the same K
     seed: int = 0
     protocols: tuple[str, ...] = (split.STANDARD, split.COLD_ITEMS)
-    systems: tuple[str, ...] = ("baselines", "ours")
+    systems: tuple[str, ...] = SYSTEMS
     ease_lambdas: tuple[float, ...] = baselines.EASE_LAMBDAS
     rating_threshold: float = data.RATING_THRESHOLD
-    time_ties: str = "line"
-    bert: str = "all-minilm-l6-v2"
-    trainer: dict = dataclasses.field(default_factory=dict)
+    time_ties: str = data.DEFAULT_TIE_ORDER
+    # Its `bert` is also the encoder of the ILD item vectors.
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     sweep: dict[str, tuple[float, ...]] | None = None  # None: every knob the model has, default values
-    train_variants: tuple[dict, ...] = ()
+    train_variants: tuple[dict, ...] = ()  # TrainerConfig overrides of `trainer`, checked by parse_args
     reuse_runs: bool = False
     ild: bool = True
 
@@ -135,12 +144,13 @@ def run_ours(
     results, first_model = [], None
     variants = [({}, OUR_SYSTEM)] + [(v, f"{OUR_SYSTEM} {_describe(v)}") for v in options.train_variants]
     for index, (variant, system) in enumerate(variants):
-        trainer = {**options.trainer, **variant}
+        trainer = with_overrides(options.trainer, variant)
+        changed = _changed(trainer)
         run_dir = os.path.join(options.out, "runs", f"{s.protocol}-{index}")
-        log(f"{s.protocol}: training {system} with the pipeline into {run_dir} (trainer {trainer})")
-        model = ServedModel(pipeline_run.train(data_dir, run_dir, options.bert, trainer, options.reuse_runs))
+        log(f"{s.protocol}: training {system} with the pipeline into {run_dir} (trainer {changed})")
+        model = ServedModel(pipeline_run.train(data_dir, run_dir, trainer, options.reuse_runs))
         first_model = first_model or model
-        base = {"system": system, "trainer": trainer, "model_dir": model.model_dir}
+        base = {"system": system, "trainer": changed, "model_dir": model.model_dir}
         log(
             f"{s.protocol}: scoring {len(s.users)} users through `recommend` (knobs: {model.knobs or 'none'})"
         )
@@ -170,6 +180,17 @@ def _describe(variant: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in sorted(variant.items()))
 
 
+def with_overrides(trainer: TrainerConfig, overrides: dict) -> TrainerConfig:
+    """`trainer` with JSON-decoded `overrides` (checked and converted like a custom_config)."""
+    return TrainerConfig.from_custom_config({**dataclasses.asdict(trainer), **overrides})
+
+
+def _changed(trainer: TrainerConfig) -> dict:
+    """The fields that differ from TrainerConfig's defaults (what metrics.json records)."""
+    defaults = TrainerConfig()
+    return {k: v for k, v in dataclasses.asdict(trainer).items() if v != getattr(defaults, k)}
+
+
 # ------------------------------------------------------------------------------------------ metrics
 def item_vectors(dataset: data.Dataset, options: Options, model: ServedModel | None) -> np.ndarray | None:
     """BERT item vectors for ILD: the served model's cache when complete, else encoded here."""
@@ -181,11 +202,10 @@ def item_vectors(dataset: data.Dataset, options: Options, model: ServedModel | N
         return vectors
     from evaluation import item_vectors as encoding
 
-    log(f"ILD vectors: encoding {len(dataset.items)} item texts with {options.bert}")
+    bert = options.trainer.bert
+    log(f"ILD vectors: encoding {len(dataset.items)} item texts with {bert}")
     texts = [item.text for item in dataset.items]
-    return encoding.cached_item_vectors(
-        dataset.item_ids, texts, options.bert, os.path.join(options.out, "cache")
-    )
+    return encoding.cached_item_vectors(dataset.item_ids, texts, bert, os.path.join(options.out, "cache"))
 
 
 def to_entry(result: Ranked, s: split.Split, vectors: np.ndarray | None, k: int) -> dict:
@@ -268,33 +288,71 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parse_sweep(text: str | None) -> dict[str, tuple[float, ...]] | None:
-    """'mmr_lambda=0.1,0.5;xquad_lambda=0.5' → {"mmr_lambda": (0.1, 0.5), "xquad_lambda": (0.5,)}."""
+    """'mmr_lambda=0.1,0.5;xquad_lambda=0.5' → {"mmr_lambda": (0.1, 0.5), "xquad_lambda": (0.5,)}.
+
+    Raises:
+      ValueError: on a part that is not `knob=v1[,v2...]` of numbers, or a knob not in KNOBS.
+    """
     if text is None:
         return None
     sweep = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        knob, _, values = part.partition("=")
-        sweep[knob.strip()] = _floats(values)
+        knob, _, values = (v.strip() for v in part.partition("="))
+        if knob not in KNOBS:
+            raise ValueError(f"--sweep: unknown knob {knob!r} in {part!r}; known knobs: {list(KNOBS)}")
+        malformed = ValueError(f"--sweep: expected {knob}=v1[,v2...] with numbers, got {part!r}")
+        try:
+            sweep[knob] = _floats(values)
+        except ValueError:
+            raise malformed from None
+        if not sweep[knob]:
+            raise malformed
     return sweep
 
 
+def parse_train_variants(text: str, trainer: TrainerConfig) -> tuple[dict, ...]:
+    """The --train-variants JSON list of TrainerConfig overrides, each checked on top of `trainer`."""
+    try:
+        variants = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--train-variants is not valid JSON ({e}): {text!r}") from e
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValueError(f"--train-variants must be a JSON list of objects, got {text!r}")
+    for index, variant in enumerate(variants):
+        try:
+            with_overrides(trainer, variant)
+        except ValueError as e:
+            raise ValueError(f"--train-variants[{index}] {json.dumps(variant)}: {e}") from e
+    return tuple(variants)
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
+    """The checked Options; a bad option exits with a usage error (exit 2) naming it."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (any components.data_files layout)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed of the cold-item draw")
-    p.add_argument("--protocols", default=",".join(split.PROTOCOLS))
-    p.add_argument("--systems", default="baselines,ours", help="comma list of: baselines, ours")
-    p.add_argument("--ease-lambdas", default=",".join(f"{v:g}" for v in baselines.EASE_LAMBDAS))
-    p.add_argument("--rating-threshold", type=float, default=data.RATING_THRESHOLD)
-    p.add_argument("--time-ties", default="line", choices=sorted(data.TIE_ORDERS))
-    p.add_argument("--bert", default="all-minilm-l6-v2", help="BERT for the pipeline and for ILD vectors")
+    p.add_argument("--k", type=int, default=Options.k)
+    p.add_argument("--seed", type=int, default=Options.seed, help="seed of the cold-item draw")
+    p.add_argument("--protocols", default=",".join(Options.protocols))
+    p.add_argument("--systems", default=",".join(Options.systems), help="comma list of: baselines, ours")
+    p.add_argument("--ease-lambdas", default=",".join(f"{v:g}" for v in Options.ease_lambdas))
+    p.add_argument("--rating-threshold", type=float, default=Options.rating_threshold)
+    p.add_argument("--time-ties", default=Options.time_ties, choices=sorted(data.TIE_ORDERS))
+    p.add_argument(
+        "--bert",
+        default=None,
+        help=f"BERT for the pipeline and for ILD vectors (default {TrainerConfig.bert}); the same setting "
+        "as a \"bert\" key in --trainer-config",
+    )
     p.add_argument("--trainer-config", default="{}", help="JSON of TrainerConfig fields for every training")
     p.add_argument(
         "--sweep",
         default=None,
-        help="knob=v1,v2;knob2=... (default: each model knob at "
+        help=f"knob=v1,v2;knob2=... (knobs: {', '.join(KNOBS)}; default: each model knob at "
         + ",".join(map(str, DEFAULT_SWEEP_VALUES))
         + "; '' = none)",
     )
@@ -304,35 +362,40 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--reuse-runs", action="store_true", help="reuse pushed models already under OUT/runs")
     p.add_argument("--no-ild", action="store_true", help="skip ILD (no BERT encoding)")
     a = p.parse_args(argv)
-    protocols = tuple(v.strip() for v in a.protocols.split(",") if v.strip())
-    systems = tuple(v.strip() for v in a.systems.split(",") if v.strip())
-    for value, allowed in [(protocols, split.PROTOCOLS), (systems, ("baselines", "ours"))]:
+    protocols, systems = _comma_list(a.protocols), _comma_list(a.systems)
+    for value, allowed in [(protocols, split.PROTOCOLS), (systems, SYSTEMS)]:
         if not value or set(value) - set(allowed):
             p.error(f"{','.join(value)!r}: expected a comma list of {allowed}")
-    return Options(
-        data=os.path.abspath(a.data),
-        out=os.path.abspath(a.out),
-        k=a.k,
-        seed=a.seed,
-        protocols=protocols,
-        systems=systems,
-        ease_lambdas=_floats(a.ease_lambdas),
-        rating_threshold=a.rating_threshold,
-        time_ties=a.time_ties,
-        bert=a.bert,
-        trainer=json.loads(a.trainer_config),
-        sweep=parse_sweep(a.sweep),
-        train_variants=tuple(json.loads(a.train_variants)),
-        reuse_runs=a.reuse_runs,
-        ild=not a.no_ild,
-    )
+    if a.k < 1:
+        p.error(f"--k must be >= 1, got {a.k}")
+    try:
+        trainer = configs.trainer_config(a.trainer_config, a.bert)
+        return Options(
+            data=os.path.abspath(a.data),
+            out=os.path.abspath(a.out),
+            k=a.k,
+            seed=a.seed,
+            protocols=protocols,
+            systems=systems,
+            ease_lambdas=_floats(a.ease_lambdas),
+            rating_threshold=a.rating_threshold,
+            time_ties=a.time_ties,
+            trainer=trainer,
+            sweep=parse_sweep(a.sweep),
+            train_variants=parse_train_variants(a.train_variants, trainer),
+            reuse_runs=a.reuse_runs,
+            ild=not a.no_ild,
+        )
+    except ValueError as e:
+        p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> None:
     from pipeline import progress
 
+    options = parse_args(argv)
     progress.show_progress()  # TFX/Beam/TF log lines filtered down to component events and our own
-    evaluate(parse_args(argv))
+    evaluate(options)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def encode_items(texts: list[str], bert: str, batch_size: int = 128) -> np.ndarray:

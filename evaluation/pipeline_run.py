@@ -15,10 +15,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from components import interactions
 from components.data_files import Item
 from evaluation.data import Dataset
 from evaluation.split import Split
+
+if TYPE_CHECKING:
+    from trainer.config import TrainerConfig
 
 OPEN_GATE = {"min_auc": 0.0, "min_tail_coverage": 0.0}
 
@@ -49,9 +54,10 @@ def _item_json(item: Item) -> str:
 
 
 def train(
-    data_dir: str | os.PathLike, run_dir: str | os.PathLike, bert: str, trainer: dict, reuse: bool = False
+    data_dir: str | os.PathLike, run_dir: str | os.PathLike, trainer: TrainerConfig, reuse: bool = False
 ) -> str:
-    """Runs the pipeline on `data_dir` into `run_dir` and returns the pushed model's folder.
+    """Runs the pipeline on `data_dir` into `run_dir` (BERT: `trainer.bert`) and returns the pushed model's
+    folder.
 
     With `reuse`, a run folder that already holds a pushed model is not retrained.
     """
@@ -67,12 +73,11 @@ def train(
     config = configs.PipelineConfig(
         data_dir=os.path.abspath(data_dir),
         output_dir=run_dir,
-        bert=bert,
-        trainer=dict(trainer),
-        eval_gate=configs.EvalGateConfig(**OPEN_GATE),
+        trainer=trainer,
+        eval_gate=configs.EvalGateConfig(top_k=trainer.top_k, **OPEN_GATE),
         # Fit on every interaction before the test target, as the baselines do: the pipeline's own eval split
         # (each user's validation item) is training data here, not a hold-out.
-        train_splits=["train", "eval"],
+        train_splits=list(interactions.SPLITS),
     )
     local_runner.run(config)
     return run_results.RunResults(run_dir).pushed_model_dir()

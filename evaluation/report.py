@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from tabulate import tabulate
 
 METRICS = (
     "recall",
@@ -34,13 +35,15 @@ def clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _cells(entry: dict, columns: Sequence[str]) -> list[str]:
+    return ["–" if entry.get(c) is None else f"{entry[c]:.4f}" for c in columns]
+
+
 def markdown_table(entries: Sequence[dict], k: int) -> str:
+    """A GitHub markdown table: one row per entry, the metrics to 4 decimals ("–" for null)."""
     columns = [f"{m}@{k}" for m in METRICS]
-    lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for entry in entries:
-        cells = ["–" if entry.get(c) is None else f"{entry[c]:.4f}" for c in columns]
-        lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[entry["name"], *_cells(entry, columns)] for entry in entries]
+    return tabulate(rows, headers=["system", *columns], tablefmt="github", disable_numparse=True)
 
 
 def write_json(path: str, dataset: str, k: int, entries: Sequence[dict]) -> None:
@@ -137,7 +140,7 @@ def write_html(
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["system", *columns, "settings"])
     rows = []
     for entry in entries:
-        cells = ["–" if entry.get(c) is None else f"{entry[c]:.4f}" for c in columns]
+        cells = _cells(entry, columns)
         settings = html.escape(json.dumps(entry["settings"], sort_keys=True))
         rows.append(
             "<tr><td>"

@@ -1,76 +1,103 @@
 """`make demo`: runs the whole pipeline locally and prints what it produced.
 
     scripts/env python -m pipeline.demo [--data DATA_DIR] [--output demo-run] [--bert NAME_OR_DIR]
+        [--trainer-config '{"epochs": 4}']
 
 Without --data it generates the deterministic synthetic dataset into <output>/data first. It ends with the
 evaluation summary (overall and by head/tail target item), the blessing decision, the pushed model's path and
-a few example recommendations from the pushed model's `recommend` signature.
+a few example recommendations from the pushed model's `recommend` signature. The flags are checked before
+anything runs (and before TFX and TensorFlow load).
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines drown the progress
 
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
+import argparse
+import glob
+import json
+import time
+from typing import TYPE_CHECKING
 
-from pipeline import configs, local_runner, progress, run_results, synthetic_data  # noqa: E402
+from pipeline import configs, local_runner, progress, synthetic_data
+from trainer import features
+
+if TYPE_CHECKING:  # loads TensorFlow and TFX: imported once the flags are checked
+    from pipeline import run_results
+
+DEFAULT_OUTPUT = "demo-run"
+DATA_DIRNAME = "data"  # <output>/data: the synthetic dataset, when no --data is given
 
 
 def _stage(message: str) -> None:
     print(f"\n=== {message}", flush=True)
 
 
-def prepare_data(data_dir: str | None, output_dir: str) -> str:
-    if data_dir:
-        return os.path.abspath(data_dir)
-    data_dir = os.path.join(output_dir, "data")
-    counts = synthetic_data.generate(data_dir)
-    print(f"synthetic dataset in {data_dir}: {json.dumps(counts)}")
-    return data_dir
+def data_dir_of(args: argparse.Namespace) -> str:
+    """--data, or <output>/data for the synthetic dataset."""
+    return os.path.abspath(args.data or os.path.join(args.output, DATA_DIRNAME))
+
+
+def prepare_data(args: argparse.Namespace, data_dir: str) -> None:
+    """Generates the synthetic dataset into `data_dir` unless --data was given."""
+    if not args.data:
+        counts = synthetic_data.generate(data_dir)
+        print(f"synthetic dataset in {data_dir}: {json.dumps(counts)}")
 
 
 def show_recommendations(results: run_results.RunResults, num_users: int, k: int) -> None:
+    from pipeline import run_results
+
     examples = results.eval_positives(num_users)
     titles = results.catalog_titles()
     recommend = run_results.load_recommend(results.pushed_model_dir())
     for example in examples:
-        ids, scores, is_tail = recommend(example["user_id"], example["history"], k)
-        print(f"\nuser {example['user_id']} — recent history:")
-        for item in example["history"][-3:]:
+        user, history = example[features.USER_ID], example[features.HISTORY]
+        held_out = example[features.ITEM_ID]
+        ids, scores, is_tail = recommend(user, history, k)
+        print(f"\nuser {user} — recent history:")
+        for item in history[-3:]:
             print(f"    {item}  {titles.get(item, '?')[:70]}")
-        print(f"  held-out next item: {example['item_id']}  {titles.get(example['item_id'], '?')[:70]}")
+        print(f"  held-out next item: {held_out}  {titles.get(held_out, '?')[:70]}")
         print(f"  top {k}:")
         for item, score, tail in zip(ids, scores, is_tail, strict=True):
-            mark = "*" if item == example["item_id"] else " "
+            mark = "*" if item == held_out else " "
             group = "tail" if tail else "head"
             print(f"  {mark} {item:>12}  {score:7.3f}  {group}  {titles.get(item, '?')[:60]}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, configs.PipelineConfig]:
+    """The flags and the checked PipelineConfig (a bad setting exits with a usage error naming it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
-    parser.add_argument("--output", default="demo-run")
-    parser.add_argument("--bert", default=configs.DEFAULT_BERT)
-    parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    local_runner.add_trainer_flags(parser)
     parser.add_argument("--users", type=int, default=3, help="users to show recommendations for")
     args = parser.parse_args(argv)
-    progress.show_progress()
+    try:
+        config = configs.PipelineConfig(
+            data_dir=data_dir_of(args),
+            output_dir=os.path.abspath(args.output),
+            trainer=configs.trainer_config(args.trainer_config, args.bert),
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    return args, config
 
-    output_dir = os.path.abspath(args.output)
+
+def main(argv: list[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    from pipeline import run_results  # TensorFlow, TFX: after the flags are checked
+
+    progress.show_progress()
+    output_dir = config.output_dir
     started = time.time()
     _stage("data")
-    data_dir = prepare_data(args.data, output_dir)
-    config = configs.PipelineConfig(
-        data_dir=data_dir, output_dir=output_dir, bert=args.bert, trainer=json.loads(args.trainer_config)
-    )
+    prepare_data(args, config.data_dir)
     _stage(f"running the TFX pipeline (LocalDagRunner, Beam DirectRunner) into {output_dir}")
     local_runner.run(config)
     results = run_results.RunResults(output_dir)

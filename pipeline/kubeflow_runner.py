@@ -5,28 +5,32 @@
 
 Submit the JSON with the KFP client or a Vertex `PipelineJob`. Beam-heavy components run on
 Dataflow when given `--beam-arg=--runner=DataflowRunner --beam-arg=--project=... --beam-arg=--region=...`.
+`--trainer-config '{"epochs": 4}'` sets the trainer's hyperparameters, as for the local runner. The flags are
+checked before TFX loads.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines drown the progress
 
-import argparse  # noqa: E402
+import argparse
 
-from tfx import v1 as tfx  # noqa: E402
+from pipeline import configs
+from trainer.config import DEFAULT_BERT
 
-from pipeline import configs  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
-
-# Where the Dockerfile puts the pretrained MiniLM folder inside the image.
-IMAGE_BERT_DIR = "/opt/tailtower/models/all-minilm-l6-v2"
+# Where the Dockerfile puts the pretrained MiniLM folder inside the image: it runs
+# `fetch_minilm("/opt/tailtower/models")`, which writes <that folder>/DEFAULT_BERT.
+IMAGE_BERT_DIR = f"/opt/tailtower/models/{DEFAULT_BERT}"
 
 
 def compile_pipeline(config: configs.PipelineConfig, image: str, output_file: str, bert_dir: str) -> str:
     """Writes the pipeline spec JSON to `output_file` and returns its path."""
+    from tfx import v1 as tfx  # ~15 s: after the flags are checked
+
+    from pipeline.pipeline import create_pipeline
+
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output_file)),
@@ -36,7 +40,8 @@ def compile_pipeline(config: configs.PipelineConfig, image: str, output_file: st
     return output_file
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, configs.PipelineConfig]:
+    """The flags and the checked PipelineConfig (a bad setting exits with a usage error naming it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -44,13 +49,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", default="tailtower:latest", help="container image built from ./Dockerfile")
     parser.add_argument("--data", default="gs://YOUR_BUCKET/data", help="dataset folder the workers can read")
     parser.add_argument("--run-root", default="gs://YOUR_BUCKET/tailtower", help="pipeline root + serving")
-    parser.add_argument("--bert-dir", default=IMAGE_BERT_DIR, help="BERT folder as the workers see it")
+    parser.add_argument(
+        "--bert-dir", default=None, help=f"BERT folder as the workers see it (default {IMAGE_BERT_DIR})"
+    )
+    parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
     parser.add_argument("--beam-arg", action="append", default=[], help="Beam pipeline arg (repeatable)")
     args = parser.parse_args(argv)
-    config = configs.PipelineConfig(
-        data_dir=args.data, output_dir=args.run_root, bert=args.bert_dir, beam_pipeline_args=args.beam_arg
-    )
-    print(compile_pipeline(config, args.image, args.output, args.bert_dir))
+    try:
+        # The workers read BERT from the image: a folder, never a name to fetch.
+        trainer = configs.trainer_config(args.trainer_config, args.bert_dir, default_bert=IMAGE_BERT_DIR)
+        config = configs.PipelineConfig(
+            data_dir=args.data, output_dir=args.run_root, trainer=trainer, beam_pipeline_args=args.beam_arg
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    return args, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    print(compile_pipeline(config, args.image, args.output, config.trainer.bert))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,16 @@ def create_pipeline(
     bert_dir: str,
     metadata_connection_config=None,
 ) -> tfx.dsl.Pipeline:
-    """Returns the pipeline for `config`; `bert_dir` is a local Hugging Face BERT folder (with vocab.txt)."""
+    """Returns the pipeline for `config`.
+
+    `bert_dir` is `config.trainer.bert` resolved by the runner: a Hugging Face BERT folder (with vocab.txt)
+    as the components' workers see it. Transform and Trainer receive it in place of the name.
+    """
+    configs.check_top_k(config)  # again: the config may have been changed since it was built
     paths = configs.run_paths(config.output_dir)
 
     # Joins interactions with the catalog, splits per user by time, adds history and sampled negatives.
-    example_gen = InteractionsExampleGen(data_dir=config.data_dir, **asdict(config.example_gen))
+    example_gen = InteractionsExampleGen(data_dir=config.data_dir, config=config.example_gen.to_json())
 
     # Computes statistics over the interaction examples, for the schema and the validator.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -59,7 +64,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         run_fn=configs.RUN_FN,
         train_args=tfx.proto.TrainArgs(splits=config.train_splits),
-        custom_config={"bert": bert_dir, **config.trainer},
+        custom_config={**asdict(config.trainer), "bert": bert_dir},
     )
 
     # Finds the latest blessed model, the baseline for the no-regression check.

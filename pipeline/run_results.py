@@ -12,6 +12,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from pipeline import configs
+from serving.local_client import LocalClient
+from serving.recommend_request import Knob, knob_names, with_knobs_off
 from trainer import features
 
 
@@ -92,9 +94,9 @@ class RunResults:
                 continue
             found.append(
                 {
-                    "user_id": feature[features.USER_ID].bytes_list.value[0].decode(),
-                    "item_id": feature[features.ITEM_ID].bytes_list.value[0].decode(),
-                    "history": [v.decode() for v in feature[features.HISTORY].bytes_list.value],
+                    features.USER_ID: feature[features.USER_ID].bytes_list.value[0].decode(),
+                    features.ITEM_ID: feature[features.ITEM_ID].bytes_list.value[0].decode(),
+                    features.HISTORY: [v.decode() for v in feature[features.HISTORY].bytes_list.value],
                 }
             )
             if len(found) == count:
@@ -102,29 +104,24 @@ class RunResults:
         return found
 
 
-def load_recommend(
-    model_dir: str,
-) -> Callable[..., tuple[list[str], list[float], list[int]]]:
-    """Wraps the SavedModel's `recommend` signature for one user.
+RecommendedList = tuple[list[str], list[float], list[int]]  # item ids, scores, tail flags
 
-    The returned `call(user_id, history, k, mmr_lambda=0.0, xquad_lambda=0.0)` gives (item ids, scores,
-    tail flags), without the "" padding slots of a user with fewer than k eligible items.
+
+def load_recommend(model_dir: str) -> Callable[..., RecommendedList]:
+    """The SavedModel's `recommend` signature for one user, through the in-process client.
+
+    The returned `call(user_id, history, k, **knobs)` (a knob not given is off, e.g. `mmr_lambda=0.2`) gives
+    (item ids, scores, tail flags), without the "" padding slots of a user with fewer than k eligible items.
     """
-    recommend = tf.saved_model.load(model_dir).signatures[features.RECOMMEND_SIGNATURE]
+    client = LocalClient(model_dir)
+    names = knob_names(client.scalar_inputs(features.RECOMMEND_SIGNATURE))
 
-    def call(user_id: str, history: list[str], k: int, mmr_lambda: float = 0.0,
-             xquad_lambda: float = 0.0) -> tuple[list[str], list[float], list[int]]:
-        out = recommend(**{
-            features.USER_ID: tf.constant([user_id]),
-            features.HISTORY: tf.constant([history or [""]]),
-            features.K: tf.constant(k, dtype=tf.int32),
-            features.MMR_LAMBDA: tf.constant(mmr_lambda, dtype=tf.float32),
-            features.XQUAD_LAMBDA: tf.constant(xquad_lambda, dtype=tf.float32),
-        })
-        ids = [v.decode() for v in out[features.ITEM_IDS].numpy()[0]]
-        keep = [i for i, item in enumerate(ids) if item]
-        scores = out[features.SCORES].numpy()[0].tolist()
-        is_tail = out[features.IS_TAIL].numpy()[0].tolist()
-        return [ids[i] for i in keep], [scores[i] for i in keep], [is_tail[i] for i in keep]
+    def call(user_id: str, history: list[str], k: int, **knobs: Knob) -> RecommendedList:
+        rows = client.recommend([user_id], [history], k, **with_knobs_off(knobs, names)).rows(0)
+        return (
+            [row[features.ITEM_IDS] for row in rows],
+            [row[features.SCORES] for row in rows],
+            [row[features.IS_TAIL] for row in rows],
+        )
 
     return call

@@ -3,35 +3,37 @@
   python -m serving.bench --model_base_path demo-run/serving/tailtower --output demo-run/bench-serve.md
 
 The server runs in its own process (default settings, access log on); this process drives it with
-`concurrency` threads, each sending its share of `requests` back to back over one keep-alive connection
-(http.client for REST, a shared channel for gRPC), after a warm-up. The floor calls the signature of the same
-SavedModel in this process on the same inputs, tensors built from Python lists and outputs fetched as numpy,
-which is the part of a request the server cannot avoid. Prints a markdown table and writes it to --output.
+`concurrency` threads, each sending its share of `requests` back to back through the project's clients,
+after a warm-up: a `RestClient` per thread (one keep-alive connection each), one `GrpcClient` (one channel)
+shared by all threads. The floor is a `LocalClient` on the same SavedModel in this process, same requests,
+same request builder (serving/recommend_request.py), which is the part of a request the server cannot avoid.
+Every knob is sent off (the base ranking). Prints a markdown table and writes it to --output.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import requests
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-import requests  # noqa: E402
-
-from serving.config import MODEL_NAME  # noqa: E402
-from trainer import features  # noqa: E402
+from serving.config import MODEL_NAME
+from serving.grpc_client import GrpcClient
+from serving.local_client import LocalClient
+from serving.recommend_request import Knob, Recommendations, knob_names, with_knobs_off
+from serving.rest_client import RestClient
+from trainer import features
 
 CONCURRENCY = (1, 8, 32)
+TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -54,46 +56,50 @@ class Result:
         )
 
 
-def request_set(n: int, history_pool: list[str], k: int, knobs: dict, seed: int = 0) -> list[dict]:
-    """`n` recommend inputs: users u000.., 0-10 history items each from `history_pool`, the given knobs."""
+@dataclass(frozen=True)
+class Query:
+    """One request of the load: a user and their history (oldest first)."""
+
+    user: str
+    history: tuple[str, ...]
+
+
+def request_set(n: int, history_pool: list[str], seed: int = 0) -> list[Query]:
+    """`n` queries: users u000..u199 in turn, 0-10 distinct history items each from `history_pool`."""
     rng = np.random.default_rng(seed)
-    out = []
+    queries = []
     for i in range(n):
-        history = list(rng.choice(history_pool, size=int(rng.integers(0, 11)), replace=False))
-        width = max(1, len(history))
-        out.append(
-            {
-                features.USER_ID: [f"u{i % 200:03d}"],
-                features.HISTORY: [history + [""] * (width - len(history))],
-                features.K: k,
-                **knobs,
-            }
-        )
-    return out
+        history = rng.choice(history_pool, size=int(rng.integers(0, 11)), replace=False)
+        queries.append(Query(f"u{i % 200:03d}", tuple(str(item) for item in history)))
+    return queries
 
 
-def knobs_off(signature) -> dict[str, float]:
-    """Every scalar input of `recommend` besides k (the re-ranking knobs) at 0: the base ranking."""
-    specs = signature.structured_input_signature[1]
-    return {name: 0.0 for name, spec in specs.items() if spec.shape.rank == 0 and name != features.K}
+Sender = Callable[[Query], Recommendations]
 
 
-def run_load(target: str, concurrency: int, inputs: list[dict], make_sender: Callable) -> Result:
-    """`concurrency` threads split `inputs`; each thread gets its own sender (connection)."""
+def sender(client, k: int, knobs: Mapping[str, Knob]) -> Sender:
+    """`recommend` of one query through `client` (any of LocalClient, RestClient, GrpcClient)."""
+    return lambda query: client.recommend([query.user], [list(query.history)], k, **knobs)
+
+
+def run_load(
+    target: str, concurrency: int, queries: list[Query], make_sender: Callable[[], Sender]
+) -> Result:
+    """`concurrency` threads split `queries`; each thread gets its own sender (REST: its own connection)."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    shards = [inputs[i::concurrency] for i in range(concurrency)]
+    shards = [queries[i::concurrency] for i in range(concurrency)]
     senders = [make_sender() for _ in shards]
     barrier = threading.Barrier(concurrency + 1)
 
     def work(send, shard):
         mine, failed = [], 0
         barrier.wait()
-        for item in shard:
+        for query in shard:
             start = time.perf_counter()
             try:
-                send(item)
+                send(query)
             except Exception:  # counted: the table reports errors
                 failed += 1
                 continue
@@ -114,67 +120,32 @@ def run_load(target: str, concurrency: int, inputs: list[dict], make_sender: Cal
     return Result(target, concurrency, latencies, errors[0], time.perf_counter() - start)
 
 
-# ------------------------------------------------------------------------------------ senders
-def floor_sender(signature):
-    import tensorflow as tf
+class Targets:
+    """The three ways to call `recommend` that the table compares, each a factory of per-thread senders."""
 
-    def send(item: dict):
-        out = signature(**{name: tf.constant(value) for name, value in item.items()})
-        return {name: value.numpy() for name, value in out.items()}
+    def __init__(self, local: LocalClient, rest_port: int, grpc_port: int, model: str, k: int):
+        self.knobs = with_knobs_off({}, knob_names(local.scalar_inputs(features.RECOMMEND_SIGNATURE)))
+        self._local, self._k, self._rest_port = local, k, rest_port
+        self._model = model
+        self._rest_clients: list[RestClient] = []
+        self._grpc = GrpcClient(f"127.0.0.1:{grpc_port}", model, timeout_s=TIMEOUT_S)
 
-    return lambda: send
+    def _rest(self) -> Sender:
+        client = RestClient(f"http://127.0.0.1:{self._rest_port}", self._model, timeout_s=TIMEOUT_S)
+        self._rest_clients.append(client)
+        return sender(client, self._k, self.knobs)
 
+    def senders(self) -> dict[str, Callable[[], Sender]]:
+        return {
+            "in-process (floor)": lambda: sender(self._local, self._k, self.knobs),
+            "REST": self._rest,
+            "gRPC": lambda: sender(self._grpc, self._k, self.knobs),
+        }
 
-def rest_sender(port: int, model: str):
-    def make():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        path = f"/v1/models/{model}:predict"
-
-        def send(item: dict):
-            body = orjson.dumps({"signature_name": features.RECOMMEND_SIGNATURE, "inputs": item})
-            connection.request("POST", path, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            payload = response.read()
-            if response.status != 200:
-                raise RuntimeError(payload[:200])
-            return orjson.loads(payload)
-
-        return send
-
-    return make
-
-
-def grpc_request(model: str, item: dict):
-    """A `recommend` PredictRequest for one `request_set` item, typed as the signature wants (k int32, knobs
-    float32: what TensorFlow infers for Python numbers)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    from serving import tensors
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = features.RECOMMEND_SIGNATURE
-    for name, value in item.items():
-        dtype = tf.int32 if name == features.K else None
-        request.inputs[name].CopyFrom(tensors.to_proto(value, dtype=dtype))
-    return request
-
-
-def grpc_sender(port: int, model: str):
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    from serving import tensors
-
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-    def send(item: dict):
-        response = stub.Predict(grpc_request(model, item), timeout=30)
-        return {name: tensors.to_ndarray(proto) for name, proto in response.outputs.items()}
-
-    return lambda: send
+    def close(self) -> None:
+        for client in self._rest_clients:
+            client.close()
+        self._grpc.close()
 
 
 # ------------------------------------------------------------------------------------ server process
@@ -221,29 +192,24 @@ def latest_version_dir(base_path: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
-def benchmark(base_path: str, model: str, requests_per_level: int, k: int, log_path: str) -> list[str]:
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (the transform graph's ops)
+def history_pool(local: LocalClient, knobs: Mapping[str, Knob], size: int = 50) -> list[str]:
+    """The model's top `size` items for a new user: history items the model knows."""
+    ids = local.recommend(["u000"], [[]], size, **knobs).item_ids()[0]
+    return [item for item in ids if item]
 
-    signature = tf.saved_model.load(latest_version_dir(base_path)).signatures[features.RECOMMEND_SIGNATURE]
-    knobs = knobs_off(signature)
-    pool_out = floor_sender(signature)()(
-        {features.USER_ID: ["u000"], features.HISTORY: [[""]], features.K: 50, **knobs}
-    )
-    pool = [item.decode() for item in pool_out[features.ITEM_IDS][0] if item]
-    inputs = request_set(requests_per_level, pool, k, knobs)
+
+def benchmark(base_path: str, model: str, requests_per_level: int, k: int, log_path: str) -> list[str]:
+    local = LocalClient(latest_version_dir(base_path))
     process, rest_port, grpc_port = start_server(base_path, model, log_path)
+    targets = Targets(local, rest_port, grpc_port, model, k)
     try:
-        targets = {
-            "in-process (floor)": floor_sender(signature),
-            "REST": rest_sender(rest_port, model),
-            "gRPC": grpc_sender(grpc_port, model),
-        }
+        queries = request_set(requests_per_level, history_pool(local, targets.knobs))
         results = []
-        for name, make_sender in targets.items():
-            run_load(name, 4, inputs[:100], make_sender)  # warm-up: connections, first calls
-            results.extend(run_load(name, c, inputs, make_sender) for c in CONCURRENCY)
+        for name, make_sender in targets.senders().items():
+            run_load(name, 4, queries[:100], make_sender)  # warm-up: connections, metadata, first calls
+            results.extend(run_load(name, c, queries, make_sender) for c in CONCURRENCY)
     finally:
+        targets.close()
         process.terminate()
         process.wait(timeout=60)
     return table(results, requests_per_level, k)

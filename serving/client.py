@@ -3,7 +3,8 @@
   python -m serving.client --user u001 --k 10 [--history i003,i017] [--protocol grpc] [--knob mmr_lambda=0.2]
 
 The clients themselves live in serving/rest_client.py and serving/grpc_client.py (one file per protocol, as
-TF Serving's resnet_client*.py examples).
+TF Serving's resnet_client*.py examples); serving/local_client.py is the same interface in-process, and
+serving/recommend_request.py the request builder and response reader they share.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from serving.client_error import ServingClientError
 from serving.config import DEFAULT_HOST, GRPC_PORT, MODEL_NAME, REST_PORT
-from serving.recommend_request import Recommendations
-from serving.rest_client import RestClient, ServingClientError
+from serving.recommend_request import Recommendations, knob_names, with_knobs_off
+from serving.rest_client import RestClient
 from trainer import features
 
 
@@ -43,12 +45,13 @@ def format_table(user: str, result: Recommendations) -> str:
 
 
 def with_default_knobs(client, knobs: dict) -> dict:
-    """Every scalar input of `recommend` besides k that was not given is sent as 0, which turns a re-ranking
-    knob off (trainer/features.py); the CLI says so, since the signature itself has no defaults."""
-    missing = set(client.scalar_inputs(features.RECOMMEND_SIGNATURE)) - {features.K} - set(knobs)
-    for name in sorted(missing):
-        print(f"{name} not given: sending 0 (off)", file=sys.stderr)
-    return knobs | dict.fromkeys(missing, 0)
+    """The model's knobs, those not given turned off (`with_knobs_off`); the CLI says which, since the
+    signature itself has no defaults."""
+    names = knob_names(client.scalar_inputs(features.RECOMMEND_SIGNATURE))
+    complete = with_knobs_off(knobs, names)
+    for name in sorted(set(names) - set(knobs)):
+        print(f"{name} not given: sending {complete[name]} (off)", file=sys.stderr)
+    return complete
 
 
 def build_client(args: argparse.Namespace):
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         result = client.recommend([args.user], [history], args.k, **knobs)
     except ServingClientError as e:
         print(f"error {e.status}: {e.message}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a knob the model does not have
+        print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -1,4 +1,8 @@
-"""Server settings, with TF Serving's defaults where it has one (ports, poll interval)."""
+"""Server settings, with TF Serving's defaults where it has one (ports, poll interval).
+
+Imports nothing heavy: the pipeline, clients and tools read MODEL_NAME from here, and
+`python -m serving.server` checks its flags before TensorFlow is loaded.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from trainer import features
 GRPC_PORT = 8500  # TF Serving's --port
 REST_PORT = 8501  # TF Serving's --rest_api_port
 DEFAULT_HOST = "127.0.0.1"
-# pipeline.configs.MODEL_NAME, repeated because importing pipeline.configs pulls in TFX (~15 s); a test keeps
-# the two equal.
+# The served model's name: the pipeline pushes to <run>/serving/MODEL_NAME/<version>/.
 MODEL_NAME = "tailtower"
+MAX_PORT = 65535
 DEFAULT_MODEL_BASE_PATH = f"demo-run/serving/{MODEL_NAME}"
 
 
@@ -37,3 +41,25 @@ class ServerConfig:
     warmup_runs: int = 2
     version_labels: dict[str, int] = field(default_factory=dict)
     access_log: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "model_name must not be empty": bool(self.model_name),
+            "model_base_path must not be empty": bool(self.model_base_path),
+            "k_input must not be empty": bool(self.k_input),
+            f"grpc_port must be in [0, {MAX_PORT}] (0 = a free port)": 0 <= self.grpc_port <= MAX_PORT,
+            f"rest_port must be in [0, {MAX_PORT}] (0 = a free port)": 0 <= self.rest_port <= MAX_PORT,
+            "grpc_port and rest_port must differ": self.grpc_port != self.rest_port or self.grpc_port == 0,
+            "poll_interval_s must be positive": self.poll_interval_s > 0,
+            "max_body_bytes must be positive": self.max_body_bytes > 0,
+            "max_k must be positive": self.max_k > 0,
+            "workers must be positive": self.workers > 0,
+            "warmup_runs must be >= 0": self.warmup_runs >= 0,
+            "version_labels must map labels to versions >= 0": all(
+                label and isinstance(version, int) and version >= 0
+                for label, version in self.version_labels.items()
+            ),
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"ServerConfig: {'; '.join(failed)} (got {self})")

@@ -1,8 +1,20 @@
-"""What both clients share: the `recommend` inputs from Python values, and the answer."""
+"""The one request builder and response reader of the `recommend` signature, for every transport.
+
+The in-process client (serving/local_client.py), REST (rest_client.py) and gRPC (grpc_client.py) all build
+their request here and read the answer as `Recommendations`, so a new input of `recommend` (a filter, a knob)
+is added here and nowhere else. No TensorFlow import: the REST client stays light.
+
+  inputs = recommend_inputs(["u1", "u2"], [["i3", "i7"], []], k=10, knobs={"mmr_lambda": 0.2})
+  inputs["history"]  # [["i3", "i7"], ["", ""]]
+  typed_inputs(inputs, {"user_id": np.dtype(object), "k": np.dtype(np.int32), ...})  # numpy arrays
+
+History is right-padded with "" to a rectangle and never truncated: the model keeps the most recent
+`features.HISTORY_LENGTH` items for the query and excludes every item it is sent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +22,9 @@ import numpy as np
 from trainer import features
 
 PAD = ""  # history padding, as the recommend signature expects
+KNOB_OFF = 0  # a re-ranking knob at 0 gives the base ranking (trainer/features.py)
+
+Knob = float | int | str
 
 
 def pad_histories(histories: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -19,11 +34,12 @@ def pad_histories(histories: Sequence[Sequence[str]]) -> list[list[str]]:
 
 
 def recommend_inputs(
-    users: Sequence[str], histories: Sequence[Sequence[str]], k: int, knobs: Mapping[str, float | int | str]
+    users: Sequence[str], histories: Sequence[Sequence[str]], k: int, knobs: Mapping[str, Knob]
 ) -> dict:
-    """The named inputs of `recommend`: user_id [B], history [B, H], k and every knob as scalars."""
+    """The named inputs of `recommend` as JSON-ready values: user_id [B], history [B, H], k and every knob
+    as scalars."""
     if len(users) != len(histories):
-        raise ValueError(f"{len(users)} users but {len(histories)} histories")
+        raise ValueError(f"{len(users)} users but {len(histories)} histories: one history per user")
     return {
         features.USER_ID: list(users),
         features.HISTORY: pad_histories(histories),
@@ -32,13 +48,67 @@ def recommend_inputs(
     }
 
 
+def typed_inputs(inputs: Mapping[str, object], dtypes: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    """`inputs` as numpy arrays of the dtypes the signature declares ({input name: numpy dtype}, read from
+    the model: the loaded signature in-process, GetModelMetadata over gRPC). The model does not cast (an
+    int64 `k` for an int32 input is an error), hence this. A name without a dtype keeps the dtype numpy
+    infers, for the model to reject with its own message.
+
+    Raises:
+      ValueError: a value that the declared dtype cannot hold exactly (k=2.5 for an int32 `k`).
+    """
+    return {name: _typed(name, value, dtypes.get(name)) for name, value in inputs.items()}
+
+
+def _typed(name: str, value: object, dtype: np.dtype | None) -> np.ndarray:
+    if dtype is None:
+        return np.asarray(value)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "O":  # DT_STRING
+        return np.asarray(value, dtype=object)
+    array = np.asarray(value)
+    try:
+        typed = array.astype(dtype)
+    except ValueError as e:
+        raise ValueError(f"input {name!r}: {value!r} is not a {dtype}") from e
+    if dtype.kind in "iub" and not np.array_equal(typed, array):
+        raise ValueError(f"input {name!r}: {value!r} is not exactly a {dtype}")
+    return typed
+
+
+def knob_names(scalar_inputs: Iterable[str]) -> tuple[str, ...]:
+    """The re-ranking knobs of `recommend`: its scalar (rank-0) inputs besides k, sorted."""
+    return tuple(sorted(set(scalar_inputs) - {features.K}))
+
+
+def with_knobs_off(knobs: Mapping[str, Knob], names: Iterable[str]) -> dict[str, Knob]:
+    """`knobs` plus KNOB_OFF for every knob of `names` not given: the signature has no defaults.
+
+    Raises:
+      ValueError: a knob outside `names`, naming it and listing the known ones.
+    """
+    names = tuple(names)
+    unknown = sorted(set(knobs) - set(names))
+    if unknown:
+        raise ValueError(f"the recommend signature has no knob(s) {unknown}; its knobs: {list(names)}")
+    return {name: knobs.get(name, KNOB_OFF) for name in names}
+
+
 @dataclass
 class Recommendations:
     """The signature's outputs ([B, k] arrays: item_ids, scores, is_tail, ...) and the version that answered
-    (gRPC reports it; REST does not)."""
+    (gRPC reports it; REST and the in-process client do not)."""
 
     outputs: dict[str, np.ndarray]
     version: int | None
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, object], version: int | None = None) -> Recommendations:
+        return cls({name: np.asarray(value) for name, value in outputs.items()}, version)
+
+    def item_ids(self) -> list[list[str]]:
+        """[B][k] the recommended ids as str, "" padding kept (a user with fewer than k eligible items)."""
+        return [[_plain(item) for item in row] for row in self.outputs[features.ITEM_IDS]]
 
     def rows(self, user_index: int) -> list[dict]:
         """One dict per recommended item of one user, "" padding dropped."""
@@ -50,7 +120,7 @@ class Recommendations:
         }
         rows = []
         for position, item in enumerate(ids):
-            item = item.decode() if isinstance(item, bytes) else str(item)
+            item = _plain(item)
             if item == PAD:
                 continue
             rows.append(

@@ -19,19 +19,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
-from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
-
-from serving import tensors  # noqa: E402
-from serving.errors import ServingError, code_from_number, invalid_argument  # noqa: E402
+from serving import tensors
+from serving.errors import ServingError, code_from_number, invalid_argument
 
 try:  # registers the TF Text ops the transform graph uses, as TF Serving links them into its binary
-    import tensorflow_text  # noqa: F401, E402
+    import tensorflow_text  # noqa: F401
 except ImportError:  # pragma: no cover - a model without TF Text ops still loads
     pass
 

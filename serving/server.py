@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from aiohttp import web
 
-from aiohttp import web  # noqa: E402
+from serving.config import ServerConfig
+from serving.metrics import Metrics
 
-from serving.config import ServerConfig  # noqa: E402
-from serving.grpc_service import build_server  # noqa: E402
-from serving.metrics import Metrics  # noqa: E402
-from serving.model_manager import ModelManager  # noqa: E402
-from serving.rest import RestApi  # noqa: E402
+# The model manager, gRPC service and REST API load TensorFlow (seconds): they are imported where the server
+# is built, so that `python -m serving.server` rejects bad flags first.
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +33,8 @@ class ModelServer:
     """The model manager, the gRPC server and the REST server (an asyncio loop on its own thread)."""
 
     def __init__(self, config: ServerConfig):
+        from serving.model_manager import ModelManager
+
         self.config = config
         self.metrics = Metrics()
         self.manager = ModelManager(config, self.metrics)
@@ -48,6 +47,8 @@ class ModelServer:
         self.rest_port = 0
 
     def start(self) -> ModelServer:
+        from serving.grpc_service import build_server
+
         self.manager.start()
         self._grpc, self.grpc_port = build_server(self.manager, self.metrics, self.config)
         self._grpc.start()
@@ -65,6 +66,8 @@ class ModelServer:
         return self
 
     async def _start_rest(self) -> int:
+        from serving.rest import RestApi
+
         app = RestApi(self.manager, self.metrics, self.config, self._executor).app()
         self._runner = web.AppRunner(app, access_log=None)  # our middleware logs each request
         await self._runner.setup()
@@ -93,8 +96,14 @@ class ModelServer:
 
 # ------------------------------------------------------------------------------------ command line
 def _labels(text: str) -> dict[str, int]:
-    pairs = (item.split("=", 1) for item in text.split(",") if item)
-    return {label: int(version) for label, version in pairs}
+    """'stable=3,canary=4' → {"stable": 3, "canary": 4}."""
+    labels = {}
+    for item in filter(None, text.split(",")):
+        label, _, version = item.partition("=")
+        if not label or not version.isdigit():
+            raise argparse.ArgumentTypeError(f"expected label=version[,label=version], got {text!r}")
+        labels[label] = int(version)
+    return labels
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -109,24 +118,28 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--max_k", type=int, default=defaults.max_k)
     parser.add_argument("--workers", type=int, default=defaults.workers)
-    parser.add_argument("--version_labels", type=_labels, default={}, help="label=version[,label=version]")
+    labels_help = "label=version[,label=version]"
+    parser.add_argument("--version_labels", type=_labels, default=defaults.version_labels, help=labels_help)
     parser.add_argument("--no_warmup", action="store_true")
     parser.add_argument("--no_access_log", action="store_true")
     args = parser.parse_args(argv)
-    return ServerConfig(
-        model_base_path=args.model_base_path,
-        model_name=args.model_name,
-        host=args.host,
-        grpc_port=args.port,
-        rest_port=args.rest_api_port,
-        poll_interval_s=args.file_system_poll_wait_seconds,
-        max_body_bytes=args.max_body_bytes,
-        max_k=args.max_k,
-        workers=args.workers,
-        version_labels=args.version_labels,
-        warmup=not args.no_warmup,
-        access_log=not args.no_access_log,
-    )
+    try:
+        return ServerConfig(
+            model_base_path=args.model_base_path,
+            model_name=args.model_name,
+            host=args.host,
+            grpc_port=args.port,
+            rest_port=args.rest_api_port,
+            poll_interval_s=args.file_system_poll_wait_seconds,
+            max_body_bytes=args.max_body_bytes,
+            max_k=args.max_k,
+            workers=args.workers,
+            version_labels=args.version_labels,
+            warmup=not args.no_warmup,
+            access_log=not args.no_access_log,
+        )
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,18 +1,16 @@
 """trainer.bert: MiniLM download and loading (real, cached in TAILTOWER_CACHE), tiny BERT, the encoder."""
 
 import logging
-import os
 import subprocess
 import zipfile
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import safetensors.numpy
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import safetensors.numpy  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from trainer import bert, features, preprocessing  # noqa: E402
+from tests.tiny_bert import write_tiny_bert
+from trainer import bert, features, preprocessing
 
 TOKENS = 8  # short sequences keep these tests fast
 
@@ -24,7 +22,7 @@ def minilm_dir():
 
 @pytest.fixture(scope="module")
 def tiny_dir(minilm_dir, tmp_path_factory):
-    return bert.write_tiny_bert(tmp_path_factory.mktemp("tiny"), minilm_dir / bert.VOCAB_FILE)
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny"), minilm_dir / bert.VOCAB_FILE)
 
 
 def _tokens(vocab_file, texts: list[str], max_tokens: int = TOKENS) -> dict:
@@ -102,7 +100,7 @@ def test_tiny_bert_loads_its_safetensors_exactly(tiny_dir, tmp_path):
     # PyTorch Linear stores [out, in]; the Keras kernel is [in, out].
     pt_query = state["encoder.layer.1.attention.self.query.weight"]
     np.testing.assert_array_equal(query.kernel.numpy(), pt_query.T)
-    again = bert.write_tiny_bert(tmp_path / "again", tiny_dir / bert.VOCAB_FILE)
+    again = write_tiny_bert(tmp_path / "again", tiny_dir / bert.VOCAB_FILE)
     assert bert.sha256_of(again / bert.WEIGHTS_FILE) == bert.sha256_of(tiny_dir / bert.WEIGHTS_FILE)
 
 
@@ -142,10 +140,12 @@ def test_frozen_encoder_ignores_training_mode_but_fine_tuned_one_uses_dropout(ti
     assert not np.allclose(tuned(tokens, training=True), tuned(tokens, training=False))
 
 
-def test_masked_mean_ignores_padding():
-    hidden = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
-    np.testing.assert_allclose(bert.masked_mean(hidden, tf.constant([[1, 1, 0]])), [[2.0, 3.0]])
-    np.testing.assert_allclose(bert.masked_mean(hidden, tf.constant([[0, 0, 0]])), [[0.0, 0.0]])
+def test_encoder_mean_ignores_padding(tiny_dir):
+    # The same text padded to 8 and to 16 tokens: padding is neither attended to nor averaged.
+    encoder = bert.BertTextEncoder(bert.load_bert(str(tiny_dir)))
+    vocab = tiny_dir / bert.VOCAB_FILE
+    short, long = _tokens(vocab, ["office paper"], 8), _tokens(vocab, ["office paper"], 16)
+    np.testing.assert_allclose(encoder(short).numpy(), encoder(long).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_encoder_survives_saved_model_round_trip(tiny_dir, tmp_path):

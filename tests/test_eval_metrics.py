@@ -44,8 +44,18 @@ def test_tail_and_cold_recall_select_users_by_their_target():
 
 
 def test_aplt_is_the_mean_tail_share_per_list_with_empty_lists_as_zero():
-    # [0, 1, 2]: 1/3 tail; [3, 0]: 1/2 (padding not counted); empty list: 0.
+    # [0, 1, 2]: 1/3 tail; [3, 0]: 1/2 (padding not counted: dividing by K = 3 would give 1/3); empty: 0.
+    assert metrics.tail_shares(IS_TAIL[np.maximum(RECS, 0)], RECS >= 0).tolist() == [1 / 3, 1 / 2, 0.0]
     assert metrics.aplt(RECS, IS_TAIL) == pytest.approx((1 / 3 + 1 / 2 + 0) / 3)
+
+
+def test_served_lists_of_ids_are_padded_with_empty_strings():
+    ids = np.array([[b"a", b"b", b""], [b"", b"", b""]], dtype=object)
+    assert metrics.valid_slots(ids).tolist() == [[True, True, False], [False, False, False]]
+    assert metrics.valid_slots(np.array([["a", ""]])).tolist() == [[True, False]]  # str ids too
+    assert metrics.hits(ids, np.array([b"b", b""], dtype=object)).tolist() == [True, False]  # "" never hits
+    slot_is_tail = np.array([[True, False, True], [True, True, True]])  # flags on padding are ignored
+    assert metrics.tail_shares(slot_is_tail, metrics.valid_slots(ids)).tolist() == [0.5, 0.0]
 
 
 def test_coverage_and_tail_coverage():

@@ -4,17 +4,13 @@ The fake ranks items by catalog position (first = best), excluding the history i
 `mmr_lambda` > 0 it ranks in reverse. It has no BERT text cache.
 """
 
-import os
-
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-tf = pytest.importorskip("tensorflow")
-
-from evaluation import split  # noqa: E402
-from evaluation.served_model import ServedModel  # noqa: E402
-from trainer import features  # noqa: E402
+from evaluation import split
+from evaluation.served_model import ServedModel
+from trainer import features
 
 CATALOG = [f"i{n:02d}" for n in range(30)]
 

@@ -13,6 +13,7 @@ from components import data_report
 from components import example_gen as eg
 from components import interactions as it
 from components.data_files import Interaction
+from components.example_gen_config import ExampleGenConfig
 from trainer import features
 
 TRAIN, EVAL = it.TRAIN, it.EVAL
@@ -105,9 +106,27 @@ def test_negatives_are_deterministic_per_seed():
 
 def test_config_rejects_bad_parameters():
     with pytest.raises(ValueError, match="num_negatives must be >= 0; split_mode must be one of"):
-        eg.ExampleGenConfig(num_negatives=-1, split_mode="random")
+        ExampleGenConfig(num_negatives=-1, split_mode="random")
     with pytest.raises(ValueError, match="eval_time_quantile must be in"):
-        eg.ExampleGenConfig(eval_time_quantile=1.0)
+        ExampleGenConfig(eval_time_quantile=1.0)
+
+
+def test_config_json_round_trip_and_errors():
+    config = ExampleGenConfig(num_negatives=2, split_mode=it.GLOBAL_TIME, rating_threshold=3.5, seed=7)
+    assert ExampleGenConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["num_negatives"] == 2
+    assert ExampleGenConfig.from_json("{}") == ExampleGenConfig()
+    assert ExampleGenConfig.from_json('{"num_negatives": 3.0}').num_negatives == 3  # JSON numbers
+    with pytest.raises(ValueError, match=r"Unknown example gen config keys \['negatives'\]; known keys: "
+                       r"\['eval_time_quantile', 'history_length', 'max_bad_share', 'negative_sampling', "
+                       r"'num_negatives', 'rating_threshold', 'seed', 'split_mode'\]"):
+        ExampleGenConfig.from_json('{"negatives": 3}')
+    with pytest.raises(ValueError, match="ExampleGenConfig.num_negatives must be an integer, got 2.5"):
+        ExampleGenConfig.from_json('{"num_negatives": 2.5}')
+    with pytest.raises(ValueError, match="ExampleGenConfig.split_mode must be a string"):
+        ExampleGenConfig.from_json('{"split_mode": 1}')
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        ExampleGenConfig.from_json("[1]")
 
 
 # --- summary and bad-share check -----------------------------------------------------------------
@@ -171,7 +190,8 @@ def _run(data_dir: str, out: Path, **params) -> dict:
     for key, artifact in outputs.items():
         artifact.uri = str(out / key)
     executor = eg.InteractionsExampleGen.EXECUTOR_SPEC.executor_class()
-    executor.Do({}, {k: [v] for k, v in outputs.items()}, {"data_dir": data_dir, **params})
+    exec_properties = {"data_dir": data_dir, "config": ExampleGenConfig(**params).to_json()}
+    executor.Do({}, {k: [v] for k, v in outputs.items()}, exec_properties)
     return outputs
 
 

@@ -10,20 +10,23 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from tfx import v1 as tfx
 
-import apache_beam as beam  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tensorflow_transform.beam as tft_beam  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-from trainer import bert, export, features, preprocessing, train  # noqa: E402
+from serving.client_error import ServingClientError
+from serving.local_client import LocalClient
+from serving.recommend_request import pad_histories
+from tests.tiny_bert import write_tiny_bert
+from trainer import bert, export, features, preprocessing, train
 
 TOP_K = 3
 RERANK_POOL = 6  # below the catalog size (10), so the pool clamp (>= k) is exercised
@@ -139,9 +142,16 @@ def _transform(workdir: str, vocab_file: str, train_rows: list[dict], eval_rows:
     return transform_dir
 
 
+class Trained(NamedTuple):
+    serving_dir: str
+    workdir: str
+    eval_rows: list[dict]
+    module: export.ServingModule  # the live module run_fn exported
+
+
 @pytest.fixture(scope="session")  # shared with tests/test_serving_export.py: built once per run
-def trained(tmp_path_factory):
-    """Runs run_fn once; returns (serving dir, workdir, eval raw rows)."""
+def trained(tmp_path_factory) -> Trained:
+    """Runs run_fn once."""
     workdir = str(tmp_path_factory.mktemp("e2e"))
     try:
         minilm = bert.fetch_minilm()
@@ -149,7 +159,7 @@ def trained(tmp_path_factory):
         pytest.skip(f"MiniLM vocabulary unavailable: {e}")
     vocab_file = os.path.join(workdir, "vocab.txt")  # a copy, deleted before the relocation check
     shutil.copyfile(minilm / bert.VOCAB_FILE, vocab_file)
-    bert_dir = bert.write_tiny_bert(os.path.join(workdir, "bert"), vocab_file, hidden=16, layers=1, heads=2)
+    bert_dir = write_tiny_bert(os.path.join(workdir, "bert"), vocab_file, hidden=16, layers=1, heads=2)
     train_rows, eval_rows = _interactions(0, 40), _interactions(1, 6)
     transform_dir = _transform(workdir, vocab_file, train_rows, eval_rows)
     catalog = _write_gzip(os.path.join(workdir, "catalog.gz"), [_serialize(_item(i)) for i in ITEMS])
@@ -174,28 +184,43 @@ def trained(tmp_path_factory):
             "rerank_pool": RERANK_POOL,
         },
     )
-    train.run_fn(fn_args)
-    return serving_dir, workdir, eval_rows
+    exported = []
+    export_serving_model = export.export_serving_model
+
+    def keep_module(*args, **kwargs):
+        exported.append(export_serving_model(*args, **kwargs))
+        return exported[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "export_serving_model", keep_module)
+        train.run_fn(fn_args)
+    return Trained(serving_dir, workdir, eval_rows, exported[0])
 
 
 @pytest.fixture(scope="module")
 def loaded(trained):
     """The exported SavedModel, loaded once (each load takes seconds)."""
-    return tf.saved_model.load(trained[0])
+    return tf.saved_model.load(trained.serving_dir)
+
+
+@pytest.fixture(scope="module")
+def local_client(trained):
+    return LocalClient(trained.serving_dir)
+
+
+def _recommend_inputs(users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0) -> dict[str, tf.Tensor]:
+    return {
+        features.USER_ID: tf.constant(users),
+        features.HISTORY: tf.constant(pad_histories(histories), tf.string),
+        features.K: tf.constant(k, tf.int32),
+        features.MMR_LAMBDA: tf.constant(mmr_lambda, tf.float32),
+        features.XQUAD_LAMBDA: tf.constant(xquad_lambda, tf.float32),
+    }
 
 
 def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0):
-    width = max(1, *(len(h) for h in histories))
-    padded = [h + [""] * (width - len(h)) for h in histories]
-    out = loaded.signatures[features.RECOMMEND_SIGNATURE](
-        **{
-            features.USER_ID: tf.constant(users),
-            features.HISTORY: tf.constant(padded, tf.string),
-            features.K: tf.constant(k, tf.int32),
-            features.MMR_LAMBDA: tf.constant(mmr_lambda, tf.float32),
-            features.XQUAD_LAMBDA: tf.constant(xquad_lambda, tf.float32),
-        }
-    )
+    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda)
+    out = loaded.signatures[features.RECOMMEND_SIGNATURE](**inputs)
     return {name: value.numpy() for name, value in out.items()}
 
 
@@ -225,7 +250,7 @@ def test_recommend_excludes_history_and_handles_unknowns(loaded):
 
 
 def test_recommend_base_ranking_is_serving_default_top_k(trained, loaded):
-    eval_rows = trained[2]
+    eval_rows = trained.eval_rows
     rows = eval_rows[:4]
     top = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
         examples=tf.constant([_serialize(r) for r in rows])
@@ -233,8 +258,8 @@ def test_recommend_base_ranking_is_serving_default_top_k(trained, loaded):
     users = [r[features.USER_ID][0].decode() for r in rows]
     histories = [[h.decode() for h in r[features.HISTORY]] for r in rows]
     out = _recommend(loaded, users, histories, k=TOP_K)
-    np.testing.assert_array_equal(out[features.ITEM_IDS], top[export.TOP_K_IDS].numpy())
-    np.testing.assert_allclose(out[features.SCORES], top[export.TOP_K_SCORES].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(out[features.ITEM_IDS], top[features.TOP_K_IDS].numpy())
+    np.testing.assert_allclose(out[features.SCORES], top[features.TOP_K_SCORES].numpy(), rtol=1e-5)
 
 
 def test_recommend_rerankers(loaded):
@@ -279,11 +304,11 @@ def test_recommend_xquad_follows_the_reference_on_the_base_pool(loaded):
 
 
 def test_rank_matches_serving_default_score(trained, loaded):
-    eval_rows = trained[2]
+    eval_rows = trained.eval_rows
     rows = eval_rows[:3]
     expected = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
         examples=tf.constant([_serialize(r) for r in rows])
-    )[export.SCORE].numpy()
+    )[features.SCORE].numpy()
     width = max(len(r[features.HISTORY]) for r in rows) or 1
     history = [
         [h.decode() for h in r[features.HISTORY]] + [""] * (width - len(r[features.HISTORY])) for r in rows
@@ -303,6 +328,60 @@ def test_rank_matches_serving_default_score(trained, loaded):
     np.testing.assert_array_equal(scores[:, 1], 0.0)
     assert ((scores[:, 2] > 0) & (scores[:, 2] < 1)).all()
     np.testing.assert_array_equal(scores[:, 2], scores[:, 3])  # unknown items share the OOV vector
+
+
+@pytest.mark.parametrize(
+    "signature, rows, message",
+    [
+        (features.RECOMMEND_SIGNATURE, (2, 1, None), "user_id has 2 rows but history has 1"),
+        (features.RECOMMEND_SIGNATURE, (1, 3, None), "user_id has 1 rows but history has 3"),
+        (features.RANK_SIGNATURE, (2, 1, 2), "user_id has 2 rows but history has 1"),
+        (features.RANK_SIGNATURE, (2, 2, 1), "user_id has 2 rows but item_ids has 1"),
+    ],
+)
+def test_inputs_with_different_batch_sizes_are_invalid_argument(local_client, signature, rows, message):
+    # Before the check, recommend answered one list for 2 user ids and 1 history: the second user vanished.
+    users, histories, item_lists = rows
+    inputs = {features.USER_ID: [f"u{i}" for i in range(users)], features.HISTORY: [["i1", ""]] * histories}
+    if signature == features.RECOMMEND_SIGNATURE:
+        inputs |= {features.K: 3, features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}
+    else:
+        inputs[features.ITEM_IDS] = [["i2", "i3"]] * item_lists
+    with pytest.raises(ServingClientError) as raised:
+        local_client.predict(inputs, signature)
+    assert raised.value.status == "INVALID_ARGUMENT"
+    assert f"{message} (every input needs one row per user)" in raised.value.message
+
+
+def test_the_batch_check_leaves_well_formed_answers_unchanged(trained, loaded, monkeypatch):
+    # The previous behaviour: the same signature code traced without the check, on the live exported module.
+    monkeypatch.setattr(export, "same_rows", dict)
+    module = trained.module
+    unchecked = {
+        name: tf.function(getattr(export.ServingModule, name).python_function.__get__(module))
+        for name in (features.RECOMMEND_SIGNATURE, features.RANK_SIGNATURE)
+    }
+    mismatched = _recommend_inputs(["u0", "u1"], [["i0"]], 3)
+    assert unchecked[features.RECOMMEND_SIGNATURE](**mismatched)[features.ITEM_IDS].shape == (1, 3)  # the bug
+    users, histories = ["u0", "u1", "stranger", "u3"], [["i0", "i2"], ["i1"], [], ["nope", "i9", "i4"]]
+    for k, mmr, xquad in ((3, 0.0, 0.0), (50, 0.0, 0.0), (8, 0.5, 0.0), (4, 0.0, 0.5), (5, 0.4, 0.4)):
+        inputs = _recommend_inputs(users, histories, k, mmr, xquad)
+        expected = unchecked[features.RECOMMEND_SIGNATURE](**inputs)
+        out = loaded.signatures[features.RECOMMEND_SIGNATURE](**inputs)
+        assert set(out) == set(expected)
+        for name in expected:
+            np.testing.assert_array_equal(out[name].numpy(), expected[name].numpy(), err_msg=name)
+    rank_inputs = {
+        features.USER_ID: tf.constant(users),
+        features.HISTORY: tf.constant(pad_histories(histories)),
+        features.ITEM_IDS: tf.constant(
+            [["i1", "", "nope"], ["i2", "i3", "i4"], ["i9", "i0", ""], ["", "", ""]]
+        ),
+    }
+    expected = unchecked[features.RANK_SIGNATURE](**rank_inputs)[features.SCORES].numpy()
+    out = loaded.signatures[features.RANK_SIGNATURE](**rank_inputs)[features.SCORES].numpy()
+    np.testing.assert_array_equal(out, expected)
+    assert out.shape == (4, 3) and out[3].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_item_embeddings(loaded):
@@ -325,21 +404,21 @@ def test_item_embeddings(loaded):
 
 
 def test_serving_default_and_transform_features(trained, loaded):
-    eval_rows = trained[2]
+    eval_rows = trained.eval_rows
     rows = [{k: v for k, v in row.items() if k != features.LABEL} for row in eval_rows[:4]]  # no labels
     out = loaded.signatures["serving_default"](examples=tf.constant([_serialize(r) for r in rows]))
     out = {name: value.numpy() for name, value in out.items()}
-    assert out[export.SCORE].shape == (4,)
-    assert ((out[export.SCORE] > 0) & (out[export.SCORE] < 1)).all()
-    assert out[export.TOP_K_IDS].shape == (4, TOP_K) and out[export.TOP_K_SCORES].shape == (4, TOP_K)
-    assert out[export.TOP_K_IS_TAIL].dtype == np.int64
-    assert len(set(out[export.NUM_TAIL_ITEMS])) == 1
-    for row, top in zip(rows, out[export.TOP_K_IDS], strict=True):
+    assert out[features.SCORE].shape == (4,)
+    assert ((out[features.SCORE] > 0) & (out[features.SCORE] < 1)).all()
+    assert out[features.TOP_K_IDS].shape == (4, TOP_K) and out[features.TOP_K_SCORES].shape == (4, TOP_K)
+    assert out[features.TOP_K_IS_TAIL].dtype == np.int64
+    assert len(set(out[features.NUM_TAIL_ITEMS])) == 1
+    for row, top in zip(rows, out[features.TOP_K_IDS], strict=True):
         assert not set(row[features.HISTORY]) & set(top)
     # An item outside the catalog: its text vector comes from BERT run on its own tokens.
     unknown = {**eval_rows[0], features.ITEM_ID: [b"brand-new"], features.TEXT: [b"a green stapler"]}
     cold = loaded.signatures["serving_default"](examples=tf.constant([_serialize(unknown)]))
-    assert 0 < float(cold[export.SCORE][0]) < 1
+    assert 0 < float(cold[features.SCORE][0]) < 1
     transformed = loaded.signatures["transform_features"](examples=tf.constant([_serialize(eval_rows[0])]))
     assert transformed[features.ITEM_IS_TAIL].shape == (1,)
     assert transformed[features.INPUT_IDS].shape == (1, features.MAX_TOKENS)
@@ -366,7 +445,7 @@ def test_with_default_raw_features_fills_missing():
 
 
 def test_saved_model_is_relocatable(trained, tmp_path):
-    serving_dir, workdir, _ = trained
+    serving_dir, workdir = trained.serving_dir, trained.workdir
     moved = str(tmp_path / "moved")
     shutil.copytree(serving_dir, moved)
     script = textwrap.dedent(f"""

@@ -1,4 +1,4 @@
-"""Retrieval metrics on hand-computed cases, driven through the TFMA combiners the Evaluator uses."""
+"""The TFMA retrieval metrics on hand-computed cases, driven through the combiners the Evaluator uses."""
 
 import math
 
@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 from tensorflow_model_analysis.metrics import metric_types
 
-from trainer import features, metrics
+from evaluation import metrics as offline
+from evaluation import tfma_metrics as metrics
+from trainer import features
 
 
 def _example(label: float, target: bytes, top_ids: list[bytes], is_tail: list[int], num_tail: int = 4):
     return metric_types.StandardMetricInputs(
         labels=np.array([label]),
         predictions={
-            metrics.TOP_K_IDS: np.array(top_ids),
-            metrics.TOP_K_IS_TAIL: np.array(is_tail),
-            metrics.NUM_TAIL_ITEMS: np.array([num_tail]),
-            "score": np.array([0.5]),
+            features.TOP_K_IDS: np.array(top_ids, dtype=object),
+            features.TOP_K_IS_TAIL: np.array(is_tail),
+            features.NUM_TAIL_ITEMS: np.array([num_tail]),
+            features.SCORE: np.array([0.5]),
         },
         example_weights=np.array([1.0]),
         features={features.ITEM_ID: np.array([target])},
@@ -69,6 +71,7 @@ def test_metric_values(metric, expected):
 
 def test_metric_names_carry_k():
     assert metrics.RecallAtK(k=5).name == "recall@5"
+    assert metrics.APLTAtK(k=10).name == "aplt@10"
     assert metrics.TailCoverageAtK(k=10).name == "tail_coverage@10"
 
 
@@ -107,3 +110,40 @@ def test_candidate_and_baseline_are_scored_separately():
         values[key.model_name] = value
     # candidate hits both; baseline always answers example 3's list [t1, t4, h2], which holds neither target.
     assert values == {"candidate": 1.0, "baseline": 0.0}
+
+
+# A served list padded with "" (the catalog ran out): tail items t1 and t2 among 3 items → APLT 2/3, where
+# dividing by K = 4 (the TFMA metric before one definition) gave 1/2.
+PADDED = [
+    _example(1.0, b"t2", [b"h1", b"t1", b"t2", b""], [0, 1, 1, 0]),  # hit at rank 3; tail share 2/3
+    _example(1.0, b"h9", [b"", b"", b"", b""], [0, 0, 0, 0]),  # empty list: miss, tail share 0
+]
+
+
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        (metrics.RecallAtK(k=4), 1 / 2),
+        (metrics.APLTAtK(k=4), (2 / 3 + 0) / 2),
+        (metrics.TailCoverageAtK(k=4), 2 / 4),  # t1, t2 of 4 tail items; padding is no item
+    ],
+)
+def test_padding_is_not_counted(metric, expected):
+    assert _compute(metric, PADDED, split=1) == pytest.approx(expected)
+
+
+def test_tfma_and_offline_metrics_agree():
+    # The same lists as item indices: h1=0, t1=1, t2=2, h9=3, padding -1; items 1 and 2 are tail.
+    recs = np.array([[0, 1, 2, -1], [-1, -1, -1, -1]])
+    targets = np.array([2, 3])
+    is_tail = np.array([False, True, True, False])
+    assert offline.recall(recs, targets) == _compute(metrics.RecallAtK(k=4), PADDED, split=1)
+    assert offline.aplt(recs, is_tail) == pytest.approx(_compute(metrics.APLTAtK(k=4), PADDED, split=1))
+    assert offline.aplt(recs, is_tail) == pytest.approx(1 / 3)
+
+
+def test_a_served_list_shorter_than_k_is_an_error():
+    # trainer top_k=3 under a gate K=5 would silently cap Recall@5 and APLT@5.
+    combiner = metrics.APLTAtK(k=5).computations()[0].combiner
+    with pytest.raises(ValueError, match=r"aplt@5: the model serves 3 items per list .* fewer than K=5"):
+        combiner.add_input(combiner.create_accumulator(), EXAMPLES[0])

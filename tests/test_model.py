@@ -1,18 +1,15 @@
 """Unit tests of trainer.model on constructed transformed features (no transform graph, no BERT)."""
 
 import math
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_recommenders as tfrs  # noqa: E402
-
-from trainer import features  # noqa: E402
-from trainer.config import TrainerConfig  # noqa: E402
-from trainer.model import (  # noqa: E402
+from trainer import features
+from trainer.config import TrainerConfig
+from trainer.model import (
     IdEmbedding,
     PositionPooling,
     SampledNegatives,
@@ -112,6 +109,9 @@ def test_masked_mean():
     mask = tf.constant([[True, True, False], [False, False, False]])
     # row 0: mean of the first two; row 1: nothing to average → zeros.
     np.testing.assert_allclose(masked_mean(values, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+    # BERT's 0/1 int attention mask (trainer.bert pools with this function too) gives the same.
+    int_mask = tf.cast(mask, tf.int32)
+    np.testing.assert_allclose(masked_mean(values, int_mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
 
 
 def test_position_pooling_starts_as_the_mean_and_weights_slots():
@@ -442,7 +442,10 @@ def test_config_from_custom_config():
     config = TrainerConfig.from_custom_config(
         {"catalog_files": ["x"], "epochs": 3.0, "logq_beta": 0, "bert": "/m"}, ignore=("catalog_files",)
     )
-    assert (config.epochs, config.logq_beta, config.bert, config.batch_size) == (3, 0.0, "/m", 2048)
+    # Given keys converted to the field types; the others keep the dataclass defaults.
+    assert (config.epochs, config.logq_beta, config.bert) == (3, 0.0, "/m")
+    assert (type(config.epochs), type(config.logq_beta)) == (int, float)
+    assert config.batch_size == TrainerConfig().batch_size
     assert isinstance(config.epochs, int) and isinstance(config.logq_beta, float)
     with pytest.raises(ValueError, match=r"Unknown trainer custom_config keys \['epoch'\]"):
         TrainerConfig.from_custom_config({"epoch": 3})

@@ -1,14 +1,18 @@
 """The pipeline builds with every component, and compiles to a Kubeflow Pipelines v2 spec that kfp reads."""
 
+import dataclasses
 import json
 
+import pytest
 import tensorflow_data_validation as tfdv
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components.example_gen_config import ExampleGenConfig
 from pipeline import configs, kubeflow_runner
 from pipeline.pipeline import create_pipeline
 from trainer import features
+from trainer.config import DEFAULT_BERT, TrainerConfig
 
 COMPONENT_IDS = {
     "InteractionsExampleGen",
@@ -24,8 +28,12 @@ COMPONENT_IDS = {
 }
 
 
-def _config(tmp_path) -> configs.PipelineConfig:
-    return configs.PipelineConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"))
+def _config(tmp_path, **fields) -> configs.PipelineConfig:
+    return configs.PipelineConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), **fields)
+
+
+def _components(config: configs.PipelineConfig) -> dict:
+    return {c.id: c for c in create_pipeline(config, bert_dir="/models/bert").components}
 
 
 def test_create_pipeline_has_every_component(tmp_path):
@@ -72,3 +80,53 @@ def test_train_splits_reach_transform_analysis_and_trainer(tmp_path):
     splits_config = json.loads(components["Transform"].exec_properties["splits_config"])
     assert splits_config["analyze"] == ["train", "eval"]
     assert json.loads(components["Trainer"].exec_properties["train_args"])["splits"] == ["train", "eval"]
+
+
+def test_trainer_and_transform_get_the_resolved_bert_folder(tmp_path):
+    trainer = TrainerConfig(bert=DEFAULT_BERT, epochs=3)
+    components = _components(_config(tmp_path, trainer=trainer))
+    custom_config = json.loads(components["Trainer"].exec_properties["custom_config"])
+    assert custom_config == {**dataclasses.asdict(trainer), "bert": "/models/bert"}
+    assert TrainerConfig.from_custom_config(custom_config) == TrainerConfig(bert="/models/bert", epochs=3)
+    transform_config = json.loads(components["Transform"].exec_properties["custom_config"])
+    assert transform_config == {features.BERT_VOCAB_CONFIG: "/models/bert/vocab.txt"}
+
+
+def test_example_gen_gets_the_whole_config_as_one_json_parameter(tmp_path):
+    example_gen = ExampleGenConfig(num_negatives=2, rating_threshold=3.0)
+    component = _components(_config(tmp_path, example_gen=example_gen))["InteractionsExampleGen"]
+    assert set(component.exec_properties) == {"data_dir", "config"}
+    assert ExampleGenConfig.from_json(component.exec_properties["config"]) == example_gen
+
+
+def test_the_gate_k_follows_the_trainer_top_k_and_a_mismatch_fails(tmp_path):
+    derived = _config(tmp_path, trainer=TrainerConfig(top_k=5))
+    assert derived.eval_gate == configs.EvalGateConfig(top_k=5)
+    eval_config = json.loads(_components(derived)["Evaluator"].exec_properties["eval_config"])
+    ks = {json.loads(m["config"])["k"] for m in eval_config["metrics_specs"][0]["metrics"] if "config" in m}
+    assert ks == {5}
+    mismatch = r"TrainerConfig.top_k \(5, .*\) must equal EvalGateConfig.top_k \(10, "
+    with pytest.raises(ValueError, match=mismatch):
+        _config(tmp_path, trainer=TrainerConfig(top_k=5), eval_gate=configs.EvalGateConfig(top_k=10))
+    changed = _config(tmp_path)
+    changed.trainer = TrainerConfig(top_k=5)  # after construction: create_pipeline checks again
+    with pytest.raises(ValueError, match=mismatch):
+        create_pipeline(changed, bert_dir="/models/bert")
+
+
+def test_pipeline_config_rejects_bad_fields(tmp_path):
+    with pytest.raises(TypeError, match="PipelineConfig.trainer must be a TrainerConfig, got {'epochs': 2}"):
+        _config(tmp_path, trainer={"epochs": 2})
+    with pytest.raises(ValueError, match=r"train_splits must be a non-empty list of \('train', 'eval'\)"):
+        _config(tmp_path, train_splits=["test"])
+    with pytest.raises(ValueError, match="EvalGateConfig: min_auc must be in"):
+        configs.EvalGateConfig(min_auc=1.5)
+
+
+def test_kubeflow_bert_is_the_image_folder_unless_given():
+    _, config = kubeflow_runner.parse_args([])
+    assert config.trainer.bert == kubeflow_runner.IMAGE_BERT_DIR == f"/opt/tailtower/models/{DEFAULT_BERT}"
+    _, config = kubeflow_runner.parse_args(["--trainer-config", '{"bert": "/b", "epochs": 2}'])
+    assert config.trainer == TrainerConfig(bert="/b", epochs=2)
+    with pytest.raises(SystemExit):
+        kubeflow_runner.parse_args(["--bert-dir", "/a", "--trainer-config", '{"bert": "/b"}'])

@@ -2,20 +2,17 @@
 
 import functools
 import math
-import os
 import shutil
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-import apache_beam as beam  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tensorflow_transform.beam as tft_beam  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # noqa: E402
-
-from trainer import features, preprocessing  # noqa: E402
+from trainer import features, preprocessing
 
 RAW_SPEC = {
     features.USER_ID: tf.io.FixedLenFeature([], tf.string),

@@ -1,15 +1,12 @@
 """trainer.rerank against a plain numpy greedy loop and on constructed cases."""
 
 import itertools
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from trainer import rerank  # noqa: E402
+from trainer import rerank
 
 
 def _reference(relevance, valid, text, is_tail, tail_prob, k, mmr_lambda, xquad_lambda):

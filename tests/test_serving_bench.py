@@ -1,50 +1,41 @@
-"""bench-serve's request building and table rows (the load itself runs in `make bench-serve`)."""
-
-import tensorflow as tf
+"""bench-serve's queries, its three targets (through the project's clients) and table rows, against the toy
+model and an in-process server (the timed load itself runs in `make bench-serve`)."""
 
 from serving import bench
-from trainer import features
+from serving.local_client import LocalClient
+from tests.test_serving_toy import MODEL, running_server, save_toy_model
+
+POOL = list("abcdefghijk")
 
 
-def test_knobs_off_are_the_scalar_inputs_besides_k(tmp_path):
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=features.USER_ID),
-            tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
-            tf.TensorSpec([], tf.int32, name=features.K),
-            tf.TensorSpec([], tf.float32, name="mmr_lambda"),
-        ]
-    )
-    def recommend(user_id, history, k, mmr_lambda):
-        return {features.ITEM_IDS: tf.tile(history[:, :1], [1, k])}
-
-    # As the benchmark sees it: a signature of a loaded SavedModel (keyword inputs only).
-    module = tf.Module()
-    module.recommend = recommend
-    tf.saved_model.save(module, str(tmp_path), signatures={"recommend": recommend.get_concrete_function()})
-    signature = tf.saved_model.load(str(tmp_path)).signatures["recommend"]
-    assert bench.knobs_off(signature) == {"mmr_lambda": 0.0}
+def test_request_set_cycles_users_and_draws_distinct_history_items():
+    queries = bench.request_set(250, POOL)
+    assert [q.user for q in queries[:3]] == ["u000", "u001", "u002"]
+    assert queries[200].user == "u000"  # 200 users in turn
+    assert {len(q.history) for q in queries} == set(range(11))  # 0-10 items
+    for query in queries:
+        assert len(set(query.history)) == len(query.history) and set(query.history) <= set(POOL)
+    assert bench.request_set(250, POOL) == queries  # seeded
 
 
-def test_request_set_sends_the_knobs_and_pads_history():
-    requests = bench.request_set(20, ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"], 5, {"x": 0.0})
-    assert len(requests) == 20
-    for request in requests:
-        assert request["x"] == 0.0 and request[features.K] == 5
-        (history,) = request[features.HISTORY]
-        assert len(history) >= 1 and len(set(h for h in history if h)) == len([h for h in history if h])
-
-
-def test_grpc_requests_carry_the_signature_dtypes():
-    (item,) = bench.request_set(1, list("abcdefghijk"), 5, {"mmr_lambda": 0.0})
-    request = bench.grpc_request("tailtower", item)
-    dtypes = {name: tf.dtypes.as_dtype(proto.dtype) for name, proto in request.inputs.items()}
-    assert dtypes == {
-        features.USER_ID: tf.string,
-        features.HISTORY: tf.string,
-        features.K: tf.int32,
-        "mmr_lambda": tf.float32,
-    }
+def test_every_target_sends_the_same_request_through_its_client(tmp_path):
+    base = str(tmp_path / MODEL)
+    local = LocalClient(save_toy_model(base, 3))
+    with running_server(base) as server:
+        targets = bench.Targets(local, server.rest_port, server.grpc_port, MODEL, k=2)
+        assert targets.knobs == {"boost": 0}  # every knob off
+        assert bench.history_pool(local, targets.knobs, size=3) == ["v3-u000-0", "v3-u000-1", "v3-u000-2"]
+        queries = bench.request_set(6, POOL)
+        try:
+            for name, make_sender in targets.senders().items():
+                result = bench.run_load(name, 2, queries, make_sender)
+                assert (result.target, len(result.latencies_s), result.errors) == (name, 6, 0)
+                # The toy answers "v<version>-<user>-<j>" with score boost - j (boost 0: the knob is off).
+                answer = make_sender()(queries[1])
+                assert answer.item_ids() == [["v3-u001-0", "v3-u001-1"]], name
+                assert [row["scores"] for row in answer.rows(0)] == [0.0, -1.0], name
+        finally:
+            targets.close()
 
 
 def test_a_target_whose_requests_all_failed_still_gets_a_row():

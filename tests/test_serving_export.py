@@ -1,6 +1,7 @@
 """The real exported model (tests/test_export.py's fixture): it loads from a copy in another folder in a
 fresh process that imports only tensorflow and tensorflow_text, and the local server serves it over REST and
-gRPC with the same answers as an in-process call."""
+gRPC with the same answers as an in-process call; every client sends the signature's own dtypes; a request
+whose inputs disagree on the batch size is a 400 / INVALID_ARGUMENT."""
 
 import os
 import shutil
@@ -10,10 +11,16 @@ import textwrap
 
 import numpy as np
 import pytest
+import requests
+import tensorflow as tf
 
-from serving.client import with_default_knobs
+from serving import tensors
+from serving.client_error import ServingClientError
 from serving.grpc_client import GrpcClient
+from serving.local_client import LocalClient
+from serving.recommend_request import knob_names, recommend_inputs, typed_inputs, with_knobs_off
 from serving.rest_client import RestClient
+from serving.servable import read_signature_defs
 from tests.test_export import trained  # noqa: F401  (module fixture: a tiny trained + exported model)
 from tests.test_serving_toy import running_server
 from trainer import features
@@ -59,17 +66,28 @@ def test_pushed_model_loads_in_a_fresh_process_with_only_tensorflow_and_tensorfl
     assert proc.stdout.startswith("OK")
 
 
-def test_server_serves_the_exported_model_over_rest_and_grpc(pushed):
-    import tensorflow as tf
+@pytest.fixture(scope="module")
+def server(pushed):
+    with running_server(pushed, model_name=MODEL) as running:
+        yield running
 
+
+@pytest.fixture(scope="module")
+def clients(server):
+    rest = RestClient(f"http://127.0.0.1:{server.rest_port}", MODEL)
+    grpc_client = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL)
+    yield rest, grpc_client
+    rest.close()
+    grpc_client.close()
+
+
+def test_server_serves_the_exported_model_over_rest_and_grpc(pushed, clients):
     loaded = tf.saved_model.load(os.path.join(pushed, "1")).signatures[features.RECOMMEND_SIGNATURE]
     users, histories = ["u0", "stranger"], [["i0", "i2"], []]
-    with running_server(pushed, model_name=MODEL) as server:
-        rest = RestClient(f"http://127.0.0.1:{server.rest_port}", MODEL)
-        grpc_client = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL)
-        results = [c.recommend(users, histories, 4, **with_default_knobs(c, {})) for c in (rest, grpc_client)]
-        rest.close()
-        grpc_client.close()
+    results = [
+        c.recommend(users, histories, 4, **with_knobs_off({}, knob_names(c.scalar_inputs("recommend"))))
+        for c in clients
+    ]
     knobs = {
         name: tf.constant(0, spec.dtype)
         for name, spec in loaded.structured_input_signature[1].items()
@@ -88,3 +106,63 @@ def test_server_serves_the_exported_model_over_rest_and_grpc(pushed):
     for result in results:
         np.testing.assert_array_equal(np.asarray(result.outputs[features.ITEM_IDS]).astype(str), expected)
     assert results[1].version == 1
+
+
+def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients):
+    # The truth: the SignatureDef in saved_model.pb (what TF Serving checks every input against).
+    declared = read_signature_defs(os.path.join(pushed, "1"))[features.RECOMMEND_SIGNATURE].inputs
+    knobs = {features.MMR_LAMBDA: 0, features.XQUAD_LAMBDA: 1}  # Python ints for float inputs
+    inputs = recommend_inputs(["u0", "u1"], [["i0", "i2"], []], 4, knobs)
+    expected = {
+        features.USER_ID: np.array([b"u0", b"u1"], object),
+        features.HISTORY: np.array([[b"i0", b"i2"], [b"", b""]], object),
+        features.K: np.array(4, np.int32),
+        features.MMR_LAMBDA: np.array(0.0, np.float32),
+        features.XQUAD_LAMBDA: np.array(1.0, np.float32),
+    }
+    request = clients[1].predict_request(inputs, features.RECOMMEND_SIGNATURE)  # gRPC (and the bench)
+    assert set(request.inputs) == set(declared) == set(expected)
+    for name, proto in request.inputs.items():
+        assert proto.dtype == declared[name].dtype, name
+        value = tensors.to_ndarray(proto)
+        assert value.dtype == expected[name].dtype and value.tolist() == expected[name].tolist(), name
+    local = LocalClient(os.path.join(pushed, "1"))  # in-process (evaluation, run_results, the bench floor)
+    arrays = typed_inputs(inputs, local.input_dtypes(features.RECOMMEND_SIGNATURE))
+    assert set(arrays) == set(declared)
+    for name, array in arrays.items():
+        value = tf.constant(array).numpy()  # as the signature receives it
+        assert tf.dtypes.as_dtype(value.dtype).as_datatype_enum == declared[name].dtype, name
+        assert value.dtype == expected[name].dtype and value.tolist() == expected[name].tolist(), name
+
+
+MISMATCHED = "user_id has 2 rows but history has 1 (every input needs one row per user)"
+
+
+def test_mismatched_batch_sizes_are_a_400_over_rest(server):
+    base = f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict"
+    recommend = {
+        features.USER_ID: ["u0", "u1"],
+        features.HISTORY: [["i0"]],
+        features.K: 3,
+        features.MMR_LAMBDA: 0.0,
+        features.XQUAD_LAMBDA: 0.0,
+    }
+    rank = {features.USER_ID: ["u0", "u1"], features.HISTORY: [["i0"]], features.ITEM_IDS: [["i1"], ["i2"]]}
+    for signature, inputs in ((features.RECOMMEND_SIGNATURE, recommend), (features.RANK_SIGNATURE, rank)):
+        response = requests.post(base, json={"signature_name": signature, "inputs": inputs}, timeout=30)
+        assert response.status_code == 400, response.text
+        assert MISMATCHED in response.json()["error"]
+
+
+def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
+    inputs = {
+        features.USER_ID: ["u0", "u1"],
+        features.HISTORY: [["i0"]],
+        features.K: 3,
+        features.MMR_LAMBDA: 0.0,
+        features.XQUAD_LAMBDA: 0.0,
+    }
+    with pytest.raises(ServingClientError) as raised:
+        clients[1].predict(inputs, features.RECOMMEND_SIGNATURE)
+    assert raised.value.status == "INVALID_ARGUMENT"
+    assert MISMATCHED in raised.value.message

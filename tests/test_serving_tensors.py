@@ -1,14 +1,12 @@
 """serving.tensors: the fast TensorProto converters agree with tf.make_tensor_proto / tf.make_ndarray."""
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from serving import tensors  # noqa: E402
+from serving import tensors
 
 CASES = [
     np.array([b"u1", b"u2"], object),

@@ -10,14 +10,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from serving.config import ServerConfig  # noqa: E402
-from serving.servable import Servable  # noqa: E402
-from serving.server import ModelServer  # noqa: E402
+from serving.config import ServerConfig
+from serving.servable import Servable
+from serving.server import ModelServer
 
 MODEL = "toy"
 

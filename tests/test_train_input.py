@@ -1,13 +1,11 @@
 """trainer.train.make_dataset: every record once per epoch, and shuffled splits mixed through the epoch."""
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from trainer import train  # noqa: E402
+from trainer import train
 
 SPEC = {"row": tf.io.FixedLenFeature([], tf.int64)}
 

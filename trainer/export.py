@@ -10,6 +10,9 @@
       (0 for padding)
   item_embeddings(item_ids [N]) → embeddings [N, D] candidate-tower vectors, found [N] bool
 
+The [B, ...] inputs of `recommend` and `rank` must have the same B, else the call fails with
+INVALID_ARGUMENT "user_id has 2 rows but history has 1 ..." (`same_rows`).
+
 Retrieval is a brute-force matmul against the candidate vectors of every catalog item, computed once here,
 followed by `tf.math.top_k`; the given history is excluded. `recommend` then re-ranks the top
 max(rerank_pool, k) of that base ranking with `trainer.rerank.greedy_rerank` (MMR over the items' cached BERT
@@ -25,7 +28,8 @@ tokenizer inside the transform graph) are in the graph, so stock TF Serving load
 (vocabularies as assets, catalog as variables) is inside the export folder.
 
 Example:
-  export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, "/tmp/serving", top_k=10)
+  export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, "/tmp/serving", top_k=10,
+                       rerank_pool=100)
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
                                  k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3))
@@ -34,28 +38,18 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-from trainer import features, rerank  # noqa: E402
-from trainer.model import TailTowerModel  # noqa: E402
+from trainer import features, rerank
+from trainer.model import TailTowerModel
 
 logger = logging.getLogger(__name__)
 
 FeatureSpec = Mapping[str, tf.io.FixedLenFeature | tf.io.VarLenFeature | tf.io.RaggedFeature]
-SCORE = features.SCORE
-TOP_K_IDS = features.TOP_K_IDS
-TOP_K_SCORES = features.TOP_K_SCORES
-TOP_K_IS_TAIL = features.TOP_K_IS_TAIL
-NUM_TAIL_ITEMS = features.NUM_TAIL_ITEMS
-# Base-ranking candidates `recommend` re-ranks (at least k).
-RERANK_POOL = 100
 # Excluded (history) items score this, not -inf, so that REST/JSON clients can parse every output.
 _EXCLUDED_SCORE = np.finfo(np.float32).min
 
@@ -142,6 +136,25 @@ def _dense(value) -> tf.Tensor:
 
 
 # ------------------------------------------------------------------------------------ serving module
+def same_rows(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """`inputs` (name → [B, ...]) once they are checked to have the same number of rows, else an
+    INVALID_ARGUMENT naming two of them and their sizes (TF Serving answers it as a 400).
+
+    Without it, a `recommend` with 2 user ids and 1 history answered one list: the second request vanished.
+    Every op that reads these inputs waits for the check, so a mismatch gets this error and no other.
+    """
+    (first, first_value), *others = inputs.items()
+    rows = tf.shape(first_value)[0]
+    checks = []
+    for name, value in others:
+        other_rows = tf.shape(value)[0]
+        template = f"{first} has {{}} rows but {name} has {{}} (every input needs one row per user)"
+        message = tf.strings.format(template, (rows, other_rows))
+        checks.append(tf.debugging.Assert(tf.equal(rows, other_rows), [message]))
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(value) for name, value in inputs.items()}
+
+
 class ServingModule(tf.Module):
     """Holds what the signatures need; its tf.functions are the signatures.
 
@@ -167,7 +180,7 @@ class ServingModule(tf.Module):
         unknown_vector: np.ndarray,
         tail_prior: float,
         top_k: int,
-        rerank_pool: int = RERANK_POOL,
+        rerank_pool: int,
     ):
         super().__init__()
         self.model = model
@@ -242,11 +255,11 @@ class ServingModule(tf.Module):
         score = tf.sigmoid(self.model.ranking_logits(query, candidate))
         ids, scores, is_tail = self._top_k(query, transformed[features.HISTORY], self._k)
         return {
-            SCORE: score,
-            TOP_K_IDS: ids,
-            TOP_K_SCORES: scores,
-            TOP_K_IS_TAIL: is_tail,
-            NUM_TAIL_ITEMS: tf.fill(tf.shape(score), tf.constant(self.num_tail_items, tf.int64)),
+            features.SCORE: score,
+            features.TOP_K_IDS: ids,
+            features.TOP_K_SCORES: scores,
+            features.TOP_K_IS_TAIL: is_tail,
+            features.NUM_TAIL_ITEMS: tf.fill(tf.shape(score), tf.constant(self.num_tail_items, tf.int64)),
         }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
@@ -270,6 +283,7 @@ class ServingModule(tf.Module):
         mmr_lambda: tf.Tensor,
         xquad_lambda: tf.Tensor,
     ) -> dict:
+        user_id, history = same_rows({features.USER_ID: user_id, features.HISTORY: history}).values()
         query = self._query(user_id, history)
         scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
         eligible = tf.logical_not(self._excluded(history, tf.shape(scores, tf.int64)[0]))
@@ -307,6 +321,9 @@ class ServingModule(tf.Module):
         ]
     )
     def rank(self, user_id: tf.Tensor, history: tf.Tensor, item_ids: tf.Tensor) -> dict:
+        user_id, history, item_ids = same_rows(
+            {features.USER_ID: user_id, features.HISTORY: history, features.ITEM_IDS: item_ids}
+        ).values()
         query = self._query(user_id, history)  # [B, D]
         candidates, _ = self._item_vectors(item_ids)  # [B, C, D]
         width = tf.shape(candidates)[1]
@@ -360,8 +377,8 @@ def export_serving_model(
     catalog: Mapping[str, np.ndarray],
     output_dir: str,
     top_k: int,
+    rerank_pool: int,
     batch_size: int = 512,
-    rerank_pool: int = RERANK_POOL,
 ) -> ServingModule:
     """Scores the catalog, builds the `ServingModule` and saves it with its five signatures.
 

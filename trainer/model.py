@@ -15,17 +15,14 @@ Example (constructed inputs; `features` holds the transformed keys of `trainer.f
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_recommenders as tfrs  # noqa: E402
-
-from trainer import features  # noqa: E402
-from trainer.config import TrainerConfig  # noqa: E402
+from trainer import features
+from trainer.config import TrainerConfig
 
 Features = Mapping[str, tf.Tensor]
 

@@ -9,13 +9,9 @@ Item outputs (ITEM_INDEX, ITEM_LOG_PROB, ITEM_IS_TAIL, INPUT_IDS/MASK, BRAND_IND
 PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own.
 """
 
-# ruff: noqa: E402  (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported)
 import contextlib
-import os
 from collections.abc import Mapping
 from typing import Any
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf
 import tensorflow_text as tf_text

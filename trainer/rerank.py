@@ -22,11 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 # Objective of ineligible pool entries (history, padding): below any real objective, above "chosen" (-inf).
 _INELIGIBLE = -1e30

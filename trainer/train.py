@@ -10,36 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the WordPiece ops of the transform graph)
+import tensorflow_transform as tft
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_text  # noqa: E402, F401  (registers the WordPiece ops of the transform graph)
-import tensorflow_transform as tft  # noqa: E402
-
-from trainer import bert, export, features  # noqa: E402
-from trainer.config import TrainerConfig  # noqa: E402
-from trainer.model import TailTowerModel, TextVectorCache, VocabSizes  # noqa: E402
+from trainer import bert, export, features
+from trainer.config import TrainerConfig
+from trainer.model import CANDIDATE_KEYS, TailTowerModel, TextVectorCache, VocabSizes
 
 logger = logging.getLogger(__name__)
 
 CATALOG_FILES_KEY = features.CATALOG_FILES_CONFIG
-# Transformed features of a catalog item: what the candidate tower reads, plus the tail flag for serving.
-CATALOG_KEYS = (
-    features.ITEM_ID,
-    features.ITEM_INDEX,
-    features.INPUT_IDS,
-    features.INPUT_MASK,
-    features.BRAND_INDEX,
-    features.CATEGORY_INDEX,
-    features.PRICE_Z,
-    features.ITEM_LOG_PROB,
-    features.ITEM_IS_TAIL,
-)
+# Transformed features of a catalog item: what the candidate tower reads, plus what the export needs (the
+# popularity behind the xQuAD tail prior, the tail flags).
+CATALOG_KEYS = (*CANDIDATE_KEYS, features.ITEM_LOG_PROB, features.ITEM_IS_TAIL)
 _SHUFFLE_BUFFER = 10_000
 _MIX_BLOCK = 64  # records read in a row from one file when several are mixed
 

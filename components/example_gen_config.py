@@ -1,0 +1,62 @@
+"""ExampleGenConfig: the parameters of `components.example_gen.InteractionsExampleGen`.
+
+A module of its own, importing neither TensorFlow, Beam nor TFX, so that pipeline configs, command lines and
+the offline evaluation can build and check it cheaply. The component receives it as one JSON string
+(`to_json` / `from_json`): the defaults live here only.
+
+Example:
+    config = ExampleGenConfig(num_negatives=2)
+    ExampleGenConfig.from_json(config.to_json()) == config  # True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from components import interactions
+from trainer import features
+from trainer.config import from_mapping, parse_json_object
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleGenConfig:
+    """How interactions become examples; validated on construction."""
+
+    # Items of a user's earlier positives kept as the example's history (newest last).
+    history_length: int = features.HISTORY_LENGTH
+    # Sampled negatives per positive (label 0), drawn from the items with train positives.
+    num_negatives: int = 4
+    negative_sampling: str = interactions.UNIFORM
+    split_mode: str = interactions.LAST_PER_USER
+    # GLOBAL_TIME split: positives after this quantile of all positive times go to `eval`.
+    eval_time_quantile: float = 0.9
+    # A rated interaction is a positive when its rating is >= this; implicit rows (no rating) always are.
+    rating_threshold: float = 4.0
+    # The run fails when a file's share of rejected rows exceeds this.
+    max_bad_share: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "history_length must be >= 0": self.history_length >= 0,
+            "num_negatives must be >= 0": self.num_negatives >= 0,
+            f"negative_sampling must be one of {interactions.SAMPLING_MODES}":
+                self.negative_sampling in interactions.SAMPLING_MODES,
+            f"split_mode must be one of {interactions.SPLIT_MODES}":
+                self.split_mode in interactions.SPLIT_MODES,
+            "eval_time_quantile must be in (0, 1)": 0.0 < self.eval_time_quantile < 1.0,
+            "max_bad_share must be in [0, 1]": 0.0 <= self.max_bad_share <= 1.0,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"ExampleGenConfig: {'; '.join(failed)} (got {self})")
+
+    def to_json(self) -> str:
+        """Every field, as the component's `config` parameter (and ML Metadata) records it."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExampleGenConfig:
+        """The inverse of `to_json`; fields left out take their defaults, unknown keys are an error."""
+        return from_mapping(cls, parse_json_object(text, "example gen config"), "example gen config")
