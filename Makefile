@@ -13,6 +13,8 @@ help:
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
+	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs)"
+	@echo "make query-service USER=u001 [K=10] [CLICK=item]  ask the running service (CLICK reports a click first)"
 	@echo "make compile          compile the Kubeflow Pipelines v2 spec to tailtower_pipeline.json"
 	@echo "make lint             ruff"
 	@echo "make env              build (or check) the environment only"
@@ -44,17 +46,24 @@ MODEL_NAME ?= tailtower
 K ?= 10
 PROTOCOL ?= rest
 HISTORY ?=
+CLICK ?=
 KNOBS ?=
 # USER is also the login name in the environment: only a command-line USER=... picks the user to query.
 QUERY_USER := $(if $(filter command line,$(origin USER)),$(USER),u001)
 
-.PHONY: serve query bench-serve
+.PHONY: serve query bench-serve service query-service
 
 serve:
 	$(ENV) python -m serving.server --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
 
 query:
 	$(ENV) python -m serving.client --model $(MODEL_NAME) --user $(QUERY_USER) --k $(K) --protocol $(PROTOCOL) $(if $(HISTORY),--history $(HISTORY)) $(foreach knob,$(KNOBS),--knob $(knob))
+
+service:
+	$(ENV) python -m serving.service --output $(OUTPUT) --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
+
+query-service:
+	$(ENV) python -m serving.service_client --user $(QUERY_USER) --k $(K) $(if $(HISTORY),--history $(HISTORY)) $(if $(CLICK),--click $(CLICK)) $(foreach knob,$(KNOBS),--knob $(knob))
 
 bench-serve:
 	$(ENV) python -m serving.bench --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-serve.md

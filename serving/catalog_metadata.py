@@ -1,0 +1,69 @@
+"""Item metadata (title, new-item flag) of the model version that answered, from the version's own folder.
+
+  <model_base_path>/<version>/assets.extra/catalog.jsonl   one JSON object per item:
+      {"item_id": "i003", "title": "…", "brand": "…", "categories": ["…"], "is_new": false}
+
+TF Serving ignores assets.extra/, so the file travels with the model and always matches it. A version without
+the file gets title "" and is_new false for every item (the Trainer does not write it yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from trainer import features
+
+logger = logging.getLogger(__name__)
+
+CATALOG_FILE = os.path.join("assets.extra", "catalog.jsonl")
+IS_NEW = "is_new"
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    title: str = ""
+    is_new: bool = False
+
+
+UNKNOWN = ItemInfo()
+
+
+class CatalogMetadata:
+    """item id → ItemInfo per model version, each version's file read once (thread-safe)."""
+
+    def __init__(self, model_base_path: str, keep_versions: int = 2):
+        self.model_base_path = model_base_path
+        self._keep = keep_versions
+        self._versions: dict[int, dict[str, ItemInfo]] = {}
+        self._lock = threading.Lock()
+
+    def items(self, version: int) -> dict[str, ItemInfo]:
+        with self._lock:
+            if version not in self._versions:
+                self._versions[version] = self._load(version)
+                for old in sorted(self._versions)[: -self._keep]:
+                    del self._versions[old]
+            return self._versions[version]
+
+    def lookup(self, version: int, item_id: str) -> ItemInfo:
+        return self.items(version).get(item_id, UNKNOWN)
+
+    def _load(self, version: int) -> dict[str, ItemInfo]:
+        path = os.path.join(self.model_base_path, str(version), CATALOG_FILE)
+        if not os.path.exists(path):
+            logger.info("model version %d has no %s: titles empty, is_new false", version, CATALOG_FILE)
+            return {}
+        items = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    doc = json.loads(line)
+                    items[doc[features.ITEM_ID]] = ItemInfo(
+                        doc.get(features.TITLE, ""), bool(doc.get(IS_NEW))
+                    )
+        logger.info("model version %d: metadata of %d items", version, len(items))
+        return items

@@ -1,0 +1,412 @@
+"""The service's logs: one schema module, writer and readers (pipeline, report and live metrics read here).
+
+Two record kinds, schema version SCHEMA_VERSION (every record carries it in `schema_version`; the Parquet
+files also in their metadata under `tailtower.log_schema_version`):
+
+  served  one per answered recommendation request
+    schema_version int32 · request_id string · user_pseudonym string (serving/pseudonym.py) · ts float64
+    (unix seconds) · model_name string · model_version int64 · surface string · knobs string (JSON object of
+    the knobs sent to the model) · history list<string> (what the model saw, oldest first) · and per slot,
+    as parallel lists in slot order: item_ids list<string> · positions list<int32> (0-based) · scores
+    list<float64> · is_tail list<bool> · is_new list<bool>
+  events  what the shop reports, joined to served lists by request_id
+    schema_version int32 · request_id string · user_pseudonym string · item_id string · type string
+    (impression | click | add_to_cart | purchase) · ts float64 (unix seconds)
+
+Layout under `logs_dir`: `<kind>/span=<int>/part-<id>.parquet` (closed spans: complete files only) and
+`<kind>/.journal/<span>-<id>.jsonl` (the open span). A span is an integer: by default the UTC hour
+YYYYMMDDHH of the write; with `span=` given, spans are explicit and change only on `rotate()` (simulations).
+
+Durability: `submit()` queues a batch; one writer thread appends it to the span's journal as ONE JSON line
+(so a batch is all-or-nothing: a torn last line is ignored) and `os.fsync`s before the batch's future is
+resolved. Group commit: the writer takes every batch queued while the previous fsync ran (and, with
+`linger_s` > 0, waits that long for more) and pays one fsync per journal for the group. Cost: an append
+waits for at most the fsync in progress plus its own group's (~0.1–10 ms by disk), and concurrent appends
+share it. More than `max_pending` queued records → `LogFull` (the service answers 503), never a drop.
+
+Closing a span (`rotate()`, the hour changing, or at start for a journal of an older span left by a crash)
+writes its journal as one Parquet file under `<kind>/.tmp/`, fsyncs it, renames it into `span=<n>/` and only
+then deletes the journal. The file name comes from the journal's id, so a crash between the rename and the
+delete closes the journal again onto the same name: no duplicates.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prometheus_client import CollectorRegistry, Counter
+
+from trainer import features
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SERVED = "served"
+EVENTS = "events"
+KINDS = (SERVED, EVENTS)
+EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
+SCHEMA_VERSION_FIELD = "schema_version"
+USER_PSEUDONYM = "user_pseudonym"
+_META_KEY = b"tailtower.log_schema_version"
+JOURNAL_DIR = ".journal"
+TMP_DIR = ".tmp"
+
+SCHEMAS: dict[str, pa.Schema] = {
+    SERVED: pa.schema(
+        [
+            (SCHEMA_VERSION_FIELD, pa.int32()),
+            ("request_id", pa.string()),
+            (USER_PSEUDONYM, pa.string()),
+            ("ts", pa.float64()),
+            ("model_name", pa.string()),
+            ("model_version", pa.int64()),
+            ("surface", pa.string()),
+            ("knobs", pa.string()),
+            (features.HISTORY, pa.list_(pa.string())),
+            (features.ITEM_IDS, pa.list_(pa.string())),
+            ("positions", pa.list_(pa.int32())),
+            (features.SCORES, pa.list_(pa.float64())),
+            (features.IS_TAIL, pa.list_(pa.bool_())),
+            ("is_new", pa.list_(pa.bool_())),
+        ],
+        metadata={_META_KEY: str(SCHEMA_VERSION).encode()},
+    ),
+    EVENTS: pa.schema(
+        [
+            (SCHEMA_VERSION_FIELD, pa.int32()),
+            ("request_id", pa.string()),
+            (USER_PSEUDONYM, pa.string()),
+            (features.ITEM_ID, pa.string()),
+            ("type", pa.string()),
+            ("ts", pa.float64()),
+        ],
+        metadata={_META_KEY: str(SCHEMA_VERSION).encode()},
+    ),
+}
+
+
+class LogFull(RuntimeError):
+    """The writer's queue is full (backpressure): retry later. Nothing of the batch was written."""
+
+
+def hour_span(ts: float) -> int:
+    """The default span of a time: its UTC hour as YYYYMMDDHH."""
+    return int(time.strftime("%Y%m%d%H", time.gmtime(ts)))
+
+
+def check_record(kind: str, record: Mapping) -> dict:
+    """`record` with `schema_version` set; ValueError naming missing or unknown fields."""
+    names = SCHEMAS[kind].names
+    record = {SCHEMA_VERSION_FIELD: SCHEMA_VERSION, **record}
+    missing = sorted(set(names) - set(record))
+    unknown = sorted(set(record) - set(names))
+    if missing or unknown:
+        raise ValueError(f"{kind} record: missing {missing}, unknown {unknown}; fields: {list(names)}")
+    return record
+
+
+@dataclass
+class _Batch:
+    kind: str
+    records: list[dict]
+    future: Future = field(default_factory=Future)
+
+
+class LogMetrics:
+    def __init__(self, registry: CollectorRegistry | None):
+        registry = registry if registry is not None else CollectorRegistry()  # several logs per process
+        self.records = Counter(
+            "tailtower_service_log_records",
+            "Log records by kind and result (written: durable; rejected: queue full).",
+            ["kind", "result"],
+            registry=registry,
+        )
+
+
+class EventLog:
+    """Thread-safe writer of both record kinds. `submit` returns a future resolved once the batch is durable;
+    `append` waits for it. Always `close()` (closes nothing into Parquet: the open span continues on restart).
+    """
+
+    def __init__(
+        self,
+        logs_dir: str,
+        span: int | None = None,
+        max_pending: int = 10_000,
+        linger_s: float = 0.0,
+        registry: CollectorRegistry | None = None,
+        clock=time.time,
+    ):
+        self.logs_dir = logs_dir
+        self._explicit = span is not None
+        self._clock = clock
+        self._span = span if span is not None else hour_span(clock())
+        self._max_pending = max_pending
+        self._linger_s = linger_s
+        self._metrics = LogMetrics(registry)
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._journals: dict[str, tuple[int, str, int]] = {}  # kind → (span, path, fd)
+        for kind in KINDS:
+            for sub in (JOURNAL_DIR, TMP_DIR):
+                os.makedirs(os.path.join(logs_dir, kind, sub), exist_ok=True)
+        self._recover()
+        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def span(self) -> int:
+        return self._span
+
+    # ------------------------------------------------------------------------------------ public API
+    def submit(self, kind: str, records: Iterable[Mapping]) -> Future:
+        """Queues `records` as one batch (validated first: ValueError, nothing queued). LogFull when the
+        queue already holds `max_pending` records."""
+        checked = [check_record(kind, record) for record in records]
+        with self._lock:
+            if self._pending + len(checked) > self._max_pending:
+                self._metrics.records.labels(kind, "rejected").inc(len(checked))
+                raise LogFull(f"{self._pending} log records pending (max {self._max_pending}): retry later")
+            self._pending += len(checked)
+        batch = _Batch(kind, checked)
+        self._queue.put(batch)
+        return batch.future
+
+    def append(self, kind: str, records: Iterable[Mapping], timeout_s: float | None = None) -> None:
+        self.submit(kind, records).result(timeout_s)
+
+    def rotate(self, next_span: int | None = None) -> int:
+        """Closes the open span of both kinds into Parquet and opens `next_span` (default: the open span + 1).
+        Hourly spans stay hourly: the next hour still rotates on its own. Returns the new span."""
+        return self._control(("rotate", next_span)).result()
+
+    def flush(self) -> None:
+        """Returns once every batch submitted before the call is durable."""
+        self._control(("flush", None)).result()
+
+    def close(self) -> None:
+        self._control(("stop", None)).result()
+        self._thread.join()
+
+    # ------------------------------------------------------------------------------------ writer thread
+    def _control(self, command) -> Future:
+        future: Future = Future()
+        self._queue.put((command, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            if self._linger_s > 0 and isinstance(group[0], _Batch):
+                deadline = time.monotonic() + self._linger_s
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        group.append(self._queue.get(timeout=left))
+                    except queue.Empty:
+                        break
+            while True:  # everything queued meanwhile joins this group
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self._commit(group):
+                return
+
+    def _commit(self, group: list) -> bool:
+        """Writes the batches up to each control command, one fsync per journal; runs the commands in order.
+        Returns True on stop."""
+        batches: list[_Batch] = []
+        for item in group:
+            if isinstance(item, _Batch):
+                batches.append(item)
+                continue
+            self._write(batches)
+            batches = []
+            (name, argument), future = item
+            try:
+                if name == "rotate":
+                    future.set_result(self._rotate(argument))
+                elif name == "flush":
+                    future.set_result(None)
+                else:
+                    self._close_journal_files()
+                    future.set_result(None)
+                    return True
+            except Exception as e:  # noqa: BLE001  the caller gets it
+                future.set_exception(e)
+        self._write(batches)
+        return False
+
+    def _write(self, batches: list[_Batch]) -> None:
+        if not batches:
+            return
+        try:
+            if not self._explicit and (now := hour_span(self._clock())) > self._span:
+                self._rotate(now)
+            touched = set()
+            for batch in batches:
+                fd = self._journal_fd(batch.kind)
+                os.write(fd, _journal_line(batch.records))
+                touched.add(fd)
+            for fd in touched:
+                os.fsync(fd)
+        except Exception as e:  # noqa: BLE001  a failed write fails every batch of the group
+            logger.exception("log write failed")
+            self._settle(batches, e)
+            return
+        self._settle(batches, None)
+
+    def _settle(self, batches: list[_Batch], error: Exception | None) -> None:
+        with self._lock:
+            self._pending -= sum(len(b.records) for b in batches)
+        for batch in batches:
+            if error is None:
+                self._metrics.records.labels(batch.kind, "written").inc(len(batch.records))
+                batch.future.set_result(len(batch.records))
+            else:
+                batch.future.set_exception(error)
+
+    def _journal_fd(self, kind: str) -> int:
+        current = self._journals.get(kind)
+        if current is not None and current[0] == self._span:
+            return current[2]
+        path = os.path.join(self.logs_dir, kind, JOURNAL_DIR, f"{self._span}-{uuid.uuid4().hex}.jsonl")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(os.path.dirname(path))  # the new name itself survives a crash
+        self._journals[kind] = (self._span, path, fd)
+        return fd
+
+    def _rotate(self, next_span: int | None) -> int:
+        next_span = self._span + 1 if next_span is None else next_span
+        if next_span <= self._span:
+            raise ValueError(f"next span {next_span} must be after the open span {self._span}")
+        self._close_journal_files()
+        for kind in KINDS:
+            for path in _journals(self.logs_dir, kind):
+                _close_span(self.logs_dir, kind, path)
+        self._span = next_span
+        return next_span
+
+    def _close_journal_files(self) -> None:
+        for _, _, fd in self._journals.values():
+            os.close(fd)
+        self._journals.clear()
+
+    def _recover(self) -> None:
+        """At start: journals of older spans are closed; one of the open span is reused (torn tail cut)."""
+        for kind in KINDS:
+            for tmp in glob.glob(os.path.join(self.logs_dir, kind, TMP_DIR, "*")):
+                os.remove(tmp)  # never renamed: its journal is still there
+            for path in _journals(self.logs_dir, kind):
+                span = _journal_span(path)
+                if span != self._span:
+                    _close_span(self.logs_dir, kind, path)
+                elif kind not in self._journals:
+                    _cut_torn_tail(path)
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    self._journals[kind] = (span, path, fd)
+
+
+# ------------------------------------------------------------------------------------ files
+def _journal_line(records: list[dict]) -> bytes:
+    return (json.dumps(records, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+
+def _journals(logs_dir: str, kind: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(logs_dir, kind, JOURNAL_DIR, "*.jsonl")))
+
+
+def _journal_span(path: str) -> int:
+    return int(os.path.basename(path).split("-", 1)[0])
+
+
+def _read_journal(path: str) -> list[dict]:
+    """Every complete batch; a torn last line (a crash mid-write, never acknowledged) is skipped."""
+    records = []
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            records.extend(json.loads(line))
+    return records
+
+
+def _cut_torn_tail(path: str) -> None:
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            f.truncate(end)
+            os.fsync(f.fileno())
+
+
+def _close_span(logs_dir: str, kind: str, journal: str) -> None:
+    """journal → one Parquet file, written aside, fsync'd, renamed into span=<n>/; then the journal goes."""
+    span = _journal_span(journal)
+    name = "part-" + os.path.basename(journal).split("-", 1)[1].removesuffix(".jsonl") + ".parquet"
+    span_dir = os.path.join(logs_dir, kind, f"span={span}")
+    final = os.path.join(span_dir, name)
+    records = _read_journal(journal)
+    if records and not os.path.exists(final):
+        tmp = os.path.join(logs_dir, kind, TMP_DIR, name)
+        pq.write_table(pa.Table.from_pylist(records, schema=SCHEMAS[kind]), tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.makedirs(span_dir, exist_ok=True)
+        os.rename(tmp, final)
+        _fsync_dir(span_dir)
+    os.remove(journal)
+    _fsync_dir(os.path.dirname(journal))
+    logger.info("closed %s span %d: %d records", kind, span, len(records))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------ readers
+def spans(logs_dir: str, kind: str) -> list[int]:
+    """The closed spans of `kind`, ascending."""
+    found = glob.glob(os.path.join(logs_dir, kind, "span=*"))
+    return sorted(int(os.path.basename(path).split("=", 1)[1]) for path in found)
+
+
+def read_table(
+    logs_dir: str, kind: str, span_ids: Iterable[int] | None = None, include_open: bool = False
+) -> pa.Table:
+    """Records of the closed spans (all, or `span_ids`), plus those of the open journal(s) when asked."""
+    wanted = spans(logs_dir, kind) if span_ids is None else list(span_ids)
+    tables = [
+        pq.read_table(path, schema=SCHEMAS[kind])
+        for span in wanted
+        for path in sorted(glob.glob(os.path.join(logs_dir, kind, f"span={span}", "*.parquet")))
+    ]
+    if include_open:
+        open_records = [record for path in _journals(logs_dir, kind) for record in _read_journal(path)]
+        tables.append(pa.Table.from_pylist(open_records, schema=SCHEMAS[kind]))
+    if not tables:
+        return SCHEMAS[kind].empty_table()
+    return pa.concat_tables(tables)
+
+
+def read_records(
+    logs_dir: str, kind: str, span_ids: Iterable[int] | None = None, include_open: bool = False
+) -> list[dict]:
+    return read_table(logs_dir, kind, span_ids, include_open).to_pylist()

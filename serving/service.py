@@ -1,0 +1,315 @@
+"""The recommendation service: a JSON API in front of a TF Serving model server (ours, TF Serving, KServe).
+
+  python -m serving.service --output demo-run --model_endpoint 127.0.0.1:8500     (make service)
+
+Per request: the user id becomes a pseudonym (serving/pseudonym.py), the stored history (history_store.py)
+plus the request's is sent to `recommend` over TF Serving's gRPC API (grpc_client.py), titles come from the
+answering version's catalog metadata (catalog_metadata.py), and a served record is queued to the log
+(event_log.py). Events are acknowledged once durable; clicks, add-to-carts and purchases extend the history.
+The API is in serving/service_api.py. Until the model answers, /readyz and /v1/recommendations say 503; a
+background probe (GetModelStatus) notices when it does, and notices when it goes away again.
+In a test: `service = RecommendationService(ServiceConfig(port=0, ...)).start(); ...; service.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from serving import service_api
+from serving.catalog_metadata import IS_NEW, CatalogMetadata
+from serving.client_error import ServingClientError
+from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
+from serving.history_store import HISTORY_FILE_NAME, SqliteHistoryStore
+from serving.pseudonym import Pseudonymizer
+from serving.recommend_request import knob_names, with_knobs_off
+from serving.service_api import ApiError
+from serving.service_config import ServiceConfig, parse_args
+from trainer import features
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+_ROUTE = web.RequestKey("route", str)
+_MODEL_DOWN = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")  # gRPC codes that mean "not ready"
+
+
+@dataclass(frozen=True)
+class ModelState:
+    version: int
+    knobs: tuple[str, ...]
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "tailtower_service_requests",
+            "Requests by route and status.",
+            ["route", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tailtower_service_request_latency_seconds", "Request latency.", ["route"], registry=registry
+        )
+        self.ready = Gauge("tailtower_service_ready", "1 when the model answers.", registry=registry)
+
+
+class RecommendationService:
+    def __init__(self, config: ServiceConfig, client=None):
+        self.config = config
+        os.makedirs(config.service_dir, exist_ok=True)
+        self.pseudonyms = Pseudonymizer.from_config(config.pseudonym_key_file, config.service_dir)
+        self.registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(self.registry)
+        self.log = EventLog(
+            config.logs_dir,
+            max_pending=config.max_pending_records,
+            linger_s=config.log_linger_s,
+            registry=self.registry,
+        )
+        self.history = SqliteHistoryStore(
+            os.path.join(config.service_dir, HISTORY_FILE_NAME), config.history_length, config.history_ttl_s
+        )
+        self.catalog = CatalogMetadata(config.catalog_base_path)
+        if client is None:
+            from serving.grpc_client import GrpcClient  # imports TensorFlow
+
+            client = GrpcClient(config.model_endpoint, config.model_name, config.model_timeout_s)
+        self.client = client
+        self.model: ModelState | None = None
+        self.not_ready_reason = "the model has not answered yet"
+        self._executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="service")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="service-loop", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._probe_task: asyncio.Task | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> RecommendationService:
+        self._loop_thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        logger.info(
+            "service on %s:%d, model %s at %s",
+            self.config.host,
+            self.port,
+            self.config.model_name,
+            self.config.model_endpoint,
+        )
+        return self
+
+    async def _start(self) -> int:
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._middleware])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_post("/v1/recommendations", self._recommendations)
+        app.router.add_post("/v1/events", self._events)
+        self._runner = web.AppRunner(app, access_log=None)  # no request details in logs
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        self._probe_task = asyncio.create_task(self._probe_forever())
+        return self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join()
+        self._loop.close()
+        self._executor.shutdown(wait=True)
+        self.log.close()
+        self.history.close()
+        self.client.close()
+
+    async def _stop(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------------------------ readiness
+    async def _probe_forever(self) -> None:
+        while True:
+            await self._run(self.probe)
+            await asyncio.sleep(self.config.ready_poll_s)
+
+    def probe(self) -> ModelState | None:
+        """Asks the model server for an available version (and the knobs of `recommend`, once per version)."""
+        try:
+            statuses = self.client.status().model_version_status
+            available = [s.version for s in statuses if s.state == s.AVAILABLE]
+            if not available:
+                raise ServingClientError("UNAVAILABLE", f"no available version of {self.config.model_name}")
+            version = max(available)
+            if self.model is None or self.model.version != version:
+                knobs = knob_names(self.client.scalar_inputs(features.RECOMMEND_SIGNATURE))
+                self.model = ModelState(version, knobs)
+                logger.info("ready: %s version %d, knobs %s", self.config.model_name, version, list(knobs))
+        except ServingClientError as e:
+            self._not_ready(f"model server: {e}")
+        self.metrics.ready.set(self.model is not None)
+        return self.model
+
+    def _not_ready(self, reason: str) -> None:
+        if self.model is not None:
+            logger.warning("not ready: %s", reason)
+        self.model, self.not_ready_reason = None, reason
+        self.metrics.ready.set(0)
+
+    # ------------------------------------------------------------------------------------ HTTP
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        resource = request.match_info.route.resource
+        request[_ROUTE] = resource.canonical if resource is not None else "other"
+        try:
+            response = await handler(request)
+        except ApiError as e:
+            response = _error(str(e), e.status)
+        except LogFull as e:
+            response = _error(f"log backlog full, retry later: {e}", 503)
+        except web.HTTPException as e:  # 404, 405, 413 from the body limit
+            response = _error(e.text or e.reason, e.status)
+        except Exception as e:
+            logger.exception("%s %s failed", request.method, request.path)
+            response = _error(f"internal error: {type(e).__name__}", 500)
+        self.metrics.requests.labels(request[_ROUTE], str(response.status)).inc()
+        self.metrics.latency.labels(request[_ROUTE]).observe(time.perf_counter() - start)
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        model = self.model
+        if model is None:
+            return _error(f"not ready: {self.not_ready_reason}", 503)
+        return _json({"status": "ready", "model": self.config.model_name, "version": model.version})
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _recommendations(self, request: web.Request) -> web.Response:
+        model = self.model
+        if model is None:
+            raise ApiError(f"not ready: {self.not_ready_reason}", 503)
+        doc = service_api.parse_json(await request.read())
+        ask = service_api.recommendation_request(doc, self.config)
+        try:
+            knobs = with_knobs_off(ask.knobs, model.knobs)
+        except ValueError as e:
+            raise ApiError(f"knobs: {e}") from e
+        return _json(await self._run(self._recommend, ask, knobs, model.version))
+
+    def _recommend(self, ask: service_api.RecommendationRequest, knobs: dict, probed_version: int) -> dict:
+        user = self.pseudonyms(ask.user_id)
+        history = self.history.recent(user, self.config.history_length) + ask.history
+        try:
+            # The model sees the pseudonym too: models trained on the service's logs know users by it.
+            result = self.client.recommend([user], [history], ask.k, **knobs)
+        except ServingClientError as e:
+            if e.status in _MODEL_DOWN:
+                self._not_ready(f"model server: {e}")
+                raise ApiError(f"not ready: {self.not_ready_reason}", 503) from e
+            status = 400 if e.status == "INVALID_ARGUMENT" else 502
+            raise ApiError(f"model rejected the request: {e.message}", status) from e
+        version = result.version or probed_version
+        rows = result.rows(0)
+        infos = [self.catalog.lookup(version, row[features.ITEM_IDS]) for row in rows]
+        items = [
+            {
+                features.ITEM_ID: row[features.ITEM_IDS],
+                features.TITLE: info.title,
+                features.SCORE: float(row[features.SCORES]),
+                features.IS_TAIL: bool(row[features.IS_TAIL]),
+                IS_NEW: info.is_new,
+            }
+            for row, info in zip(rows, infos, strict=True)
+        ]
+        request_id = uuid.uuid4().hex
+        record = _served_record(request_id, user, version, ask, knobs, history, items, self.config)
+        self.log.submit(SERVED, [record])  # queued, not awaited: LogFull (503) still stops the answer
+        return {service_api.REQUEST_ID: request_id, "model_version": str(version), "items": items}
+
+    async def _events(self, request: web.Request) -> web.Response:
+        batch = service_api.events(service_api.parse_json(await request.read()), self.config)
+        now = time.time()
+        records = [
+            {
+                service_api.REQUEST_ID: event.request_id,
+                USER_PSEUDONYM: self.pseudonyms(event.user_id),
+                features.ITEM_ID: event.item_id,
+                service_api.TYPE: event.type,
+                service_api.TS: now if event.ts is None else event.ts,
+            }
+            for event in batch
+        ]
+        await asyncio.wrap_future(self.log.submit(EVENTS, records))  # durable before the 200
+        await self._run(self._extend_histories, records)
+        return _json({"accepted": len(records)})
+
+    def _extend_histories(self, records: list[dict]) -> None:
+        by_user: dict[str, list[str]] = {}
+        for record in records:
+            if record[service_api.TYPE] in service_api.HISTORY_EVENTS:
+                by_user.setdefault(record[USER_PSEUDONYM], []).append(record[features.ITEM_ID])
+        for user, items in by_user.items():
+            self.history.append(user, items)
+
+    async def _run(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _served_record(request_id, user, version, ask, knobs, history, items, config: ServiceConfig) -> dict:
+    return {
+        service_api.REQUEST_ID: request_id,
+        USER_PSEUDONYM: user,
+        service_api.TS: time.time(),
+        "model_name": config.model_name,
+        "model_version": version,
+        service_api.SURFACE: ask.surface,
+        service_api.KNOBS: json.dumps(knobs, sort_keys=True),
+        features.HISTORY: history,
+        features.ITEM_IDS: [item[features.ITEM_ID] for item in items],
+        "positions": list(range(len(items))),
+        features.SCORES: [item[features.SCORE] for item in items],
+        features.IS_TAIL: [item[features.IS_TAIL] for item in items],
+        IS_NEW: [item[IS_NEW] for item in items],
+    }
+
+
+def _json(doc: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(doc), status=status, content_type=JSON)
+
+
+def _error(message: str, status: int) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = RecommendationService(parse_args(argv, __doc__.split("\n\n")[0])).start()
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    logger.info("shutting down")
+    service.stop()
+
+
+if __name__ == "__main__":
+    main()

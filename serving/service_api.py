@@ -1,0 +1,145 @@
+"""The service's public JSON API: request bodies checked into typed requests (field names are public API).
+
+  POST /v1/recommendations {"user_id": str, "k": int = 10, "history": [str] = [], "surface": str = "default",
+                            "knobs": {str: number | str} = {}}
+  POST /v1/events {"events": [{"request_id": str, "user_id": str, "item_id": str,
+                               "type": "impression" | "click" | "add_to_cart" | "purchase", "ts": number?}]}
+
+Every error is an `ApiError` whose message names the field (`events[2].type`), and for unknown fields lists
+the known ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from serving.event_log import EVENT_TYPES
+from serving.service_config import ServiceConfig
+from trainer import features
+
+DEFAULT_K = 10
+DEFAULT_SURFACE = "default"
+# Events that say the user wanted the item: they extend the user's history (an impression does not).
+HISTORY_EVENTS = ("click", "add_to_cart", "purchase")
+
+REQUEST_ID = "request_id"
+SURFACE = "surface"
+KNOBS = "knobs"
+EVENTS = "events"
+TYPE = "type"
+TS = "ts"
+
+
+class ApiError(ValueError):
+    """A bad request: HTTP `status` (400 by default) and a message naming the field."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    user_id: str
+    k: int
+    history: list[str]
+    surface: str
+    knobs: dict[str, float | int | str]
+
+
+@dataclass(frozen=True)
+class Event:
+    request_id: str
+    user_id: str
+    item_id: str
+    type: str
+    ts: float | None
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(f"the body is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise ApiError("the body must be a JSON object")
+    return doc
+
+
+def recommendation_request(doc: Mapping, config: ServiceConfig) -> RecommendationRequest:
+    _known(doc, (features.USER_ID, features.K, features.HISTORY, SURFACE, KNOBS), "")
+    k = doc.get(features.K, DEFAULT_K)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= config.max_k:
+        raise ApiError(f"k: must be an integer in [1, {config.max_k}], got {k!r}")
+    history = doc.get(features.HISTORY, [])
+    if not isinstance(history, list) or not all(isinstance(i, str) and i for i in history):
+        raise ApiError("history: must be a list of non-empty item id strings")
+    if len(history) > config.max_history:
+        raise ApiError(f"history: at most {config.max_history} items, got {len(history)}")
+    knobs = doc.get(KNOBS, {})
+    if not isinstance(knobs, dict) or not all(_is_knob_value(v) for v in knobs.values()):
+        raise ApiError("knobs: must be an object of numbers or strings")
+    return RecommendationRequest(
+        user_id=_string(doc, features.USER_ID, ""),
+        k=k,
+        history=history,
+        surface=_string(doc, SURFACE, "", DEFAULT_SURFACE),
+        knobs=knobs,
+    )
+
+
+def events(doc: Mapping, config: ServiceConfig) -> list[Event]:
+    _known(doc, (EVENTS,), "")
+    raw = doc.get(EVENTS)
+    if not isinstance(raw, list) or not raw:
+        raise ApiError("events: must be a non-empty list")
+    if len(raw) > config.max_events:
+        raise ApiError(f"events: at most {config.max_events} per batch, got {len(raw)}", status=413)
+    return [_event(item, f"events[{i}].") for i, item in enumerate(raw)]
+
+
+def _event(item: object, where: str) -> Event:
+    if not isinstance(item, dict):
+        raise ApiError(f"{where[:-1]}: must be an object")
+    _known(item, (REQUEST_ID, features.USER_ID, features.ITEM_ID, TYPE, TS), where)
+    kind = _string(item, TYPE, where)
+    if kind not in EVENT_TYPES:
+        raise ApiError(f"{where}type: must be one of {list(EVENT_TYPES)}, got {kind!r}")
+    ts = item.get(TS)
+    if ts is not None and (not _is_number(ts) or not math.isfinite(ts) or ts < 0):
+        raise ApiError(f"{where}ts: must be unix seconds (a number >= 0), got {ts!r}")
+    return Event(
+        request_id=_string(item, REQUEST_ID, where, allow_empty=True),
+        user_id=_string(item, features.USER_ID, where),
+        item_id=_string(item, features.ITEM_ID, where),
+        type=kind,
+        ts=None if ts is None else float(ts),
+    )
+
+
+def _known(doc: Mapping, names: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(doc) - set(names))
+    if unknown:
+        raise ApiError(f"{where}unknown field(s) {unknown}; known: {list(names)}")
+
+
+def _string(
+    doc: Mapping, name: str, where: str, default: str | None = None, allow_empty: bool = False
+) -> str:
+    value = doc.get(name, default)
+    if value is None:
+        raise ApiError(f"{where}{name}: required")
+    if not isinstance(value, str) or not (value or allow_empty):
+        raise ApiError(f"{where}{name}: must be a non-empty string, got {value!r}")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_knob_value(value: object) -> bool:
+    return isinstance(value, str) or (_is_number(value) and math.isfinite(value))

@@ -1,0 +1,95 @@
+"""Settings of the recommendation service (serving/service.py), checked when built, and its command line.
+
+Every field is a flag of the same name (`--max_k 50`); defaults are the fields'. A bad value stops the
+parse with an error naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+
+from serving.config import DEFAULT_HOST, DEFAULT_MODEL_BASE_PATH, GRPC_PORT, MODEL_NAME
+from trainer import features
+
+SERVICE_PORT = 8080
+# The run folder of `make demo` (its model base path is <output>/serving/<model>).
+DEFAULT_OUTPUT = os.path.dirname(os.path.dirname(DEFAULT_MODEL_BASE_PATH))
+SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
+LOGS_DIR = "logs"  # <output>/logs/: served and events spans
+
+
+class ConfigError(ValueError):
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = DEFAULT_HOST
+    port: int = SERVICE_PORT  # 0 picks a free port (tests)
+    model_endpoint: str = f"{DEFAULT_HOST}:{GRPC_PORT}"  # TF Serving's gRPC API (host:port)
+    model_name: str = MODEL_NAME
+    # where the versions' assets.extra/ catalog metadata is read; "" = <output>/serving/<model_name>
+    model_base_path: str = ""
+    output: str = DEFAULT_OUTPUT
+    pseudonym_key_file: str = ""  # "" = $TAILTOWER_PSEUDONYM_KEY, else <output>/service/pseudonym.key
+    max_body_bytes: int = 256 * 1024
+    max_k: int = 100
+    max_events: int = 500  # per POST /v1/events
+    max_history: int = 200  # request-carried history items
+    history_length: int = features.HISTORY_LENGTH  # stored items per user (the model reads this many)
+    history_ttl_s: float = 30 * 86400.0
+    model_timeout_s: float = 5.0
+    ready_poll_s: float = 0.5
+    max_pending_records: int = 10_000  # log queue bound (503 beyond)
+    log_linger_s: float = 0.0  # group commit: extra wait for more appends before an fsync
+    workers: int = 16  # threads for model calls, history and log waits (they mostly block)
+
+    def __post_init__(self):
+        for name in ("max_body_bytes", "max_k", "max_events", "history_length", "max_pending_records"):
+            _check(name, getattr(self, name) >= 1, "must be >= 1")
+        _check("workers", self.workers >= 1, "must be >= 1")
+        for name in ("history_ttl_s", "model_timeout_s", "ready_poll_s"):
+            _check(name, getattr(self, name) > 0, "must be > 0")
+        _check("max_history", self.max_history >= 0, "must be >= 0")
+        _check("log_linger_s", self.log_linger_s >= 0, "must be >= 0")
+        _check("port", 0 <= self.port <= 65535, "must be a port number (0-65535)")
+        host, sep, port = self.model_endpoint.rpartition(":")
+        _check("model_endpoint", bool(sep and host and port.isdigit()), "must be host:port")
+        _check("output", bool(self.output), "must not be empty")
+
+    @property
+    def service_dir(self) -> str:
+        return os.path.join(self.output, SERVICE_DIR)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.output, LOGS_DIR)
+
+    @property
+    def catalog_base_path(self) -> str:
+        return self.model_base_path or os.path.join(self.output, "serving", self.model_name)
+
+
+def _check(name: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(name, message)
+
+
+def parse_args(argv: list[str] | None = None, description: str = "") -> ServiceConfig:
+    parser = argparse.ArgumentParser(description=description)
+    defaults = ServiceConfig()
+    hints = typing.get_type_hints(ServiceConfig)
+    for item in dataclasses.fields(ServiceConfig):
+        parser.add_argument(f"--{item.name}", type=hints[item.name], default=getattr(defaults, item.name))
+    args = parser.parse_args(argv)
+    try:
+        return ServiceConfig(**vars(args))
+    except ConfigError as e:
+        parser.error(f"argument --{e.name}: {e.message} (got {getattr(args, e.name)!r})")

@@ -1,0 +1,313 @@
+"""The recommendation service end to end, against the real local model server over TF Serving's gRPC API.
+
+The toy model here reads the history: item j of the list is "<history joined by spaces>#<j>", score
+boost - j, is_tail j % 2, so a test sees exactly which history the model got.
+"""
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+import tensorflow as tf
+
+from serving import service_client
+from serving.config import ServerConfig
+from serving.event_log import EVENTS, SERVED, read_records
+from serving.server import ModelServer
+from serving.service import RecommendationService
+from serving.service_config import ServiceConfig
+
+MODEL = "historytoy"
+
+
+class HistoryToy(tf.Module):
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([], tf.int32, name="k"),
+            tf.TensorSpec([], tf.float32, name="boost"),
+        ]
+    )
+    def recommend(self, user_id, history, k, boost):
+        del user_id
+        seen = tf.strings.strip(tf.strings.reduce_join(history, axis=1, separator=" "))  # "" padding gone
+        positions = tf.range(k)
+        slots = tf.strings.join(["#", tf.strings.as_string(positions)])
+        ids = tf.strings.join([tf.tile(seen[:, None], [1, k]), tf.tile(slots[None, :], [tf.size(seen), 1])])
+        batch = tf.shape(history)[0]
+        return {
+            "item_ids": ids,
+            "scores": tf.tile((boost - tf.cast(positions, tf.float32))[None, :], [batch, 1]),
+            "is_tail": tf.tile(tf.cast(positions % 2, tf.int64)[None, :], [batch, 1]),
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout_s: float = 60) -> requests.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = requests.get(url + "/readyz", timeout=5)
+        if response.status_code == 200:
+            return response
+        time.sleep(0.1)
+    raise AssertionError("the service never became ready")
+
+
+def start_model_server(base: str, grpc_port: int) -> ModelServer:
+    settings = dict(
+        model_base_path=base, model_name=MODEL, grpc_port=grpc_port, rest_port=0, access_log=False
+    )
+    server = ModelServer(ServerConfig(**settings)).start()
+    assert server.wait_until_available(60)
+    return server
+
+
+@dataclass
+class Stack:
+    service: RecommendationService
+    url: str
+    before: dict  # responses seen before the model server started
+    base: str
+    grpc_port: int
+    servers: list  # model servers started, the running one last
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The service started first (not ready), then the model server; yields what was seen before."""
+    base = str(tmp_path_factory.mktemp("models"))
+    module = HistoryToy()
+    path = os.path.join(base, "1")
+    tf.saved_model.save(module, path, signatures={"recommend": module.recommend.get_concrete_function()})
+    os.makedirs(os.path.join(path, "assets.extra"))
+    with open(os.path.join(path, "assets.extra", "catalog.jsonl"), "w") as f:
+        f.write(
+            json.dumps({"item_id": "#0", "title": "Zero", "brand": "", "categories": [], "is_new": True})
+            + "\n"
+        )
+    grpc_port = free_port()
+    config = ServiceConfig(
+        port=0,
+        model_endpoint=f"127.0.0.1:{grpc_port}",
+        model_name=MODEL,
+        model_base_path=base,
+        output=str(tmp_path_factory.mktemp("out")),
+        max_body_bytes=4096,
+        max_k=20,
+        max_events=5,
+        ready_poll_s=0.1,
+        model_timeout_s=5.0,
+    )
+    service = RecommendationService(config).start()
+    url = f"http://127.0.0.1:{service.port}"
+    before = {
+        "readyz": requests.get(url + "/readyz", timeout=10),
+        "recommend": requests.post(url + "/v1/recommendations", json={"user_id": "alice"}, timeout=10),
+    }
+    servers = [start_model_server(base, grpc_port)]
+    try:
+        wait_ready(url)
+        yield Stack(service, url, before, base, grpc_port, servers)
+    finally:
+        for server in servers:
+            server.stop()
+        service.stop()
+
+
+def recommend(url: str, **body) -> requests.Response:
+    return requests.post(url + "/v1/recommendations", json=body, timeout=10)
+
+
+def post_events(url: str, *events) -> requests.Response:
+    return requests.post(url + "/v1/events", json={"events": list(events)}, timeout=10)
+
+
+def ids(response: requests.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def test_not_ready_until_the_model_answers_then_ready_without_restart(stack):
+    url, before = stack.url, stack.before
+    assert before["readyz"].status_code == 503
+    assert before["readyz"].json()["error"].startswith("not ready: ")
+    assert before["recommend"].status_code == 503
+    assert requests.get(url + "/readyz", timeout=10).json() == {
+        "status": "ready",
+        "model": MODEL,
+        "version": 1,
+    }
+    assert requests.get(url + "/healthz", timeout=10).json() == {"status": "alive"}
+
+
+def test_a_click_changes_the_next_list_and_request_history_is_merged_after_it(stack):
+    url = stack.url
+    first = recommend(url, user_id="bob", k=3)
+    assert first.status_code == 200
+    doc = first.json()
+    assert set(doc) == {"request_id", "model_version", "items"}
+    assert doc["model_version"] == "1"
+    assert doc["items"] == [
+        {"item_id": "#0", "title": "Zero", "score": 0.0, "is_tail": False, "is_new": True},
+        {"item_id": "#1", "title": "", "score": -1.0, "is_tail": True, "is_new": False},
+        {"item_id": "#2", "title": "", "score": -2.0, "is_tail": False, "is_new": False},
+    ]
+    request_id = doc["request_id"]
+    impression = {"request_id": request_id, "user_id": "bob", "item_id": "#1", "type": "impression"}
+    click = {"request_id": request_id, "user_id": "bob", "item_id": "#1", "type": "click", "ts": 1764700000.5}
+    assert post_events(url, impression, click).json() == {"accepted": 2}
+    assert ids(recommend(url, user_id="bob", k=2)) == ["#1#0", "#1#1"]  # the click, not the impression
+    assert ids(recommend(url, user_id="bob", k=1, history=["h9"])) == ["#1 h9#0"]
+    assert ids(recommend(url, user_id="carol", k=1, knobs={"boost": 2.5})) == ["#0"]  # histories are per user
+    assert recommend(url, user_id="carol", k=1, knobs={"boost": 2.5}).json()["items"][0]["score"] == 2.5
+
+
+def test_logs_hold_served_lists_and_events_under_pseudonyms_only(stack):
+    service, url = stack.service, stack.url
+    first = recommend(url, user_id="dave", k=2, surface="home", history=["h1"]).json()
+    click = {
+        "request_id": first["request_id"],
+        "user_id": "dave",
+        "item_id": "h1#0",
+        "type": "purchase",
+        "ts": 7.5,
+    }
+    assert post_events(url, click).status_code == 200
+    service.log.flush()
+    logs = service.config.logs_dir
+    dave = service.pseudonyms("dave")
+    (served,) = [
+        r for r in read_records(logs, SERVED, include_open=True) if r["request_id"] == first["request_id"]
+    ]
+    assert served | {"ts": 0} == {
+        "schema_version": 1,
+        "request_id": first["request_id"],
+        "user_pseudonym": dave,
+        "ts": 0,
+        "model_name": MODEL,
+        "model_version": 1,
+        "surface": "home",
+        "knobs": '{"boost": 0}',
+        "history": ["h1"],
+        "item_ids": ["h1#0", "h1#1"],
+        "positions": [0, 1],
+        "scores": [0.0, -1.0],
+        "is_tail": [False, True],
+        "is_new": [False, False],
+    }
+    assert abs(served["ts"] - time.time()) < 60
+    events = [r for r in read_records(logs, EVENTS, include_open=True) if r["user_pseudonym"] == dave]
+    assert events == [
+        {
+            "schema_version": 1,
+            "request_id": first["request_id"],
+            "user_pseudonym": dave,
+            "item_id": "h1#0",
+            "type": "purchase",
+            "ts": 7.5,
+        }
+    ]
+    assert service.history.recent(dave, 10) == ["h1#0"]
+    for folder, _, files in os.walk(service.config.output):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                content = f.read()
+            assert b"dave" not in content and b"alice" not in content, name
+
+
+RECS, EVENTS_PATH = "/v1/recommendations", "/v1/events"
+KNOWN_REQUEST = "['user_id', 'k', 'history', 'surface', 'knobs']"
+KNOWN_EVENT = "['request_id', 'user_id', 'item_id', 'type', 'ts']"
+TYPES = "['impression', 'click', 'add_to_cart', 'purchase']"
+
+
+def erin(item: str = "i1", **changes) -> dict:
+    return {"request_id": "r", "user_id": "erin", "item_id": item, "type": "click"} | changes
+
+
+BAD_REQUESTS = {
+    "unknown field": (RECS, {"user_id": "u", "colour": "red"}, 400,
+                      f"unknown field(s) ['colour']; known: {KNOWN_REQUEST}"),
+    "missing user": (RECS, {"k": 3}, 400, "user_id: required"),
+    "k too large": (RECS, {"user_id": "u", "k": 21}, 400, "k: must be an integer in [1, 20], got 21"),
+    "k not int": (RECS, {"user_id": "u", "k": "3"}, 400, "k: must be an integer in [1, 20], got '3'"),
+    "unknown knob": (RECS, {"user_id": "u", "knobs": {"nope": 1}}, 400,
+                     "knobs: the recommend signature has no knob(s) ['nope']; its knobs: ['boost']"),
+    "history not list": (RECS, {"user_id": "u", "history": "i1"}, 400,
+                         "history: must be a list of non-empty item id strings"),
+    "body too large": (RECS, {"user_id": "u" * 5000}, 413, "Maximum request body size 4096"),
+    "bad event type": (EVENTS_PATH, {"events": [erin(), erin("i2", type="view")]}, 400,
+                       f"events[1].type: must be one of {TYPES}, got 'view'"),
+    "event missing item": (EVENTS_PATH, {"events": [{"request_id": "r", "user_id": "erin", "type": "click"}]},
+                           400, "events[0].item_id: required"),
+    "event unknown field": (EVENTS_PATH, {"events": [erin(ip="1.2.3.4")]}, 400,
+                            f"events[0].unknown field(s) ['ip']; known: {KNOWN_EVENT}"),
+    "too many events": (EVENTS_PATH, {"events": [erin()] * 6}, 413, "events: at most 5 per batch, got 6"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_a_clear_4xx_and_write_nothing(stack, case):
+    service, url = stack.service, stack.url
+    path, body, status, message = BAD_REQUESTS[case]
+    response = requests.post(url + path, json=body, timeout=10)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    service.log.flush()
+    erin = service.pseudonyms("erin")
+    assert [
+        r
+        for r in read_records(service.config.logs_dir, EVENTS, include_open=True)
+        if r["user_pseudonym"] == erin
+    ] == []
+    assert service.history.recent(erin, 10) == []
+
+
+def test_not_json_and_unknown_paths(stack):
+    url = stack.url
+    response = requests.post(url + "/v1/recommendations", data=b"{nope", timeout=10)
+    assert (response.status_code, response.json()["error"][:22]) == (400, "the body is not JSON: ")
+    assert requests.get(url + "/v2/nothing", timeout=10).status_code == 404
+
+
+def test_metrics_count_requests_and_log_records(stack):
+    url = stack.url
+    assert post_events(url, {"request_id": "", "user_id": "frank", "item_id": "i1", "type": "add_to_cart"}).ok
+    page = requests.get(url + "/metrics", timeout=10).text
+    assert 'tailtower_service_log_records_total{kind="events",result="written"}' in page
+    assert 'tailtower_service_requests_total{code="200",route="/v1/events"}' in page
+    assert 'tailtower_service_requests_total{code="503",route="/v1/recommendations"}' in page
+    assert "tailtower_service_ready 1.0" in page
+
+
+def test_query_service_cli_reports_a_click_then_prints_the_list(stack, capsys):
+    argv = ["--url", stack.url, "--user", "gina", "--k", "2", "--click", "i5"]
+    assert service_client.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("recommendations for gina (model version 1, ")
+    assert lines[2:] == [
+        "   1          i5#0     0.0000     0    0  ",
+        "   2          i5#1    -1.0000     1    0  ",
+    ]
+
+
+def test_model_server_gone_means_503_then_recovery_without_restart(stack):
+    stack.servers.pop().stop()
+    response = recommend(stack.url, user_id="hal")
+    assert response.status_code == 503
+    # the probe or the request itself notices first: the same message either way
+    assert response.json()["error"].startswith("not ready: model server: UNAVAILABLE: ")
+    assert requests.get(stack.url + "/readyz", timeout=10).status_code == 503
+    stack.servers.append(start_model_server(stack.base, stack.grpc_port))
+    wait_ready(stack.url)
+    assert ids(recommend(stack.url, user_id="hal", k=1)) == ["#0"]
