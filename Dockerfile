@@ -15,8 +15,10 @@ ENV TF_USE_LEGACY_KERAS=1 \
 WORKDIR /opt/tailtower/src
 # Dependencies first, so code changes do not reinstall the stack.
 COPY setup.py pyproject.toml ./
-RUN mkdir -p pipeline components trainer serving \
+# evaluation/ holds the Evaluator's custom TFMA metrics (pipeline/configs.py METRICS_MODULE).
+RUN mkdir -p pipeline components trainer serving evaluation \
     && touch pipeline/__init__.py components/__init__.py trainer/__init__.py serving/__init__.py \
+       evaluation/__init__.py \
     && pip install --no-cache-dir -e .
 
 COPY . .

@@ -391,7 +391,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline import progress
+    from pipeline.runs import progress
 
     options = parse_args(argv)
     progress.show_progress()  # TFX/Beam/TF log lines filtered down to component events and our own

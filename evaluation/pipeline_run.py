@@ -62,7 +62,8 @@ def train(
     With `reuse`, a run folder that already holds a pushed model is not retrained.
     """
     # Imported on use: the baselines-only harness needs neither TFX nor TensorFlow.
-    from pipeline import configs, local_runner, run_results
+    from pipeline import configs, local_runner
+    from pipeline.runs import results as run_results
 
     run_dir = os.path.abspath(run_dir)
     if reuse and os.path.exists(configs.run_paths(run_dir)["metadata_path"]):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from components import interactions
 from components.example_gen_config import ExampleGenConfig
-from serving.config import MODEL_NAME
+from serving.config import MODEL_NAME, SERVING_DIRNAME
 from trainer.config import TrainerConfig, parse_json_object
 
 PIPELINE_NAME = "tailtower"
@@ -29,7 +29,6 @@ SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
 # Layout of a run folder (`make demo` writes ./demo-run/).
 PIPELINE_ROOT_DIRNAME = "pipeline-root"
 METADATA_FILENAME = "metadata.sqlite"
-SERVING_DIRNAME = "serving"
 
 # Beam DirectRunner worker processes (local runs).
 DEFAULT_DIRECT_NUM_WORKERS = 1

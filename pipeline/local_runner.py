@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARN
 
 import argparse
 
-from pipeline import configs, progress
+from pipeline import configs
+from pipeline.runs import progress
 from trainer.config import TrainerConfig
 
 

@@ -6,6 +6,7 @@ Imports nothing heavy: the pipeline, clients and tools read MODEL_NAME from here
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from trainer import features
@@ -16,7 +17,11 @@ DEFAULT_HOST = "127.0.0.1"
 # The served model's name: the pipeline pushes to <run>/serving/MODEL_NAME/<version>/.
 MODEL_NAME = "tailtower"
 MAX_PORT = 65535
-DEFAULT_MODEL_BASE_PATH = f"demo-run/serving/{MODEL_NAME}"
+# A local run folder (`make demo` writes it, `make serve` and `make service` read it) and where its pushed
+# models live in it: <run>/serving/MODEL_NAME/<version>/.
+DEFAULT_OUTPUT = "demo-run"
+SERVING_DIRNAME = "serving"
+DEFAULT_MODEL_BASE_PATH = os.path.join(DEFAULT_OUTPUT, SERVING_DIRNAME, MODEL_NAME)
 
 
 @dataclass

@@ -50,7 +50,7 @@ _EXAMPLES_CHANNEL = "InteractionsExampleGen's output channel `examples` (a TFX a
 # file → (literals, why they are not the feature keys they equal there)
 FEATURE_KEY_ALLOWED: dict[str, tuple[tuple[str, ...], str]] = {
     "components/data_files.py": (("user_id", *_ITEM_COLUMNS), "parses the dataset files' columns"),
-    "pipeline/synthetic_data.py": (
+    "pipeline/demo/synthetic_data.py": (
         (*_ITEM_COLUMNS, "label"),
         "writes items.jsonl; 'label' is a product noun of the generated titles",
     ),
@@ -62,7 +62,7 @@ FEATURE_KEY_ALLOWED: dict[str, tuple[tuple[str, ...], str]] = {
     "components/example_gen.py": (("examples",), _EXAMPLES_CHANNEL),
     "components/data_report.py": (("examples",), "a key of ExampleGen's summary.json: examples per split"),
     "pipeline/pipeline.py": (("examples",), _EXAMPLES_CHANNEL),
-    "pipeline/run_results.py": (("examples",), _EXAMPLES_CHANNEL),
+    "pipeline/runs/results.py": (("examples",), _EXAMPLES_CHANNEL),
 }
 
 CONFIG_CLASS_SUFFIX = "Config"

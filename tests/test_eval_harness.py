@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation import data, harness, report, split
-from pipeline import synthetic_data
+from pipeline.demo import synthetic_data
 from tests.tiny_bert import write_tiny_bert
 from trainer.config import TrainerConfig
 

@@ -21,7 +21,9 @@ import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from pipeline import configs, local_runner, run_results, synthetic_data
+from pipeline import configs, local_runner
+from pipeline.demo import synthetic_data
+from pipeline.runs import results as run_results
 from tests.test_pipeline import COMPONENT_IDS
 from tests.tiny_bert import write_tiny_bert
 from trainer import bert, features

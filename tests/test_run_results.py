@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import run_results
+from pipeline.runs import results as run_results
 from tests.test_serving_toy import save_toy_model
 
 

@@ -4,13 +4,15 @@ import re
 
 import pytest
 
-from pipeline import configs, demo
+from pipeline import configs
+from pipeline.demo import __main__ as demo
 from serving import config
 from serving.server import parse_args
 
 
 def test_default_model_base_path_is_where_the_demo_pushes():
-    pushed = configs.run_paths(demo.DEFAULT_OUTPUT)["serving_model_dir"]
+    demo_output = demo.parse_args([])[0].output
+    pushed = configs.run_paths(demo_output)["serving_model_dir"]
     assert config.ServerConfig().model_base_path == pushed == f"demo-run/serving/{config.MODEL_NAME}"
 
 

@@ -1,4 +1,4 @@
-"""Tests of pipeline/synthetic_data.py: determinism, cold items, popularity skew, preference signal."""
+"""Tests of pipeline/demo/synthetic_data.py: determinism, cold items, popularity skew, preference signal."""
 
 import json
 from collections import Counter
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from components import data_files
-from pipeline import synthetic_data
+from pipeline.demo import synthetic_data
 
 
 def _read(folder: Path) -> tuple[list[list[str]], list[dict]]:

@@ -21,13 +21,15 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from pipeline import configs, local_runner, progress, synthetic_data
+from pipeline import configs, local_runner
+from pipeline.demo import synthetic_data
+from pipeline.runs import progress
+from serving.config import DEFAULT_OUTPUT
 from trainer import features
 
 if TYPE_CHECKING:  # loads TensorFlow and TFX: imported once the flags are checked
-    from pipeline import run_results
+    from pipeline.runs import results as run_results
 
-DEFAULT_OUTPUT = "demo-run"
 DATA_DIRNAME = "data"  # <output>/data: the synthetic dataset, when no --data is given
 
 
@@ -48,7 +50,7 @@ def prepare_data(args: argparse.Namespace, data_dir: str) -> None:
 
 
 def show_recommendations(results: run_results.RunResults, num_users: int, k: int) -> None:
-    from pipeline import run_results
+    from pipeline.runs import results as run_results
 
     examples = results.eval_positives(num_users)
     titles = results.catalog_titles()
@@ -71,7 +73,7 @@ def show_recommendations(results: run_results.RunResults, num_users: int, k: int
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, configs.PipelineConfig]:
     """The flags and the checked PipelineConfig (a bad setting exits with a usage error naming it)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipeline.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
@@ -91,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
 
 def main(argv: list[str] | None = None) -> None:
     args, config = parse_args(argv)
-    from pipeline import run_results  # TensorFlow, TFX: after the flags are checked
+    from pipeline.runs import results as run_results  # TensorFlow, TFX: after the flags are checked
 
     progress.show_progress()
     output_dir = config.output_dir

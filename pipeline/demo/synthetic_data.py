@@ -9,7 +9,7 @@ The demo and the tests run on it without downloaded data. What it models:
   * time = 0-based position in the user's sequence; implicit feedback (empty rating) unless `rated`.
 
 Usage:
-  python -m pipeline.synthetic_data OUT_DIR [--users 300 --items 400 --seed 0]
+  python -m pipeline.demo.synthetic_data OUT_DIR [--users 300 --items 400 --seed 0]
 """
 
 import argparse

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import ml_metadata as mlmd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tabulate import tabulate
 from tfx import v1 as tfx
 
 from pipeline import configs
@@ -60,13 +61,14 @@ class RunResults:
         return sorted(rows)
 
     def evaluation_table(self) -> str:
+        """The evaluation as a GitHub markdown table: one row per slice, metrics to 4 decimals."""
         rows = self.evaluation()
         metric_names = sorted({m for _, values in rows for m in values})
-        lines = ["| slice | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 1) + "|"]
-        for name, values in rows:
-            cells = [f"{values[m]:.4f}" if m in values else "" for m in metric_names]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        cells = [
+            [name, *(f"{values[m]:.4f}" if m in values else "" for m in metric_names)]
+            for name, values in rows
+        ]
+        return tabulate(cells, headers=["slice", *metric_names], tablefmt="github", disable_numparse=True)
 
     def _split_examples(self, output_key: str, split: str) -> list[tf.train.Example]:
         """Parsed tf.Examples of ExampleGen's `output_key` output (`examples` or `catalog`)."""

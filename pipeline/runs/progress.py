@@ -13,8 +13,9 @@ import re
 from absl import logging as absl_logging
 
 _COMPONENT_EVENT = re.compile(r"Component (\S+) is (running|finished)|Execution \d+ (succeeded|failed)")
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 _PROJECT_DIRS = tuple(
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
+    os.path.join(_ROOT, package) + os.sep
     for package in ("pipeline", "components", "trainer", "serving")
 )
 
