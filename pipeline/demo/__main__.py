@@ -73,7 +73,9 @@ def show_recommendations(results: run_results.RunResults, num_users: int, k: int
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, configs.PipelineConfig]:
     """The flags and the checked PipelineConfig (a bad setting exits with a usage error naming it)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipeline.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
