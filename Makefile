@@ -1,6 +1,7 @@
 # Every target runs inside the project environment (scripts/env creates it on first use).
 ENV := scripts/env
 DATA ?=
+TRAINER_CONFIG ?=
 OUTPUT ?= demo-run
 PYTEST_ARGS ?=
 
@@ -8,13 +9,15 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make test             run the whole test suite (builds the environment on first use)"
-	@echo "make demo [DATA=dir]  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default)"
+	@echo "make demo [DATA=dir] [TRAINER_CONFIG='{\"epochs\": 4}']  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default)"
 	@echo "make eval DATA=dir [OUT=eval-out]  offline evaluation: baselines + our system (evaluation/harness.py)"
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
 	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs)"
 	@echo "make query-service USER=u001 [K=10] [CLICK=item]  ask the running service (CLICK reports a click first)"
+	@echo "make forget-user USER=u001  remove a user from the history store and every log span (service stopped)"
+	@echo "make bench-service    the service vs direct gRPC: latency, durable events/s, SIGKILL and model-server faults"
 	@echo "make compile          compile the Kubeflow Pipelines v2 spec to tailtower_pipeline.json"
 	@echo "make lint             ruff"
 	@echo "make env              build (or check) the environment only"
@@ -32,7 +35,8 @@ lint:
 	$(ENV) ruff check .
 
 demo:
-	$(ENV) python -m pipeline.demo --output $(OUTPUT) $(if $(DATA),--data $(DATA))
+	$(ENV) python -m pipeline.demo --output $(OUTPUT) $(if $(DATA),--data $(DATA)) \
+		$(if $(TRAINER_CONFIG),--trainer-config '$(TRAINER_CONFIG)')
 
 compile:
 	$(ENV) python -m pipeline.kubeflow_runner --output tailtower_pipeline.json
@@ -51,7 +55,7 @@ KNOBS ?=
 # USER is also the login name in the environment: only a command-line USER=... picks the user to query.
 QUERY_USER := $(if $(filter command line,$(origin USER)),$(USER),u001)
 
-.PHONY: serve query bench-serve service query-service
+.PHONY: serve query bench-serve service query-service forget-user bench-service
 
 serve:
 	$(ENV) python -m serving.server --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
@@ -67,6 +71,14 @@ query-service:
 
 bench-serve:
 	$(ENV) python -m serving.bench --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-serve.md
+
+# The raw id is not echoed (@): it stays out of terminal logs; the tool prints its pseudonym's prefix only.
+forget-user:
+	@test "$(origin USER)" = "command line" || { echo "usage: make forget-user USER=<user id> [OUTPUT=demo-run]"; exit 2; }
+	@$(ENV) python -m serving.forget_user --output $(OUTPUT) --user '$(USER)'
+
+bench-service:
+	$(ENV) python -m serving.bench_service --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-service.md
 
 # Offline evaluation: baselines + our system on one dataset (see evaluation/harness.py for the options).
 # make eval DATA=/work/shared/data/amazon-office OUT=eval-out [K=10] [PROTOCOLS=standard] [SYSTEMS=baselines]

@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "aiohttp>=3.9,<4",
     "prometheus-client>=0.20,<1",
     "orjson>=3.9,<4",
+    # serving/history_store.py: the Redis history backend (redis-server itself comes from scripts/env).
+    "redis>=5.0,<9",
     "requests>=2.31,<3",
     "urllib3>=1.26,<3",
 ]

@@ -1,10 +1,11 @@
 """Item metadata (title, new-item flag) of the model version that answered, from the version's own folder.
 
-  <model_base_path>/<version>/assets.extra/catalog.jsonl   one JSON object per item:
-      {"item_id": "i003", "title": "…", "brand": "…", "categories": ["…"], "is_new": false}
+  <model_base_path>/<version>/assets.extra/catalog.jsonl   one JSON object per item, written by the Trainer's
+  export (`trainer.export.write_catalog_metadata`; fields `trainer.features.CATALOG_METADATA_FIELDS`):
+      {"item_id": "i003", "title": "…", "brand": "…", "categories": ["…"], "is_tail": true, "is_new": false}
 
 TF Serving ignores assets.extra/, so the file travels with the model and always matches it. A version without
-the file gets title "" and is_new false for every item (the Trainer does not write it yet).
+the file (exported before the Trainer wrote it) gets title "" and is_new false for every item.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from trainer import features
 
 logger = logging.getLogger(__name__)
 
-CATALOG_FILE = os.path.join("assets.extra", "catalog.jsonl")
-IS_NEW = "is_new"
+CATALOG_FILE = os.path.join(features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA_FILE)
+IS_NEW = features.IS_NEW  # kept under this name for serving.service and serving.service_client
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class CatalogMetadata:
                 if line.strip():
                     doc = json.loads(line)
                     items[doc[features.ITEM_ID]] = ItemInfo(
-                        doc.get(features.TITLE, ""), bool(doc.get(IS_NEW))
+                        doc.get(features.TITLE, ""), bool(doc.get(features.IS_NEW))
                     )
         logger.info("model version %d: metadata of %d items", version, len(items))
         return items

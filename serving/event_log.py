@@ -28,10 +28,17 @@ Closing a span (`rotate()`, the hour changing, or at start for a journal of an o
 writes its journal as one Parquet file under `<kind>/.tmp/`, fsyncs it, renames it into `span=<n>/` and only
 then deletes the journal. The file name comes from the journal's id, so a crash between the rename and the
 delete closes the journal again onto the same name: no duplicates.
+
+One writer per folder: an EventLog holds an exclusive lock on `logs_dir/.lock` (flock: released when it
+closes or its process dies, SIGKILL included). `forget()` (make forget-user) takes the same lock, so it
+refuses to run while a service writes the folder (the service appends to the open journal through a file
+descriptor: a journal rewritten under it would lose acknowledged batches) and a service cannot start while
+it runs. It rewrites each file holding the pseudonym the way spans are closed: aside, fsync'd, renamed over.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import logging
@@ -45,6 +52,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
@@ -62,6 +70,7 @@ USER_PSEUDONYM = "user_pseudonym"
 _META_KEY = b"tailtower.log_schema_version"
 JOURNAL_DIR = ".journal"
 TMP_DIR = ".tmp"
+LOCK_FILE = ".lock"
 
 SCHEMAS: dict[str, pa.Schema] = {
     SERVED: pa.schema(
@@ -79,7 +88,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("positions", pa.list_(pa.int32())),
             (features.SCORES, pa.list_(pa.float64())),
             (features.IS_TAIL, pa.list_(pa.bool_())),
-            ("is_new", pa.list_(pa.bool_())),
+            (features.IS_NEW, pa.list_(pa.bool_())),
         ],
         metadata={_META_KEY: str(SCHEMA_VERSION).encode()},
     ),
@@ -99,6 +108,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 class LogFull(RuntimeError):
     """The writer's queue is full (backpressure): retry later. Nothing of the batch was written."""
+
+
+class LogLocked(RuntimeError):
+    """Another EventLog or forget() holds the folder's lock."""
 
 
 def hour_span(ts: float) -> int:
@@ -150,6 +163,7 @@ class EventLog:
         clock=time.time,
     ):
         self.logs_dir = logs_dir
+        self._lock_fd = lock_logs(logs_dir)
         self._explicit = span is not None
         self._clock = clock
         self._span = span if span is not None else hour_span(clock())
@@ -160,10 +174,14 @@ class EventLog:
         self._pending = 0
         self._lock = threading.Lock()
         self._journals: dict[str, tuple[int, str, int]] = {}  # kind → (span, path, fd)
-        for kind in KINDS:
-            for sub in (JOURNAL_DIR, TMP_DIR):
-                os.makedirs(os.path.join(logs_dir, kind, sub), exist_ok=True)
-        self._recover()
+        try:
+            for kind in KINDS:
+                for sub in (JOURNAL_DIR, TMP_DIR):
+                    os.makedirs(os.path.join(logs_dir, kind, sub), exist_ok=True)
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
 
@@ -200,6 +218,7 @@ class EventLog:
     def close(self) -> None:
         self._control(("stop", None)).result()
         self._thread.join()
+        os.close(self._lock_fd)  # releases the folder's lock
 
     # ------------------------------------------------------------------------------------ writer thread
     def _control(self, command) -> Future:
@@ -363,14 +382,20 @@ def _close_span(logs_dir: str, kind: str, journal: str) -> None:
     if records and not os.path.exists(final):
         tmp = os.path.join(logs_dir, kind, TMP_DIR, name)
         pq.write_table(pa.Table.from_pylist(records, schema=SCHEMAS[kind]), tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
         os.makedirs(span_dir, exist_ok=True)
-        os.rename(tmp, final)
-        _fsync_dir(span_dir)
+        _publish(tmp, final)
     os.remove(journal)
     _fsync_dir(os.path.dirname(journal))
     logger.info("closed %s span %d: %d records", kind, span, len(records))
+
+
+def _publish(tmp: str, final: str) -> None:
+    """tmp (complete) → final, atomically and durably: fsync the file, rename (over any old one), fsync the
+    folder."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(os.path.dirname(final))
 
 
 def _fsync_dir(path: str) -> None:
@@ -381,11 +406,115 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def lock_logs(logs_dir: str) -> int:
+    """Takes the folder's exclusive lock (one EventLog, or forget()); returns its descriptor, whose close
+    releases it. LogLocked when another holder has it."""
+    os.makedirs(logs_dir, exist_ok=True)
+    path = os.path.join(logs_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogLocked(
+            f"{path} is held by another process (a running service or forget-user): stop it first"
+        ) from None
+    return fd
+
+
+# ------------------------------------------------------------------------------------ forgetting
+@dataclass(frozen=True)
+class Removal:
+    """Records of one user removed from one file: a closed span's Parquet file or an open journal."""
+
+    kind: str
+    span: int
+    is_open: bool
+    path: str
+    records: int
+
+
+def forget(logs_dir: str, pseudonym: str) -> list[Removal]:
+    """Removes every record of `pseudonym` from every span, closed and open, under the folder's lock
+    (LogLocked while a service writes here). Each affected file is rewritten aside, fsync'd and renamed over
+    the old one, so a reader sees the old file or the new one; other records are kept unchanged, in order.
+    A file left without records stays (empty), so no span disappears."""
+    if not os.path.isdir(logs_dir):
+        return []
+    lock = lock_logs(logs_dir)
+    try:
+        removals = []
+        for kind in KINDS:
+            os.makedirs(os.path.join(logs_dir, kind, TMP_DIR), exist_ok=True)
+            closed = [
+                (span, False, path)
+                for span in spans(logs_dir, kind)
+                for path in _span_files(logs_dir, kind, span)
+            ]
+            journals = [(_journal_span(path), True, path) for path in _journals(logs_dir, kind)]
+            for span, is_open, path in closed + journals:
+                if is_open:
+                    removed = _forget_in_journal(path, pseudonym)
+                else:
+                    removed = _forget_in_parquet(kind, path, pseudonym)
+                if removed:
+                    removals.append(Removal(kind, span, is_open, path, removed))
+        return removals
+    finally:
+        os.close(lock)
+
+
+def _tmp_path(path: str) -> str:
+    """The aside name of a file of <kind>/<sub>/: <kind>/.tmp/<name> (cleared by an EventLog's start)."""
+    kind_dir = os.path.dirname(os.path.dirname(path))
+    return os.path.join(kind_dir, TMP_DIR, os.path.basename(path))
+
+
+def _forget_in_parquet(kind: str, path: str, pseudonym: str) -> int:
+    table = pq.read_table(path, schema=SCHEMAS[kind])
+    drop = pc.fill_null(pc.equal(table[USER_PSEUDONYM], pseudonym), False)
+    removed = pc.sum(drop).as_py() or 0
+    if removed:
+        tmp = _tmp_path(path)
+        pq.write_table(table.filter(pc.invert(drop)), tmp)
+        _publish(tmp, path)
+    return removed
+
+
+def _forget_in_journal(path: str, pseudonym: str) -> int:
+    """Batches without the user keep their bytes; a torn last line (never acknowledged) goes if it names
+    the user."""
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    kept, removed, torn = [], 0, False
+    for line in lines:
+        if not line.endswith(b"\n"):
+            torn = pseudonym.encode() in line
+            break
+        batch = json.loads(line)
+        others = [record for record in batch if record[USER_PSEUDONYM] != pseudonym]
+        removed += len(batch) - len(others)
+        if len(others) == len(batch):
+            kept.append(line)
+        elif others:
+            kept.append(_journal_line(others))
+    if removed or torn:
+        tmp = _tmp_path(path)
+        with open(tmp, "wb") as f:
+            f.writelines(kept)
+        _publish(tmp, path)
+    return removed
+
+
 # ------------------------------------------------------------------------------------ readers
 def spans(logs_dir: str, kind: str) -> list[int]:
     """The closed spans of `kind`, ascending."""
     found = glob.glob(os.path.join(logs_dir, kind, "span=*"))
     return sorted(int(os.path.basename(path).split("=", 1)[1]) for path in found)
+
+
+def _span_files(logs_dir: str, kind: str, span: int) -> list[str]:
+    return sorted(glob.glob(os.path.join(logs_dir, kind, f"span={span}", "*.parquet")))
 
 
 def read_table(
@@ -396,7 +525,7 @@ def read_table(
     tables = [
         pq.read_table(path, schema=SCHEMAS[kind])
         for span in wanted
-        for path in sorted(glob.glob(os.path.join(logs_dir, kind, f"span={span}", "*.parquet")))
+        for path in _span_files(logs_dir, kind, span)
     ]
     if include_open:
         open_records = [record for path in _journals(logs_dir, kind) for record in _read_journal(path)]

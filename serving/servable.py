@@ -27,6 +27,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import tensors
 from serving.errors import ServingError, code_from_number, invalid_argument
+from trainer import features
 
 try:  # registers the TF Text ops the transform graph uses, as TF Serving links them into its binary
     import tensorflow_text  # noqa: F401
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SERVE_TAG = tf.saved_model.SERVING
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")  # TF Serving's warm-up location
+# TF Serving's warm-up location
+WARMUP_FILE = os.path.join(features.ASSETS_EXTRA_DIR, "tf_serving_warmup_requests")
 
 
 @dataclass(frozen=True)

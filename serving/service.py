@@ -8,6 +8,13 @@ answering version's catalog metadata (catalog_metadata.py), and a served record 
 (event_log.py). Events are acknowledged once durable; clicks, add-to-carts and purchases extend the history.
 The API is in serving/service_api.py. Until the model answers, /readyz and /v1/recommendations say 503; a
 background probe (GetModelStatus) notices when it does, and notices when it goes away again.
+
+The history store (SQLite or Redis) is best effort: the event log is the record. When it fails (Redis down),
+the service keeps answering from the request-carried history alone, acknowledges events once they are in the
+log without extending the history, and /readyz stays 200 with {"status": "degraded", "history_store": false}
+(a 503 would take every replica out of rotation for an outage of the store they share). While it is down,
+requests skip it; a probe pings it every ready_poll_s and the service uses it again once it answers.
+
 In a test: `service = RecommendationService(ServiceConfig(port=0, ...)).start(); ...; service.stop()`.
 """
 
@@ -32,7 +39,7 @@ from serving import service_api
 from serving.catalog_metadata import IS_NEW, CatalogMetadata
 from serving.client_error import ServingClientError
 from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
-from serving.history_store import HISTORY_FILE_NAME, SqliteHistoryStore
+from serving.history_store import HistoryUnavailable, open_history_store
 from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import knob_names, with_knobs_off
 from serving.service_api import ApiError
@@ -64,6 +71,15 @@ class ServiceMetrics:
             "tailtower_service_request_latency_seconds", "Request latency.", ["route"], registry=registry
         )
         self.ready = Gauge("tailtower_service_ready", "1 when the model answers.", registry=registry)
+        self.history_ready = Gauge(
+            "tailtower_service_history_ready", "1 when the history store answers.", registry=registry
+        )
+        self.history_fallbacks = Counter(
+            "tailtower_service_history_fallbacks",
+            "History reads answered from the request alone and appends dropped: the store was down.",
+            ["operation"],
+            registry=registry,
+        )
 
 
 class RecommendationService:
@@ -79,9 +95,9 @@ class RecommendationService:
             linger_s=config.log_linger_s,
             registry=self.registry,
         )
-        self.history = SqliteHistoryStore(
-            os.path.join(config.service_dir, HISTORY_FILE_NAME), config.history_length, config.history_ttl_s
-        )
+        self.history = open_history_store(config)
+        self.history_error: str | None = None  # why the history store is down; None while it answers
+        self.metrics.history_ready.set(1)
         self.catalog = CatalogMetadata(config.catalog_base_path)
         if client is None:
             from serving.grpc_client import GrpcClient  # imports TensorFlow
@@ -94,7 +110,7 @@ class RecommendationService:
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="service-loop", daemon=True)
         self._runner: web.AppRunner | None = None
-        self._probe_task: asyncio.Task | None = None
+        self._probe_tasks: list[asyncio.Task] = []
         self.port = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -115,12 +131,15 @@ class RecommendationService:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
-        app.router.add_post("/v1/recommendations", self._recommendations)
-        app.router.add_post("/v1/events", self._events)
+        app.router.add_post(service_api.RECOMMENDATIONS_PATH, self._recommendations)
+        app.router.add_post(service_api.EVENTS_PATH, self._events)
         self._runner = web.AppRunner(app, access_log=None)  # no request details in logs
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
-        self._probe_task = asyncio.create_task(self._probe_forever())
+        self._probe_tasks = [
+            asyncio.create_task(self._probe_forever(self.probe)),
+            asyncio.create_task(self._probe_forever(self.probe_history)),
+        ]
         return self._runner.addresses[0][1]
 
     def stop(self) -> None:
@@ -134,15 +153,15 @@ class RecommendationService:
         self.client.close()
 
     async def _stop(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
+        for task in self._probe_tasks:
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
 
     # ------------------------------------------------------------------------------------ readiness
-    async def _probe_forever(self) -> None:
+    async def _probe_forever(self, probe) -> None:
         while True:
-            await self._run(self.probe)
+            await self._run(probe)
             await asyncio.sleep(self.config.ready_poll_s)
 
     def probe(self) -> ModelState | None:
@@ -167,6 +186,34 @@ class RecommendationService:
             logger.warning("not ready: %s", reason)
         self.model, self.not_ready_reason = None, reason
         self.metrics.ready.set(0)
+
+    def probe_history(self) -> bool:
+        """Pings the history store; the service uses it again from the first answer."""
+        try:
+            self.history.ping()
+        except HistoryUnavailable as e:
+            self._history_down(e)
+            return False
+        if self.history_error is not None:
+            logger.info("history store back: using it again")
+        self.history_error = None
+        self.metrics.history_ready.set(1)
+        return True
+
+    def _history_down(self, error: HistoryUnavailable) -> None:
+        if self.history_error is None:
+            logger.warning("history store down, answering from request-carried history: %s", error)
+        self.history_error = str(error)
+        self.metrics.history_ready.set(0)
+
+    def _stored_history(self, user: str) -> list[str]:
+        if self.history_error is None:
+            try:
+                return self.history.recent(user, self.config.history_length)
+            except HistoryUnavailable as e:
+                self._history_down(e)
+        self.metrics.history_fallbacks.labels("recent").inc()
+        return []
 
     # ------------------------------------------------------------------------------------ HTTP
     @web.middleware
@@ -196,7 +243,16 @@ class RecommendationService:
         model = self.model
         if model is None:
             return _error(f"not ready: {self.not_ready_reason}", 503)
-        return _json({"status": "ready", "model": self.config.model_name, "version": model.version})
+        error = self.history_error  # None while the history store answers
+        doc = {
+            "status": "ready" if error is None else "degraded",  # 200 either way: see the module docstring
+            "model": self.config.model_name,
+            "version": model.version,
+            "history_store": error is None,
+        }
+        if error is not None:
+            doc["history_store_error"] = error
+        return _json(doc)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -217,7 +273,7 @@ class RecommendationService:
 
     def _recommend(self, ask: service_api.RecommendationRequest, knobs: dict, probed_version: int) -> dict:
         user = self.pseudonyms(ask.user_id)
-        history = self.history.recent(user, self.config.history_length) + ask.history
+        history = self._stored_history(user) + ask.history
         try:
             # The model sees the pseudonym too: models trained on the service's logs know users by it.
             result = self.client.recommend([user], [history], ask.k, **knobs)
@@ -259,7 +315,7 @@ class RecommendationService:
             for event in batch
         ]
         await asyncio.wrap_future(self.log.submit(EVENTS, records))  # durable before the 200
-        await self._run(self._extend_histories, records)
+        await self._run(self._extend_histories, records)  # best effort: the log is the record
         return _json({"accepted": len(records)})
 
     def _extend_histories(self, records: list[dict]) -> None:
@@ -268,7 +324,13 @@ class RecommendationService:
             if record[service_api.TYPE] in service_api.HISTORY_EVENTS:
                 by_user.setdefault(record[USER_PSEUDONYM], []).append(record[features.ITEM_ID])
         for user, items in by_user.items():
-            self.history.append(user, items)
+            if self.history_error is None:
+                try:
+                    self.history.append(user, items)
+                    continue
+                except HistoryUnavailable as e:
+                    self._history_down(e)
+            self.metrics.history_fallbacks.labels("append").inc()
 
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)

@@ -20,6 +20,10 @@ from serving.event_log import EVENT_TYPES
 from serving.service_config import ServiceConfig
 from trainer import features
 
+# The API's routes (public: shops call them).
+RECOMMENDATIONS_PATH = "/v1/recommendations"
+EVENTS_PATH = "/v1/events"
+
 DEFAULT_K = 10
 DEFAULT_SURFACE = "default"
 # Events that say the user wanted the item: they extend the user's history (an impression does not).

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.click:
             click = {api.REQUEST_ID: "", features.USER_ID: args.user, features.ITEM_ID: args.click}
             click[api.TYPE] = api.HISTORY_EVENTS[0]
-            post(args.url, "/v1/events", {api.EVENTS: [click]}, args.timeout)
-        answer = post(args.url, "/v1/recommendations", ask, args.timeout)
+            post(args.url, api.EVENTS_PATH, {api.EVENTS: [click]}, args.timeout)
+        answer = post(args.url, api.RECOMMENDATIONS_PATH, ask, args.timeout)
     except (RuntimeError, requests.RequestException) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,16 +10,17 @@ import argparse
 import dataclasses
 import os
 import typing
+import urllib.parse
 from dataclasses import dataclass
 
-from serving.config import DEFAULT_HOST, DEFAULT_MODEL_BASE_PATH, GRPC_PORT, MODEL_NAME
+from serving.config import DEFAULT_HOST, DEFAULT_OUTPUT, GRPC_PORT, MODEL_NAME
 from trainer import features
 
 SERVICE_PORT = 8080
-# The run folder of `make demo` (its model base path is <output>/serving/<model>).
-DEFAULT_OUTPUT = os.path.dirname(os.path.dirname(DEFAULT_MODEL_BASE_PATH))
 SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
 LOGS_DIR = "logs"  # <output>/logs/: served and events spans
+SQLITE, REDIS = "sqlite", "redis"
+HISTORY_BACKENDS = (SQLITE, REDIS)
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,8 @@ class ServiceConfig:
     max_history: int = 200  # request-carried history items
     history_length: int = features.HISTORY_LENGTH  # stored items per user (the model reads this many)
     history_ttl_s: float = 30 * 86400.0
+    history_backend: str = SQLITE  # sqlite: <output>/service/history.sqlite3; redis: at redis_url
+    redis_url: str = "redis://127.0.0.1:6379/0"  # redis[s]://[user:password@]host:port/db or unix:///path
     model_timeout_s: float = 5.0
     ready_poll_s: float = 0.5
     max_pending_records: int = 10_000  # log queue bound (503 beyond)
@@ -63,6 +66,9 @@ class ServiceConfig:
         host, sep, port = self.model_endpoint.rpartition(":")
         _check("model_endpoint", bool(sep and host and port.isdigit()), "must be host:port")
         _check("output", bool(self.output), "must not be empty")
+        backends = list(HISTORY_BACKENDS)
+        _check("history_backend", self.history_backend in backends, f"must be one of {backends}")
+        _check("redis_url", _redis_url_ok(self.redis_url), "must be redis[s]://host:port/db or unix:///path")
 
     @property
     def service_dir(self) -> str:
@@ -75,6 +81,17 @@ class ServiceConfig:
     @property
     def catalog_base_path(self) -> str:
         return self.model_base_path or os.path.join(self.output, "serving", self.model_name)
+
+
+def _redis_url_ok(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
 
 
 def _check(name: str, ok: bool, message: str) -> None:

@@ -5,6 +5,7 @@ The fixture (built once per test session, ~30 s): 10 catalog items (i8, i9 cold:
 not quality.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -473,3 +474,54 @@ def test_saved_model_is_relocatable(trained, tmp_path):
         os.rename(hidden, workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
+
+
+def test_export_writes_the_catalog_metadata_of_every_catalog_item(trained, loaded):
+    folder = os.path.join(trained.serving_dir, features.ASSETS_EXTRA_DIR)
+    assert os.listdir(folder) == [features.CATALOG_METADATA_FILE]  # nothing left aside
+    with open(os.path.join(folder, features.CATALOG_METADATA_FILE), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    # The documented format, for the cold item i9 (only in the catalog): new, and tail like every OOV item.
+    assert lines[9] == (
+        '{"item_id": "i9", "title": "item 9", "brand": "", "categories": ["office", "pens"], '
+        '"is_tail": true, "is_new": true}'
+    )
+    served = _recommend(loaded, ["stranger"], [[]], k=10)  # every catalog item with the flag it serves
+    ids, flags = served[features.ITEM_IDS][0].astype(str).tolist(), served[features.IS_TAIL][0].tolist()
+    is_tail = {item_id: flag == 1 for item_id, flag in zip(ids, flags, strict=True)}
+    assert set(is_tail.values()) == {True, False}  # the toy catalog has both: the flags discriminate
+    rows = [json.loads(line) for line in lines]
+    assert {tuple(row) for row in rows} == {features.CATALOG_METADATA_FIELDS}  # every field, in that order
+    assert rows == [
+        {
+            features.ITEM_ID: item_id,
+            features.TITLE: f"item {n}",
+            features.BRAND: "acme" if n % 3 else "",
+            features.CATEGORIES: ["office", "pens" if n % 2 else "paper"],
+            features.IS_TAIL: is_tail[item_id],
+            features.IS_NEW: item_id not in TRAIN_ITEMS,
+        }
+        for n, item_id in enumerate(ITEMS)
+    ]
+
+
+def test_catalog_metadata_is_replaced_whole_and_needs_one_value_per_item(tmp_path):
+    catalog = {
+        features.ITEM_ID: np.array([b"a", b"b"], object),
+        features.ITEM_INDEX: np.array([0, 2]),  # vocabulary of 2 items: b is out of it
+        features.ITEM_IS_TAIL: np.array([0, 1]),
+    }
+    metadata = {features.TITLE: ["A", "Bé"], features.BRAND: ["x", ""], features.CATEGORIES: [["c"], []]}
+    rows = export.catalog_metadata(catalog, metadata, num_items=2)
+    assert [(r[features.ITEM_ID], r[features.IS_TAIL], r[features.IS_NEW]) for r in rows] == [
+        ("a", False, False),
+        ("b", True, True),
+    ]
+    path = tmp_path / features.ASSETS_EXTRA_DIR / features.CATALOG_METADATA_FILE
+    path.parent.mkdir()
+    path.write_text("an older version's file\n")
+    assert export.write_catalog_metadata(rows, str(tmp_path)) == str(path)
+    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == rows
+    assert sorted(os.listdir(path.parent)) == [features.CATALOG_METADATA_FILE]
+    with pytest.raises(ValueError, match=r"differ in length: \{'item_id': 2, 'title': 1, "):
+        export.catalog_metadata(catalog, {**metadata, features.TITLE: ["A"]}, num_items=2)

@@ -4,6 +4,7 @@ The toy model here reads the history: item j of the list is "<history joined by 
 boost - j, is_tail j % 2, so a test sees exactly which history the model got.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -11,15 +12,18 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import redis
 import requests
 import tensorflow as tf
 
 from serving import service_client
 from serving.config import ServerConfig
 from serving.event_log import EVENTS, SERVED, read_records
+from serving.history_store import REDIS_KEY_PREFIX
 from serving.server import ModelServer
 from serving.service import RecommendationService
-from serving.service_config import ServiceConfig
+from serving.service_config import REDIS, ServiceConfig
+from tests.redis_server import RedisServer
 
 MODEL = "historytoy"
 
@@ -146,6 +150,7 @@ def test_not_ready_until_the_model_answers_then_ready_without_restart(stack):
         "status": "ready",
         "model": MODEL,
         "version": 1,
+        "history_store": True,
     }
     assert requests.get(url + "/healthz", timeout=10).json() == {"status": "alive"}
 
@@ -311,3 +316,60 @@ def test_model_server_gone_means_503_then_recovery_without_restart(stack):
     stack.servers.append(start_model_server(stack.base, stack.grpc_port))
     wait_ready(stack.url)
     assert ids(recommend(stack.url, user_id="hal", k=1)) == ["#0"]
+
+
+def test_redis_history_down_falls_back_to_request_history_then_recovers(stack, tmp_path):
+    (tmp_path / "redis").mkdir()
+    redis_server = RedisServer(tmp_path / "redis").start()
+    settings = dict(port=0, output=str(tmp_path / "out"), history_backend=REDIS, redis_url=redis_server.url)
+    config = dataclasses.replace(stack.service.config, **settings)
+    service = RecommendationService(config).start()
+    url = f"http://127.0.0.1:{service.port}"
+    ivy = service.pseudonyms("ivy")
+
+    def click(item: str) -> requests.Response:
+        return post_events(url, {"request_id": "r", "user_id": "ivy", "item_id": item, "type": "click"})
+
+    def readyz() -> dict:
+        response = requests.get(url + "/readyz", timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    ready = {"status": "ready", "model": MODEL, "version": 1, "history_store": True}
+    try:
+        assert wait_ready(url).json() == ready
+        assert click("i7").json() == {"accepted": 1}
+        assert ids(recommend(url, user_id="ivy", k=1)) == ["i7#0"]
+        with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+            assert client.keys("*") == [REDIS_KEY_PREFIX + ivy]  # the pseudonym, never "ivy"
+
+        redis_server.kill()
+        assert ids(recommend(url, user_id="ivy", k=1, history=["h2"])) == ["h2#0"]  # request history only
+        assert click("i8").json() == {"accepted": 1}  # in the log, though not in the history
+        health = readyz()
+        assert health["history_store_error"].startswith("redis: ConnectionError: ")
+        assert health | {"history_store_error": ""} == {
+            "status": "degraded",
+            "model": MODEL,
+            "version": 1,
+            "history_store": False,
+            "history_store_error": "",
+        }
+        page = requests.get(url + "/metrics", timeout=10).text
+        assert "tailtower_service_history_ready 0.0" in page
+        assert 'tailtower_service_history_fallbacks_total{operation="recent"} 1.0' in page
+        assert 'tailtower_service_history_fallbacks_total{operation="append"} 1.0' in page
+
+        redis_server.start()  # same port, empty: no restart of the service
+        deadline = time.monotonic() + 10
+        while readyz()["history_store"] is False and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert readyz() == ready
+        assert click("i9").json() == {"accepted": 1}
+        assert ids(recommend(url, user_id="ivy", k=1)) == ["i9#0"]
+        service.log.flush()
+        events = read_records(config.logs_dir, EVENTS, include_open=True)
+        assert [r["item_id"] for r in events if r["user_pseudonym"] == ivy] == ["i7", "i8", "i9"]
+    finally:
+        service.stop()
+        redis_server.stop()

@@ -1,7 +1,8 @@
 """The real exported model (tests/test_export.py's fixture): it loads from a copy in another folder in a
 fresh process that imports only tensorflow and tensorflow_text, and the local server serves it over REST and
 gRPC with the same answers as an in-process call; every client sends the signature's own dtypes; a request
-whose inputs disagree on the batch size is a 400 / INVALID_ARGUMENT."""
+whose inputs disagree on the batch size is a 400 / INVALID_ARGUMENT; the recommendation service shows the
+titles and new-item flags the export wrote into the version's assets.extra/."""
 
 import os
 import shutil
@@ -15,13 +16,17 @@ import requests
 import tensorflow as tf
 
 from serving import tensors
+from serving.catalog_metadata import CatalogMetadata, ItemInfo
 from serving.client_error import ServingClientError
 from serving.grpc_client import GrpcClient
 from serving.local_client import LocalClient
 from serving.recommend_request import knob_names, recommend_inputs, typed_inputs, with_knobs_off
 from serving.rest_client import RestClient
 from serving.servable import read_signature_defs
-from tests.test_export import trained  # noqa: F401  (module fixture: a tiny trained + exported model)
+from serving.service import RecommendationService
+from serving.service_config import ServiceConfig
+from tests.test_export import ITEMS, TRAIN_ITEMS, trained  # noqa: F401  (trained: a tiny exported model)
+from tests.test_service_e2e import wait_ready
 from tests.test_serving_toy import running_server
 from trainer import features
 
@@ -166,3 +171,32 @@ def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
         clients[1].predict(inputs, features.RECOMMEND_SIGNATURE)
     assert raised.value.status == "INVALID_ARGUMENT"
     assert MISMATCHED in raised.value.message
+
+
+def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered(server, pushed, tmp_path):
+    # The export wrote assets.extra/catalog.jsonl; the copy in TF Serving's layout carries it.
+    metadata = CatalogMetadata(pushed)
+    assert metadata.items(1) == {
+        item_id: ItemInfo(f"item {item_id[1:]}", item_id not in TRAIN_ITEMS) for item_id in ITEMS
+    }
+    config = ServiceConfig(
+        port=0,
+        model_endpoint=f"127.0.0.1:{server.grpc_port}",
+        model_name=MODEL,
+        model_base_path=pushed,
+        output=str(tmp_path),
+        ready_poll_s=0.1,
+    )
+    service = RecommendationService(config).start()
+    try:
+        url = f"http://127.0.0.1:{service.port}"
+        wait_ready(url)
+        response = requests.post(url + "/v1/recommendations", json={"user_id": "u0", "k": 10}, timeout=30)
+    finally:
+        service.stop()
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert doc["model_version"] == "1"
+    shown = {item[features.ITEM_ID]: (item[features.TITLE], item[features.IS_NEW]) for item in doc["items"]}
+    assert len(doc["items"]) == len(shown)  # no repeats
+    assert shown == {item_id: (f"item {item_id[1:]}", item_id not in TRAIN_ITEMS) for item_id in ITEMS}

@@ -27,9 +27,14 @@ vocabulary (cold) keep their own text vector and features. Only TF core and tens
 tokenizer inside the transform graph) are in the graph, so stock TF Serving loads it, and every file it needs
 (vocabularies as assets, catalog as variables) is inside the export folder.
 
+Next to the SavedModel, assets.extra/catalog.jsonl (`features.CATALOG_METADATA_FIELDS`, TF Serving ignores
+it) holds each catalog item's title, brand, categories, is_tail and is_new (no positive train interaction),
+so a service shows the titles of the model version that answered; the Pusher copies it with the model.
+
 Example:
-  export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, "/tmp/serving", top_k=10,
-                       rerank_pool=100)
+  catalog, item_metadata = train.load_catalog(catalog_files, tft.TFTransformOutput(transform_dir))
+  export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, item_metadata, "/tmp/serving",
+                       top_k=10, rerank_pool=100)
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
                                  k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3))
@@ -37,8 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -371,20 +378,62 @@ def tail_interaction_share(catalog: Mapping[str, np.ndarray]) -> float:
     return float(mass[tail].sum() / mass.sum())
 
 
+def catalog_metadata(
+    catalog: Mapping[str, np.ndarray], item_metadata: Mapping[str, Sequence], num_items: int
+) -> list[dict]:
+    """One `features.CATALOG_METADATA_FIELDS` row per catalog item, in catalog order.
+
+    Args:
+      catalog: transformed catalog features (ITEM_ID, ITEM_INDEX, ITEM_IS_TAIL are read).
+      item_metadata: TITLE, BRAND (str) and CATEGORIES (list of str) per catalog row (`train.load_catalog`).
+      num_items: the item vocabulary size, i.e. the OOV index: an item there is new (`features.IS_NEW`).
+    """
+    columns = {
+        features.ITEM_ID: [item_id.decode() for item_id in np.asarray(catalog[features.ITEM_ID]).reshape(-1)],
+        features.TITLE: item_metadata[features.TITLE],
+        features.BRAND: item_metadata[features.BRAND],
+        features.CATEGORIES: item_metadata[features.CATEGORIES],
+        features.IS_TAIL: (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0).tolist(),
+        features.IS_NEW: (np.asarray(catalog[features.ITEM_INDEX]).reshape(-1) >= num_items).tolist(),
+    }
+    sizes = {name: len(values) for name, values in columns.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"catalog metadata columns differ in length: {sizes}")
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def write_catalog_metadata(rows: Sequence[Mapping], model_dir: str) -> str:
+    """Writes `rows` as JSON lines to <model_dir>/assets.extra/catalog.jsonl (aside, then renamed).
+
+    Call it after `tf.saved_model.save`, which owns the rest of the folder. Returns the file's path.
+    """
+    folder = os.path.join(model_dir, features.ASSETS_EXTRA_DIR)
+    tf.io.gfile.makedirs(folder)
+    path = os.path.join(folder, features.CATALOG_METADATA_FILE)
+    partial = path + ".partial"
+    with tf.io.gfile.GFile(partial, "w") as f:
+        f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    tf.io.gfile.rename(partial, path, overwrite=True)
+    return path
+
+
 def export_serving_model(
     model: TailTowerModel,
     tf_transform_output: tft.TFTransformOutput,
     catalog: Mapping[str, np.ndarray],
+    item_metadata: Mapping[str, Sequence],
     output_dir: str,
     top_k: int,
     rerank_pool: int,
     batch_size: int = 512,
 ) -> ServingModule:
-    """Scores the catalog, builds the `ServingModule` and saves it with its five signatures.
+    """Scores the catalog, builds the `ServingModule` and saves it with its five signatures, then the
+    catalog metadata file (`catalog_metadata`) into its assets.extra/.
 
     Args:
       catalog: transformed catalog features, [N, ...] arrays keyed by `trainer.features` names (ITEM_ID
         unique); ITEM_IS_TAIL gives the tail flags, ITEM_LOG_PROB the xQuAD prior.
+      item_metadata: the raw TITLE, BRAND, CATEGORIES of the same N rows, as `train.load_catalog` returns.
     """
     vectors = candidate_vectors(model, catalog, batch_size)
     module = ServingModule(
@@ -406,11 +455,14 @@ def export_serving_model(
         features.RANK_SIGNATURE: module.rank.get_concrete_function(),
         features.ITEM_EMBEDDINGS_SIGNATURE: module.item_embeddings.get_concrete_function(),
     }
+    rows = catalog_metadata(catalog, item_metadata, model.item_vectors.num_items)  # checked before saving
     tf.saved_model.save(module, output_dir, signatures=signatures)
+    write_catalog_metadata(rows, output_dir)
     logger.info(
-        "Saved the serving model (%d catalog items, %d tail, xQuAD tail prior %.3f) to %s",
+        "Saved the serving model (%d catalog items, %d tail, %d new, xQuAD tail prior %.3f) to %s",
         len(vectors),
         module.num_tail_items,
+        sum(row[features.IS_NEW] for row in rows),
         float(module.tail_prior.numpy()),
         output_dir,
     )

@@ -91,3 +91,16 @@ SCORES = "scores"  # recommend: float [B, k] retrieval score; rank: float [B, C]
 IS_TAIL = "is_tail"  # recommend: int64 [B, k]
 EMBEDDINGS = "embeddings"  # item_embeddings: float [N, D] candidate-tower vectors
 FOUND = "found"  # item_embeddings: bool [N], false = not in the catalog (the shared OOV vector is returned)
+
+# --- catalog metadata, written into every exported model folder --------------------------------------
+# <model dir>/ASSETS_EXTRA_DIR/CATALOG_METADATA_FILE: one JSON object per catalog item, in the order of the
+# model's catalog, so that the titles a service shows come from the model version that answered. TF Serving
+# ignores ASSETS_EXTRA_DIR (apart from its warm-up file) and the Pusher copies the whole folder.
+ASSETS_EXTRA_DIR = "assets.extra"
+CATALOG_METADATA_FILE = "catalog.jsonl"
+# bool: the item had no positive interaction in the analyzed (train) split, so it is out of the item
+# vocabulary (ITEM_INDEX = the OOV bucket): the model knows it by text, brand, categories and price only.
+IS_NEW = "is_new"
+# The fields: ITEM_ID, TITLE, BRAND (str) and CATEGORIES (list of str) as in the raw catalog, IS_TAIL (bool,
+# as `recommend` flags the item) and IS_NEW.
+CATALOG_METADATA_FIELDS = (ITEM_ID, TITLE, BRAND, CATEGORIES, IS_TAIL, IS_NEW)

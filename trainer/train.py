@@ -28,6 +28,8 @@ CATALOG_FILES_KEY = features.CATALOG_FILES_CONFIG
 # Transformed features of a catalog item: what the candidate tower reads, plus what the export needs (the
 # popularity behind the xQuAD tail prior, the tail flags).
 CATALOG_KEYS = (*CANDIDATE_KEYS, features.ITEM_LOG_PROB, features.ITEM_IS_TAIL)
+# Raw catalog features kept as they are, for the export's catalog metadata file (titles shown to users).
+METADATA_KEYS = (features.TITLE, features.BRAND, features.CATEGORIES)
 _SHUFFLE_BUFFER = 10_000
 _MIX_BLOCK = 64  # records read in a row from one file when several are mixed
 
@@ -81,30 +83,60 @@ def _mixed_files(files: Sequence[str], seed: int) -> tf.data.Dataset:
 
 def load_catalog(
     file_patterns: str | Sequence[str], tf_transform_output: tft.TFTransformOutput, batch_size: int = 1024
-) -> dict[str, np.ndarray]:
-    """Transforms the raw catalog examples → {CATALOG_KEYS name: [N, ...] array}, one row per unique item id.
+) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Transforms the raw catalog examples, one row per unique item id → (catalog, item metadata).
 
-    Catalog examples carry only the item features; the user side is filled with neutral values so the
-    transform graph can run. The first example of a repeated item id wins.
+    catalog: {CATALOG_KEYS name: [N, ...] array}. item metadata: the raw METADATA_KEYS values of the same N
+    rows, {TITLE: [str], BRAND: [str], CATEGORIES: [[str]]} ("" / [] where an example has none), for the
+    export's catalog metadata file. Catalog examples carry only the item features; the user side is filled
+    with neutral values so the transform graph can run. The first example of a repeated item id wins.
     """
     raw_spec = tf_transform_output.raw_feature_spec()
     item_spec = export.optional_raw_spec({k: raw_spec[k] for k in features.ITEM_FEATURES if k in raw_spec})
     tft_layer = tf_transform_output.transform_features_layer()
 
     @tf.function
-    def transform(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    def transform(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.RaggedTensor]]:
         raw = tf.io.parse_example(serialized, item_spec)
         transformed = tft_layer(export.with_default_raw_features(raw, raw_spec))
-        return {key: transformed[key] for key in CATALOG_KEYS}
+        metadata = {key: _rows(raw[key]) for key in METADATA_KEYS if key in raw}
+        return {key: transformed[key] for key in CATALOG_KEYS}, metadata
 
     dataset = tf.data.TFRecordDataset(_expand(file_patterns), compression_type="GZIP").batch(batch_size)
-    chunks = [{k: v.numpy() for k, v in transform(batch).items()} for batch in dataset]
+    chunks, metadata_chunks = [], []
+    for batch in dataset:
+        transformed, metadata = transform(batch)
+        chunks.append({k: v.numpy() for k, v in transformed.items()})
+        metadata_chunks.append({k: v.to_list() for k, v in metadata.items()})
     if not chunks:
         raise ValueError(f"the catalog {file_patterns} has no examples")
     catalog = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in CATALOG_KEYS}
     _, first = np.unique(catalog[features.ITEM_ID], return_index=True)
     keep = np.sort(first)
-    return {key: value[keep] for key, value in catalog.items()}
+    return {key: value[keep] for key, value in catalog.items()}, _item_metadata(metadata_chunks, keep)
+
+
+def _rows(value: tf.Tensor | tf.SparseTensor | tf.RaggedTensor) -> tf.RaggedTensor:
+    """A parsed raw feature ([B], [B, n], sparse or ragged) → its values per example, [B, (n)]."""
+    if isinstance(value, tf.SparseTensor):
+        return tf.RaggedTensor.from_sparse(value)
+    if isinstance(value, tf.RaggedTensor):
+        return value
+    return tf.RaggedTensor.from_tensor(tf.reshape(value, [tf.shape(value)[0], -1]))
+
+
+def _item_metadata(chunks: Sequence[Mapping[str, list]], keep: np.ndarray) -> dict[str, list]:
+    """Per batch {METADATA_KEYS name: [[bytes]] per example} → the decoded values of rows `keep`."""
+
+    def column(key: str) -> list[list[str]]:
+        rows = [row for chunk in chunks for row in chunk.get(key, [])]  # none: not in the raw spec
+        return [[v.decode("utf-8", "replace") for v in rows[i]] if rows else [] for i in keep]
+
+    return {
+        features.TITLE: [next(iter(values), "") for values in column(features.TITLE)],
+        features.BRAND: [next(iter(values), "") for values in column(features.BRAND)],
+        features.CATEGORIES: column(features.CATEGORIES),
+    }
 
 
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput) -> VocabSizes:
@@ -185,7 +217,7 @@ def run_fn(fn_args) -> None:
     logger.info("Trainer config: %s", config)
     tf.keras.utils.set_random_seed(config.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    catalog = load_catalog(custom_config[CATALOG_FILES_KEY], tf_transform_output)
+    catalog, item_metadata = load_catalog(custom_config[CATALOG_FILES_KEY], tf_transform_output)
 
     strategy = tf.distribute.MirroredStrategy() if _has_gpu() else tf.distribute.get_strategy()
     with strategy.scope():
@@ -213,6 +245,7 @@ def run_fn(fn_args) -> None:
         model,
         tf_transform_output,
         catalog,
+        item_metadata,
         fn_args.serving_model_dir,
         config.top_k,
         batch_size=config.batch_size,

@@ -1,0 +1,110 @@
+"""bench-service's steps on the toy model with a few requests each (the timed load runs in
+`make bench-service`): the service as a subprocess (SIGKILLed and restarted), the model server in process."""
+
+import os
+
+import pytest
+
+from serving import bench, bench_service
+from serving.bench_service import DIRECT, SERVICE, Settings
+from serving.config import ServerConfig
+from serving.server import ModelServer
+from serving.service_config import ServiceConfig
+from tests.test_serving_toy import MODEL, save_toy_model
+
+SETTINGS = Settings(
+    model_name=MODEL,
+    requests=4,
+    k=2,
+    event_batches=3,
+    batch_size=5,
+    event_concurrency=2,
+    kill_after_batches=2,
+)
+
+
+class InProcessModelServer:
+    """The bench's model-server interface (start on the same gRPC port, kill) over an in-process server."""
+
+    def __init__(self, base_path: str, grpc_port: int):
+        self.config = ServerConfig(
+            model_base_path=base_path, model_name=MODEL, grpc_port=grpc_port, rest_port=0, access_log=False
+        )
+        self.server: ModelServer | None = None
+
+    def start(self) -> "InProcessModelServer":
+        self.server = ModelServer(self.config).start()
+        assert self.server.wait_until_available(60)
+        return self
+
+    def kill(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def test_every_step_runs_and_every_acknowledged_event_survives_the_sigkill(tmp_path):
+    base = str(tmp_path / MODEL)
+    save_toy_model(base, 3)
+    grpc_port = bench.free_port()
+    model_server = InProcessModelServer(base, grpc_port).start()
+    config = ServiceConfig(
+        port=bench.free_port(),
+        model_endpoint=f"127.0.0.1:{grpc_port}",
+        model_name=MODEL,
+        model_base_path=base,
+        output=str(tmp_path / "out"),
+    )
+    service = bench_service.service_process(config, str(tmp_path / "service.log"))
+    try:
+        service.start(timeout_s=120)
+        report = bench_service.run(SETTINGS, model_server, service, config)
+    finally:
+        service.stop()
+        model_server.kill()
+
+    assert [(r.target, r.concurrency, len(r.latencies_s), r.errors) for r in report.latency] == [
+        (target, concurrency, 4, 0) for concurrency in (1, 8, 32) for target in (DIRECT, SERVICE)
+    ]
+    assert (len(report.events.latencies_s), report.events.errors) == (3, 0)
+    crash = report.crash
+    assert crash.acknowledged <= crash.found <= crash.sent
+    assert len(crash.acknowledged) >= SETTINGS.kill_after_batches * SETTINGS.batch_size
+    assert len(crash.acknowledged) % SETTINGS.batch_size == len(crash.sent) % SETTINGS.batch_size == 0
+    assert crash.missing == frozenset()
+    outage = report.outage
+    assert (outage.status, outage.readyz) == (503, 503)
+    assert outage.error.startswith("not ready: model server: UNAVAILABLE: ")
+    assert outage.recovered_s is not None
+
+    lines = bench_service.table(report, SETTINGS)
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| target")]
+    assert [row.split(" | ")[:3] for row in rows[:6]] == [
+        [f"| {target}", str(concurrency), "4"] for concurrency in (1, 8, 32) for target in (DIRECT, SERVICE)
+    ]
+    assert rows[6].startswith("| events (durable")  # the events table's header
+    assert rows[7].startswith("| sustained | 3 x 5 | 2 | 3 | ") and rows[7].endswith(" | 0 |")
+    assert rows[9] == (
+        f"| service SIGKILLed while events were sent, restarted | sent {len(crash.sent)} / acknowledged "
+        f"{len(crash.acknowledged)} / found in the logs {len(crash.found)} / acknowledged but missing 0: "
+        "ok: every acknowledged event is in the logs |"
+    )
+    assert rows[10].startswith('| model server killed, then restarted | 503 (`/readyz` 503): "not ready: ')
+    assert len(rows) == 11  # 6 latency rows, events header + row, fault header + 2 rows
+    assert any(
+        line.startswith("Target at concurrency 1: service p99 <= 1.5 x direct p99: ") for line in lines
+    )
+
+
+def test_without_a_model_it_says_to_run_make_demo_first(tmp_path):
+    with pytest.raises(SystemExit, match=r"no model version under .*: run `make demo` first"):
+        bench_service.benchmark(
+            Settings(model_base_path=str(tmp_path), output=os.path.join(tmp_path, "b.md"))
+        )
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match=r"batch_size: must be in \[1, 500\], got 501"):
+        Settings(batch_size=501)
+    with pytest.raises(ValueError, match="requests: must be >= 1, got 0"):
+        Settings(requests=0)
