@@ -21,13 +21,10 @@ To reproduce the README reference figures on ml-latest-small use `--rating-thres
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before any TensorFlow import (TFRS needs Keras 2)
-
 import argparse
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING

@@ -17,12 +17,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from evaluation.metrics import PAD
 from evaluation.split import Split
 from serving.local_client import LocalClient
 from serving.recommend_request import knob_names, with_knobs_off
 from trainer import features
-
-PAD = -1
 
 
 class ServedModel:

@@ -108,8 +108,9 @@ class PipelineConfig:
 
 
 def check_top_k(config: PipelineConfig) -> None:
-    """The gate's K must be the length of the lists the model serves the Evaluator: a shorter list would
-    silently lower Recall@K and APLT@K (they divide by K)."""
+    """The gate's K must be the length of the lists the model serves the Evaluator: checked here, before
+    anything runs, since the Evaluator's metrics (evaluation/tfma_metrics.py) refuse a served list shorter
+    than K only once the model is trained, and score only the first K items of a longer one."""
     trainer_k, gate_k = config.trainer.top_k, config.eval_gate.top_k
     if trainer_k != gate_k:
         raise ValueError(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import requests
+from tabulate import tabulate
 
 from serving.config import MODEL_NAME
 from serving.grpc_client import GrpcClient
@@ -44,16 +45,28 @@ class Result:
     errors: int
     wall_s: float
 
-    def row(self, floor_p99_ms: float | None) -> str:
+    def cells(self, floor_p99_ms: float | None) -> list[str]:
+        """The row of `latency_headers`: p99 / floor p99 compares with `floor_p99_ms` ("-" without one)."""
         lat = np.asarray(self.latencies_s) * 1e3
         if not len(lat):  # every request failed: the errors column says how many
-            return f"| {self.target} | {self.concurrency} | 0 | - | - | - | 0 | {self.errors} |"
-        p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
-        ratio = f"{p99 / floor_p99_ms:.2f}" if floor_p99_ms else "-"
-        return (
-            f"| {self.target} | {self.concurrency} | {len(lat)} | {p50:.2f} | {p99:.2f} | {ratio} | "
-            f"{len(lat) / self.wall_s:.0f} | {self.errors} |"
-        )
+            cells = [self.target, self.concurrency, 0, "-", "-", "-", 0, self.errors]
+        else:
+            p50, p99 = np.percentile(lat, [50, 99])
+            ratio = f"{p99 / floor_p99_ms:.2f}" if floor_p99_ms else "-"
+            rate = f"{len(lat) / self.wall_s:.0f}"
+            cells = [self.target, self.concurrency, len(lat), f"{p50:.2f}", f"{p99:.2f}", ratio, rate]
+            cells.append(self.errors)
+        return [str(cell) for cell in cells]
+
+
+def latency_headers(floor: str) -> list[str]:
+    """The columns of `Result.cells`; `floor` names what the p99 is compared with."""
+    return ["target", "concurrency", "ok", "p50 ms", "p99 ms", f"p99 / {floor} p99", "req/s", "errors"]
+
+
+def markdown(rows: list[list[str]], headers: list[str]) -> list[str]:
+    """A GitHub markdown table, one line per row; cells are kept as written (no number parsing)."""
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True).splitlines()
 
 
 @dataclass(frozen=True)
@@ -221,14 +234,12 @@ def table(results: list[Result], n: int, k: int) -> list[str]:
         for r in results
         if r.target.startswith("in-process") and r.latencies_s
     }
-    lines = [
+    rows = [r.cells(floor.get(r.concurrency)) for r in results]
+    return [
         f"`recommend` (k={k}, {n} requests per row, 0-10 history items), {os.cpu_count()} CPUs",
         "",
-        "| target | concurrency | ok | p50 ms | p99 ms | p99 / floor p99 | req/s | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        *markdown(rows, latency_headers("floor")),
     ]
-    lines += [r.row(floor.get(r.concurrency)) for r in results]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,8 @@ DIRECT, SERVICE = "direct gRPC", "service"
 START_TIMEOUT_S = 300.0  # a process to answer /readyz (TensorFlow import, model load, warm-up)
 RECOVERY_TIMEOUT_S = 120.0  # the service to answer again once the model server is back
 KILL_TIMEOUT_S = 120.0  # for the acknowledged batches that trigger the SIGKILL
+IN_FLIGHT_TIMEOUT_S = 5.0  # then for a batch to be in flight, so that the kill cuts one short
+CRASH_TAG = "crash"  # request ids of the SIGKILL step: "crash-<batch>-<event>"
 USERS = 200  # event senders cycle through e000..e199
 ERROR_CHARS = 120  # of the service's 503 message shown in the table
 
@@ -182,11 +184,14 @@ def events_sender(sessions: Sessions, url: str) -> Callable[[list[dict]], dict]:
 # ------------------------------------------------------------------------------------ steps
 @dataclass(frozen=True)
 class Crash:
-    """Request ids of the SIGKILL step's events."""
+    """The SIGKILL step: request ids of its events, and its batches."""
 
     sent: frozenset[str]
     acknowledged: frozenset[str]
-    found: frozenset[str]
+    found: frozenset[str]  # every crash-step request id in the logs after the restart
+    logged_records: int  # crash-step records in the logs (len(found) unless one was logged twice)
+    failed_batches: int  # sends that raised (refused, reset, 503): their events are not acknowledged
+    in_flight_at_kill: int  # batches sent whose answer was not yet counted when the SIGKILL was sent
 
     @property
     def missing(self) -> frozenset[str]:
@@ -249,20 +254,26 @@ def crash_during_events(settings: Settings, service: Process, config: ServiceCon
     acknowledged: set[str] = set()
     lock, numbers = threading.Lock(), itertools.count()
     killed, enough = threading.Event(), threading.Event()
-    limit = settings.kill_after_batches * 4  # bounded even if the kill came late
+    limit = settings.kill_after_batches * 100  # bounded even if the kill came late (or never)
     sessions = Sessions()
+    counts = {"failed": 0, "in_flight": 0}
 
     def work(send):
         while not killed.is_set() and (n := next(numbers)) < limit:
-            batch = event_batch("crash", n, size)
+            batch = event_batch(CRASH_TAG, n, size)
             ids = {event[api.REQUEST_ID] for event in batch}
             with lock:
                 sent.update(ids)
+                counts["in_flight"] += 1
             try:
                 send(batch)
             except (RuntimeError, requests.RequestException):
-                continue  # the kill (connection refused or reset), or a 503: not acknowledged
+                with lock:  # the kill (connection refused or reset), or a 503: not acknowledged
+                    counts["failed"] += 1
+                    counts["in_flight"] -= 1
+                continue
             with lock:
+                counts["in_flight"] -= 1
                 acknowledged.update(ids)
                 if len(acknowledged) >= settings.kill_after_batches * size:
                     enough.set()
@@ -274,14 +285,27 @@ def crash_during_events(settings: Settings, service: Process, config: ServiceCon
     for thread in threads:
         thread.start()
     enough.wait(KILL_TIMEOUT_S)
-    killed.set()  # no new batches; those in flight meet the kill
-    service.kill(signal.SIGKILL)
+    deadline = time.monotonic() + IN_FLIGHT_TIMEOUT_S
+    while True:  # kill while a batch is being sent (the senders loop back to back: at once, as a rule)
+        with lock:
+            if counts["in_flight"] or time.monotonic() > deadline:
+                in_flight = counts["in_flight"]
+                killed.set()  # no new batches; those in flight meet the kill
+                service.kill(signal.SIGKILL)
+                break
+        time.sleep(0.001)
     for thread in threads:
         thread.join()
     sessions.close()
     service.start()
-    logged = {record[api.REQUEST_ID] for record in read_records(config.logs_dir, EVENTS, include_open=True)}
-    return Crash(frozenset(sent), frozenset(acknowledged), frozenset(sent & logged))
+    logged = [
+        record[api.REQUEST_ID]
+        for record in read_records(config.logs_dir, EVENTS, include_open=True)
+        if record[api.REQUEST_ID].startswith(CRASH_TAG + "-")
+    ]
+    return Crash(
+        frozenset(sent), frozenset(acknowledged), frozenset(logged), len(logged), counts["failed"], in_flight
+    )
 
 
 def model_server_outage(model_server, url: str) -> Outage:
@@ -325,27 +349,21 @@ def run(settings: Settings, model_server, service: Process, config: ServiceConfi
 # ------------------------------------------------------------------------------------ table
 def table(report: Report, settings: Settings) -> list[str]:
     direct = {r.concurrency: _p99_ms(r) for r in report.latency if r.target == DIRECT}
-    lines = [
+    latency_rows = [r.cells(direct.get(r.concurrency)) for r in report.latency]
+    events_headers = ["events (durable: fsync'd before the 200)", "batches x events", "concurrency"]
+    events_headers += ["ok batches", "p50 ms", "p99 ms", "events/s", "errors"]
+    return [
         f"`POST /v1/recommendations` vs the model server over gRPC (k={settings.k}, {settings.requests} "
         f"requests per row, 0-10 history items), {os.cpu_count()} CPUs",
         "",
-        "| target | concurrency | ok | p50 ms | p99 ms | p99 / direct p99 | req/s | errors |",
-        "|---|---|---|---|---|---|---|---|",
-        *(r.row(direct.get(r.concurrency)) for r in report.latency),
+        *bench.markdown(latency_rows, bench.latency_headers("direct")),
         "",
         _verdict(report.latency, direct),
         "",
-        "| events (durable: fsync'd before the 200) | batches x events | concurrency | ok batches | p50 ms "
-        "| p99 ms | events/s | errors |",
-        "|---|---|---|---|---|---|---|---|",
-        _events_row(report.events, settings),
+        *bench.markdown([_events_cells(report.events, settings)], events_headers),
         "",
-        "| fault | result |",
-        "|---|---|",
-        _crash_row(report.crash),
-        _outage_row(report.outage),
+        *bench.markdown([_crash_cells(report.crash), _outage_cells(report.outage)], ["fault", "result"]),
     ]
-    return lines
 
 
 def _p99_ms(result: Result) -> float | None:
@@ -362,39 +380,40 @@ def _verdict(results: list[Result], direct: dict[int, float | None]) -> str:
     )
 
 
-def _events_row(result: Result, settings: Settings) -> str:
+def _events_cells(result: Result, settings: Settings) -> list[str]:
     lat = np.asarray(result.latencies_s) * 1e3
     p50, p99 = (f"{np.percentile(lat, q):.2f}" for q in (50, 99)) if len(lat) else ("-", "-")
     rate = len(lat) * settings.batch_size / result.wall_s
-    return (
-        f"| sustained | {settings.event_batches} x {settings.batch_size} | {result.concurrency} | {len(lat)} "
-        f"| {p50} | {p99} | {rate:.0f} | {result.errors} |"
-    )
+    batches = f"{settings.event_batches} x {settings.batch_size}"
+    cells = ["sustained", batches, result.concurrency, len(lat), p50, p99, f"{rate:.0f}", result.errors]
+    return [str(cell) for cell in cells]
 
 
-def _crash_row(crash: Crash) -> str:
+def _crash_cells(crash: Crash) -> list[str]:
     verdict = (
         "ok: every acknowledged event is in the logs" if not crash.missing else "LOST acknowledged events"
     )
-    return (
-        f"| service SIGKILLed while events were sent, restarted | sent {len(crash.sent)} / acknowledged "
-        f"{len(crash.acknowledged)} / found in the logs {len(crash.found)} / acknowledged but missing "
-        f"{len(crash.missing)}: {verdict} |"
-    )
+    return [
+        "service SIGKILLed while events were sent, restarted",
+        f"{crash.in_flight_at_kill} batches in flight at the kill, {crash.failed_batches} failed; events "
+        f"sent {len(crash.sent)} / acknowledged {len(crash.acknowledged)} / found in the logs "
+        f"{len(crash.found)} / acknowledged but missing {len(crash.missing)}: {verdict}",
+    ]
 
 
-def _outage_row(outage: Outage) -> str:
+def _outage_cells(outage: Outage) -> list[str]:
     back = (
         f"not within {RECOVERY_TIMEOUT_S:.0f} s"
         if outage.recovered_s is None
         else f"{outage.recovered_s:.1f} s"
     )
-    error = outage.error.replace("|", "/")
+    error = outage.error.replace("|", "/")  # a table cell
     error = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…"
-    return (
-        f'| model server killed, then restarted | {outage.status} (`/readyz` {outage.readyz}): "{error}"; '
-        f"answering again {back} after the model server was back, no service restart |"
-    )
+    return [
+        "model server killed, then restarted",
+        f'{outage.status} (`/readyz` {outage.readyz}): "{error}"; answering again {back} after the model '
+        "server was back, no service restart",
+    ]
 
 
 # ------------------------------------------------------------------------------------ main

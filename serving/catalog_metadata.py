@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from trainer import features
@@ -21,7 +22,6 @@ from trainer import features
 logger = logging.getLogger(__name__)
 
 CATALOG_FILE = os.path.join(features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA_FILE)
-IS_NEW = features.IS_NEW  # kept under this name for serving.service and serving.service_client
 
 
 @dataclass(frozen=True)
@@ -34,21 +34,27 @@ UNKNOWN = ItemInfo()
 
 
 class CatalogMetadata:
-    """item id → ItemInfo per model version, each version's file read once (thread-safe)."""
+    """item id → ItemInfo per model version, each version's file read once, the `keep_versions` most recently
+    used kept (a rollback to an older version evicts whichever was used least recently, never the one asked
+    for); thread-safe."""
 
     def __init__(self, model_base_path: str, keep_versions: int = 2):
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         self.model_base_path = model_base_path
         self._keep = keep_versions
-        self._versions: dict[int, dict[str, ItemInfo]] = {}
+        self._versions: OrderedDict[int, dict[str, ItemInfo]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     def items(self, version: int) -> dict[str, ItemInfo]:
         with self._lock:
-            if version not in self._versions:
-                self._versions[version] = self._load(version)
-                for old in sorted(self._versions)[: -self._keep]:
-                    del self._versions[old]
-            return self._versions[version]
+            items = self._versions.get(version)
+            if items is None:
+                items = self._versions[version] = self._load(version)
+            self._versions.move_to_end(version)
+            while len(self._versions) > self._keep:
+                self._versions.popitem(last=False)
+            return items
 
     def lookup(self, version: int, item_id: str) -> ItemInfo:
         return self.items(version).get(item_id, UNKNOWN)

@@ -14,6 +14,9 @@ from trainer import features
 GRPC_PORT = 8500  # TF Serving's --port
 REST_PORT = 8501  # TF Serving's --rest_api_port
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GRPC_TARGET = f"{DEFAULT_HOST}:{GRPC_PORT}"  # the clients' and the service's model server
+DEFAULT_REST_URL = f"http://{DEFAULT_HOST}:{REST_PORT}"
+DEFAULT_TIMEOUT_S = 5.0  # a client's wait for one answer of the model server (REST, gRPC, the service's)
 # The served model's name: the pipeline pushes to <run>/serving/MODEL_NAME/<version>/.
 MODEL_NAME = "tailtower"
 MAX_PORT = 65535

@@ -1,4 +1,7 @@
-"""The service's logs: one schema module, writer and readers (pipeline, report and live metrics read here).
+"""The service's logs: one schema module, its writer and its readers.
+
+Today the service writes here and forget-user and the tests read; the pipeline's training from these logs, the
+report and live metrics (issue 12) are planned to read through `read_table` / `read_records`.
 
 Two record kinds, schema version SCHEMA_VERSION (every record carries it in `schema_version`; the Parquet
 files also in their metadata under `tailtower.log_schema_version`):
@@ -16,18 +19,26 @@ files also in their metadata under `tailtower.log_schema_version`):
 Layout under `logs_dir`: `<kind>/span=<int>/part-<id>.parquet` (closed spans: complete files only) and
 `<kind>/.journal/<span>-<id>.jsonl` (the open span). A span is an integer: by default the UTC hour
 YYYYMMDDHH of the write; with `span=` given, spans are explicit and change only on `rotate()` (simulations).
+A closed span never gets another record (a reader may have read it): a log starts in the latest of its span
+(given, or the hour), the span after the highest closed one and the span of an open journal, so after the
+clock went back or `rotate()` ran ahead of the hour a restart continues in a later span (its id is then a
+label later than the hour). An explicit `span=` that is closed is a ValueError.
 
-Durability: `submit()` queues a batch; one writer thread appends it to the span's journal as ONE JSON line
-(so a batch is all-or-nothing: a torn last line is ignored) and `os.fsync`s before the batch's future is
-resolved. Group commit: the writer takes every batch queued while the previous fsync ran (and, with
-`linger_s` > 0, waits that long for more) and pays one fsync per journal for the group. Cost: an append
+Durability: `submit()` encodes a batch as ONE JSON line on the caller's thread (a batch that cannot be encoded
+is a ValueError there, alone) and queues it; one writer thread appends the line to the span's journal and
+`os.fsync`s before the batch's future is resolved. A failed write or fsync cuts the journal back to its size
+before the write and fails only the batches it held, so a batch is all-or-nothing: a torn last line (a crash
+mid-write) is cut, and a corrupt line inside a journal (never expected) is skipped with a warning.
+Group commit: the writer takes every batch queued while the previous fsync ran (and, with `linger_s` > 0,
+waits that long for more) and pays one fsync per journal for the group. Cost: an append
 waits for at most the fsync in progress plus its own group's (~0.1–10 ms by disk), and concurrent appends
 share it. More than `max_pending` queued records → `LogFull` (the service answers 503), never a drop.
 
 Closing a span (`rotate()`, the hour changing, or at start for a journal of an older span left by a crash)
-writes its journal as one Parquet file under `<kind>/.tmp/`, fsyncs it, renames it into `span=<n>/` and only
-then deletes the journal. The file name comes from the journal's id, so a crash between the rename and the
-delete closes the journal again onto the same name: no duplicates.
+writes its journal as one Parquet file under `<kind>/.tmp/`, fsyncs it, renames it into `span=<n>/` (a new
+folder is fsync'd into its parent too) and only then deletes the journal. The file name comes from the
+journal's id, so a crash between the rename and the delete closes the journal again onto the same name: no
+duplicates.
 
 One writer per folder: an EventLog holds an exclusive lock on `logs_dir/.lock` (flock: released when it
 closes or its process dies, SIGKILL included). `forget()` (make forget-user) takes the same lock, so it
@@ -38,6 +49,7 @@ it runs. It rewrites each file holding the pseudonym the way spans are closed: a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -48,7 +60,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -56,6 +68,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
+from serving.service_config import ServiceConfig
 from trainer import features
 
 logger = logging.getLogger(__name__)
@@ -133,8 +146,10 @@ def check_record(kind: str, record: Mapping) -> dict:
 @dataclass
 class _Batch:
     kind: str
-    records: list[dict]
+    count: int
+    line: bytes  # the journal line: the records as one JSON list
     future: Future = field(default_factory=Future)
+    settled: bool = False
 
 
 class LogMetrics:
@@ -157,7 +172,7 @@ class EventLog:
         self,
         logs_dir: str,
         span: int | None = None,
-        max_pending: int = 10_000,
+        max_pending: int = ServiceConfig.max_pending_records,
         linger_s: float = 0.0,
         registry: CollectorRegistry | None = None,
         clock=time.time,
@@ -166,7 +181,6 @@ class EventLog:
         self._lock_fd = lock_logs(logs_dir)
         self._explicit = span is not None
         self._clock = clock
-        self._span = span if span is not None else hour_span(clock())
         self._max_pending = max_pending
         self._linger_s = linger_s
         self._metrics = LogMetrics(registry)
@@ -177,7 +191,8 @@ class EventLog:
         try:
             for kind in KINDS:
                 for sub in (JOURNAL_DIR, TMP_DIR):
-                    os.makedirs(os.path.join(logs_dir, kind, sub), exist_ok=True)
+                    _make_dirs(os.path.join(logs_dir, kind, sub))
+            self._span = _first_span(logs_dir, span, hour_span(clock()))
             self._recover()
         except BaseException:
             os.close(self._lock_fd)
@@ -191,15 +206,17 @@ class EventLog:
 
     # ------------------------------------------------------------------------------------ public API
     def submit(self, kind: str, records: Iterable[Mapping]) -> Future:
-        """Queues `records` as one batch (validated first: ValueError, nothing queued). LogFull when the
-        queue already holds `max_pending` records."""
+        """Queues `records` as one batch (validated and encoded first: ValueError, nothing queued). LogFull
+        when the queue already holds `max_pending` records. The future may be cancelled: the batch is still
+        written."""
         checked = [check_record(kind, record) for record in records]
+        line = _journal_line(kind, checked)
         with self._lock:
             if self._pending + len(checked) > self._max_pending:
                 self._metrics.records.labels(kind, "rejected").inc(len(checked))
                 raise LogFull(f"{self._pending} log records pending (max {self._max_pending}): retry later")
             self._pending += len(checked)
-        batch = _Batch(kind, checked)
+        batch = _Batch(kind, len(checked), line)
         self._queue.put(batch)
         return batch.future
 
@@ -241,8 +258,19 @@ class EventLog:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if self._commit(group):
-                return
+            try:
+                if self._commit(group):
+                    return
+            except Exception as e:  # noqa: BLE001  a bug must not stop the writer: every later write would hang
+                logger.exception("log writer failed")
+                self._fail_group(group, e)
+
+    def _fail_group(self, group: list, error: Exception) -> None:
+        for item in group:
+            if isinstance(item, _Batch):
+                self._settle(item, error)
+            else:
+                _resolve(item[1], error=error)
 
     def _commit(self, group: list) -> bool:
         """Writes the batches up to each control command, one fsync per journal; runs the commands in order.
@@ -257,46 +285,61 @@ class EventLog:
             (name, argument), future = item
             try:
                 if name == "rotate":
-                    future.set_result(self._rotate(argument))
+                    _resolve(future, self._rotate(argument))
                 elif name == "flush":
-                    future.set_result(None)
+                    _resolve(future, None)
                 else:
                     self._close_journal_files()
-                    future.set_result(None)
+                    _resolve(future, None)
                     return True
             except Exception as e:  # noqa: BLE001  the caller gets it
-                future.set_exception(e)
+                _resolve(future, error=e)
         self._write(batches)
         return False
 
     def _write(self, batches: list[_Batch]) -> None:
+        """Appends each batch, then one fsync per journal; an error fails only the batches it touched."""
         if not batches:
             return
         try:
             if not self._explicit and (now := hour_span(self._clock())) > self._span:
                 self._rotate(now)
-            touched = set()
+        except Exception as e:  # noqa: BLE001  no journal to write to: the group fails
+            logger.exception("log rotation failed")
             for batch in batches:
-                fd = self._journal_fd(batch.kind)
-                os.write(fd, _journal_line(batch.records))
-                touched.add(fd)
-            for fd in touched:
-                os.fsync(fd)
-        except Exception as e:  # noqa: BLE001  a failed write fails every batch of the group
-            logger.exception("log write failed")
-            self._settle(batches, e)
+                self._settle(batch, e)
             return
-        self._settle(batches, None)
-
-    def _settle(self, batches: list[_Batch], error: Exception | None) -> None:
-        with self._lock:
-            self._pending -= sum(len(b.records) for b in batches)
+        written: dict[int, tuple[int, list[_Batch]]] = {}  # fd → (size before the group, its batches)
         for batch in batches:
-            if error is None:
-                self._metrics.records.labels(batch.kind, "written").inc(len(batch.records))
-                batch.future.set_result(len(batch.records))
-            else:
-                batch.future.set_exception(error)
+            try:
+                fd = self._journal_fd(batch.kind)
+                size = os.fstat(fd).st_size
+                _write_all(fd, batch.line, size)
+            except Exception as e:  # noqa: BLE001  this batch alone fails
+                logger.exception("log write failed")
+                self._settle(batch, e)
+                continue
+            written.setdefault(fd, (size, []))[1].append(batch)
+        for fd, (size, done) in written.items():
+            try:
+                os.fsync(fd)
+                error = None
+            except Exception as e:  # noqa: BLE001  not durable: cut back, the batches fail
+                logger.exception("log fsync failed")
+                _truncate(fd, size)
+                error = e
+            for batch in done:
+                self._settle(batch, error)
+
+    def _settle(self, batch: _Batch, error: Exception | None) -> None:
+        if batch.settled:
+            return
+        batch.settled = True
+        with self._lock:
+            self._pending -= batch.count
+        if error is None:
+            self._metrics.records.labels(batch.kind, "written").inc(batch.count)
+        _resolve(batch.future, batch.count, error)
 
     def _journal_fd(self, kind: str) -> int:
         current = self._journals.get(kind)
@@ -325,7 +368,8 @@ class EventLog:
         self._journals.clear()
 
     def _recover(self) -> None:
-        """At start: journals of older spans are closed; one of the open span is reused (torn tail cut)."""
+        """At start: journals of older spans are closed; one of the open span is reused (torn tail cut).
+        (`_first_span` makes the open span the latest: no journal is of a later one.)"""
         for kind in KINDS:
             for tmp in glob.glob(os.path.join(self.logs_dir, kind, TMP_DIR, "*")):
                 os.remove(tmp)  # never renamed: its journal is still there
@@ -339,9 +383,56 @@ class EventLog:
                     self._journals[kind] = (span, path, fd)
 
 
+def _resolve(future: Future, result=None, error: Exception | None = None) -> None:
+    """Resolves `future` unless it is already resolved or its waiter cancelled it (aiohttp cancels handlers at
+    shutdown; asyncio.wrap_future passes that on)."""
+    if future.done():
+        return
+    with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _first_span(logs_dir: str, span: int | None, hour: int) -> int:
+    """The span a log starts in: never a closed one (see the module docstring)."""
+    closed = max((s for kind in KINDS for s in spans(logs_dir, kind)), default=None)
+    open_spans = [_journal_span(path) for kind in KINDS for path in _journals(logs_dir, kind)]
+    if span is not None:
+        if closed is not None and span <= closed:
+            raise ValueError(f"span {span} is closed (closed spans up to {closed}): start in a later one")
+        return max([span, *open_spans])
+    return max([hour, *open_spans, *([closed + 1] if closed is not None else [])])
+
+
 # ------------------------------------------------------------------------------------ files
-def _journal_line(records: list[dict]) -> bytes:
-    return (json.dumps(records, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode()
+def _journal_line(kind: str, records: list[dict]) -> bytes:
+    """The batch as one JSON line; ValueError naming the kind when it cannot be (NaN, a lone surrogate)."""
+    try:
+        text = json.dumps(records, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return (text + "\n").encode()
+    except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
+        detail = e.reason if isinstance(e, UnicodeError) else str(e)  # the reason, not the text
+        raise ValueError(f"{kind} batch cannot be logged: {type(e).__name__}: {detail}") from None
+
+
+def _write_all(fd: int, data: bytes, size: int) -> None:
+    """Appends all of `data` (os.write may write less); on an error cuts the file back to `size`."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        _truncate(fd, size)
+        raise
+
+
+def _truncate(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        logger.exception("could not cut a journal back after a failed write: readers skip the torn line")
 
 
 def _journals(logs_dir: str, kind: str) -> list[str]:
@@ -353,14 +444,28 @@ def _journal_span(path: str) -> int:
 
 
 def _read_journal(path: str) -> list[dict]:
-    """Every complete batch; a torn last line (a crash mid-write, never acknowledged) is skipped."""
+    """Every complete batch; a torn last line (a crash mid-write, never acknowledged) and a corrupt line (a
+    failed write that could not be cut back) are skipped."""
     records = []
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
                 break
-            records.extend(json.loads(line))
+            batch = _parse_line(line, path, number)
+            records.extend(batch or [])
     return records
+
+
+def _parse_line(line: bytes, path: str, number: int) -> list[dict] | None:
+    """The batch of a journal line; None (and a warning) for a corrupt one."""
+    try:
+        batch = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        batch = None
+    if not isinstance(batch, list) or not all(isinstance(record, dict) for record in batch):
+        logger.warning("skipped corrupt line %d of %s", number, path)
+        return None
+    return batch
 
 
 def _cut_torn_tail(path: str) -> None:
@@ -382,7 +487,7 @@ def _close_span(logs_dir: str, kind: str, journal: str) -> None:
     if records and not os.path.exists(final):
         tmp = os.path.join(logs_dir, kind, TMP_DIR, name)
         pq.write_table(pa.Table.from_pylist(records, schema=SCHEMAS[kind]), tmp)
-        os.makedirs(span_dir, exist_ok=True)
+        _make_dirs(span_dir)  # its entry in <kind>/ is durable before the journal goes
         _publish(tmp, final)
     os.remove(journal)
     _fsync_dir(os.path.dirname(journal))
@@ -398,6 +503,18 @@ def _publish(tmp: str, final: str) -> None:
     _fsync_dir(os.path.dirname(final))
 
 
+def _make_dirs(path: str) -> None:
+    """os.makedirs, each folder it creates fsync'd into its parent so that its entry survives a crash."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        os.makedirs(folder, exist_ok=True)
+        _fsync_dir(os.path.dirname(folder))
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -409,7 +526,7 @@ def _fsync_dir(path: str) -> None:
 def lock_logs(logs_dir: str) -> int:
     """Takes the folder's exclusive lock (one EventLog, or forget()); returns its descriptor, whose close
     releases it. LogLocked when another holder has it."""
-    os.makedirs(logs_dir, exist_ok=True)
+    _make_dirs(logs_dir)
     path = os.path.join(logs_dir, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -445,7 +562,7 @@ def forget(logs_dir: str, pseudonym: str) -> list[Removal]:
     try:
         removals = []
         for kind in KINDS:
-            os.makedirs(os.path.join(logs_dir, kind, TMP_DIR), exist_ok=True)
+            _make_dirs(os.path.join(logs_dir, kind, TMP_DIR))
             closed = [
                 (span, False, path)
                 for span in spans(logs_dir, kind)
@@ -482,22 +599,28 @@ def _forget_in_parquet(kind: str, path: str, pseudonym: str) -> int:
 
 
 def _forget_in_journal(path: str, pseudonym: str) -> int:
-    """Batches without the user keep their bytes; a torn last line (never acknowledged) goes if it names
-    the user."""
+    """Batches without the user keep their bytes; a torn last line (never acknowledged) or a corrupt line
+    goes if it names the user."""
     with open(path, "rb") as f:
         lines = f.readlines()
     kept, removed, torn = [], 0, False
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if not line.endswith(b"\n"):
-            torn = pseudonym.encode() in line
+            torn = torn or pseudonym.encode() in line
             break
-        batch = json.loads(line)
+        batch = _parse_line(line, path, number)
+        if batch is None:  # corrupt: kept unless it may name the user
+            if pseudonym.encode() in line:
+                torn = True
+            else:
+                kept.append(line)
+            continue
         others = [record for record in batch if record[USER_PSEUDONYM] != pseudonym]
         removed += len(batch) - len(others)
         if len(others) == len(batch):
             kept.append(line)
         elif others:
-            kept.append(_journal_line(others))
+            kept.append(_journal_line("journal", others))
     if removed or torn:
         tmp = _tmp_path(path)
         with open(tmp, "wb") as f:

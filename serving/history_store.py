@@ -8,7 +8,8 @@
 `HistoryStore` is the interface the service uses, with two backends under the same tests:
 `SqliteHistoryStore`, embedded (the default), and `RedisHistoryStore`, the production option (a list per
 pseudonym). `open_history_store(config)` opens the one a ServiceConfig names. A backend that cannot be
-reached raises `HistoryUnavailable`; the service then answers from the request-carried history alone.
+reached or fails (Redis down, an SQLite file locked, unreadable or on a full disk) raises
+`HistoryUnavailable`; the service then answers from the request-carried history alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ REDIS_TIMEOUT_S = 1.0  # connect and reply timeouts (a URL's ?socket_timeout=…
 
 
 class HistoryUnavailable(RuntimeError):
-    """The backend cannot be reached (Redis down, timed out); the message says why."""
+    """The backend cannot be reached or failed (Redis down or timed out, an SQLite error); the message
+    says why."""
 
 
 class HistoryStore(Protocol):
@@ -76,25 +78,34 @@ class SqliteHistoryStore:
 
     def __init__(self, path: str, max_length: int, ttl_s: float, clock=time.time):
         _check_settings(max_length, ttl_s)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
         self.max_length = max_length
         self.ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        # Forgotten users leave no bytes behind (off in some SQLite builds, e.g. the one TensorFlow bundles).
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " user TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS history_user_seq ON history (user, seq)")
+        with self._unavailable_on_error():
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            # Deleted rows are zeroed, so a forgotten user leaves no bytes in the file (see `forget`).
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " user TEXT NOT NULL, item_id TEXT NOT NULL, ts REAL NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS history_user_seq ON history (user, seq)")
+
+    @contextlib.contextmanager
+    def _unavailable_on_error(self):
+        try:
+            yield
+        except (sqlite3.Error, OSError) as e:
+            raise HistoryUnavailable(f"sqlite {self.path}: {type(e).__name__}: {e}") from e
 
     def append(self, user: str, item_ids: Sequence[str], ts: float | None = None) -> None:
         ts = self._clock() if ts is None else ts
-        with self._lock, self._db:  # one transaction: the items and the trim
+        with self._lock, self._unavailable_on_error(), self._db:  # one transaction: the items and the trim
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO history (user, item_id, ts) VALUES (?, ?, ?)", [(user, i, ts) for i in item_ids]
@@ -106,7 +117,7 @@ class SqliteHistoryStore:
             )
 
     def recent(self, user: str, n: int) -> list[str]:
-        with self._lock:
+        with self._lock, self._unavailable_on_error():
             rows = self._db.execute(
                 "SELECT item_id FROM history WHERE user = ? AND ts >= ? ORDER BY seq DESC LIMIT ?",
                 (user, self._clock() - self.ttl_s, min(n, self.max_length)),
@@ -115,18 +126,26 @@ class SqliteHistoryStore:
 
     def stored(self, user: str) -> list[str]:
         """Every item kept for the user, expired or not (what a purge must have removed)."""
-        with self._lock:
+        with self._lock, self._unavailable_on_error():
             rows = self._db.execute("SELECT item_id FROM history WHERE user = ? ORDER BY seq", (user,))
             return [item for (item,) in rows.fetchall()]
 
     def forget(self, user: str) -> int:
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            return self._db.execute("DELETE FROM history WHERE user = ?", (user,)).rowcount
+        """secure_delete zeroes the rows, but in WAL mode older copies of their pages stay in the -wal file
+        (and in the main file until a checkpoint): the TRUNCATE checkpoint writes the zeroed pages back and
+        empties the -wal, so no byte of the user is left in either file."""
+        with self._lock, self._unavailable_on_error():
+            with self._db:
+                self._db.execute("BEGIN")
+                count = self._db.execute("DELETE FROM history WHERE user = ?", (user,)).rowcount
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:  # another process has the file open for reading: its old pages may still be there
+                raise HistoryUnavailable(f"sqlite {self.path}: the checkpoint after forget was blocked")
+            return count
 
     def ping(self) -> None:
-        with self._lock:
-            self._db.execute("SELECT 1")
+        with self._lock, self._unavailable_on_error():
+            self._db.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:

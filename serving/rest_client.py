@@ -18,11 +18,10 @@ from collections.abc import Sequence
 import urllib3
 
 from serving.client_error import ServingClientError
-from serving.config import MODEL_NAME
+from serving.config import DEFAULT_REST_URL, DEFAULT_TIMEOUT_S, MODEL_NAME
 from serving.recommend_request import Knob, Recommendations, recommend_inputs
 from trainer import features
 
-DEFAULT_URL = "http://127.0.0.1:8501"
 _JSON = {"Content-Type": "application/json"}
 _MAX_KEPT = 8
 
@@ -30,7 +29,9 @@ _MAX_KEPT = 8
 class RestClient:
     """Keep-alive connections: one per thread calling at the same time, up to `_MAX_KEPT`."""
 
-    def __init__(self, url: str = DEFAULT_URL, model: str = MODEL_NAME, timeout_s: float = 5.0):
+    def __init__(
+        self, url: str = DEFAULT_REST_URL, model: str = MODEL_NAME, timeout_s: float = DEFAULT_TIMEOUT_S
+    ):
         self.url = url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s

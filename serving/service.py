@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -36,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from serving import service_api
-from serving.catalog_metadata import IS_NEW, CatalogMetadata
+from serving.catalog_metadata import CatalogMetadata
 from serving.client_error import ServingClientError
 from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
 from serving.history_store import HistoryUnavailable, open_history_store
@@ -76,7 +77,7 @@ class ServiceMetrics:
         )
         self.history_fallbacks = Counter(
             "tailtower_service_history_fallbacks",
-            "History reads answered from the request alone and appends dropped: the store was down.",
+            "History reads from the request alone and appends dropped: the store was down or failed.",
             ["operation"],
             registry=registry,
         )
@@ -200,17 +201,20 @@ class RecommendationService:
         self.metrics.history_ready.set(1)
         return True
 
-    def _history_down(self, error: HistoryUnavailable) -> None:
+    def _history_down(self, error: Exception) -> None:
+        """Marks the store down until the probe's next ping answers. Only a HistoryUnavailable's message is
+        shown: another exception's may hold a pseudonym or an item id."""
+        reason = str(error) if isinstance(error, HistoryUnavailable) else f"unexpected {type(error).__name__}"
         if self.history_error is None:
-            logger.warning("history store down, answering from request-carried history: %s", error)
-        self.history_error = str(error)
+            logger.warning("history store down, answering from request-carried history: %s", reason)
+        self.history_error = reason
         self.metrics.history_ready.set(0)
 
     def _stored_history(self, user: str) -> list[str]:
         if self.history_error is None:
             try:
                 return self.history.recent(user, self.config.history_length)
-            except HistoryUnavailable as e:
+            except Exception as e:  # noqa: BLE001  best effort: the request's history still answers
                 self._history_down(e)
         self.metrics.history_fallbacks.labels("recent").inc()
         return []
@@ -283,8 +287,12 @@ class RecommendationService:
                 raise ApiError(f"not ready: {self.not_ready_reason}", 503) from e
             status = 400 if e.status == "INVALID_ARGUMENT" else 502
             raise ApiError(f"model rejected the request: {e.message}", status) from e
+        except ValueError as e:  # a knob its input's dtype cannot hold ("high" for a float); ids are strings
+            raise ApiError(f"knobs: {e}") from None
         version = result.version or probed_version
         rows = result.rows(0)
+        if not all(math.isfinite(row[features.SCORES]) for row in rows):
+            raise ApiError("the model answered a non-finite score: nothing served or logged", 502)
         infos = [self.catalog.lookup(version, row[features.ITEM_IDS]) for row in rows]
         items = [
             {
@@ -292,7 +300,7 @@ class RecommendationService:
                 features.TITLE: info.title,
                 features.SCORE: float(row[features.SCORES]),
                 features.IS_TAIL: bool(row[features.IS_TAIL]),
-                IS_NEW: info.is_new,
+                features.IS_NEW: info.is_new,
             }
             for row, info in zip(rows, infos, strict=True)
         ]
@@ -314,7 +322,15 @@ class RecommendationService:
             }
             for event in batch
         ]
-        await asyncio.wrap_future(self.log.submit(EVENTS, records))  # durable before the 200
+        wait_s = self.config.log_wait_s
+        try:  # durable before the 200
+            await asyncio.wait_for(asyncio.wrap_future(self.log.submit(EVENTS, records)), wait_s)
+        except TimeoutError:
+            raise ApiError(
+                f"the event log did not confirm the batch within {wait_s:g} s: it may or may not be "
+                "durable (a retry may log it twice)",
+                503,
+            ) from None
         await self._run(self._extend_histories, records)  # best effort: the log is the record
         return _json({"accepted": len(records)})
 
@@ -328,7 +344,7 @@ class RecommendationService:
                 try:
                     self.history.append(user, items)
                     continue
-                except HistoryUnavailable as e:
+                except Exception as e:  # noqa: BLE001  the events are durable: their answer is a 200
                     self._history_down(e)
             self.metrics.history_fallbacks.labels("append").inc()
 
@@ -350,7 +366,7 @@ def _served_record(request_id, user, version, ask, knobs, history, items, config
         "positions": list(range(len(items))),
         features.SCORES: [item[features.SCORE] for item in items],
         features.IS_TAIL: [item[features.IS_TAIL] for item in items],
-        IS_NEW: [item[IS_NEW] for item in items],
+        features.IS_NEW: [item[features.IS_NEW] for item in items],
     }
 
 

@@ -6,7 +6,8 @@
                                "type": "impression" | "click" | "add_to_cart" | "purchase", "ts": number?}]}
 
 Every error is an `ApiError` whose message names the field (`events[2].type`), and for unknown fields lists
-the known ones.
+the known ones. Strings must be valid Unicode: a lone surrogate (JSON "\\ud800") can be neither logged nor
+sent to the model, so it is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -81,11 +82,17 @@ def recommendation_request(doc: Mapping, config: ServiceConfig) -> Recommendatio
     history = doc.get(features.HISTORY, [])
     if not isinstance(history, list) or not all(isinstance(i, str) and i for i in history):
         raise ApiError("history: must be a list of non-empty item id strings")
+    for i, item in enumerate(history):
+        _check_unicode(item, f"history[{i}]")
     if len(history) > config.max_history:
         raise ApiError(f"history: at most {config.max_history} items, got {len(history)}")
     knobs = doc.get(KNOBS, {})
     if not isinstance(knobs, dict) or not all(_is_knob_value(v) for v in knobs.values()):
         raise ApiError("knobs: must be an object of numbers or strings")
+    for name, value in knobs.items():
+        _check_unicode(name, "knobs")
+        if isinstance(value, str):
+            _check_unicode(value, f"knobs.{name}")
     return RecommendationRequest(
         user_id=_string(doc, features.USER_ID, ""),
         k=k,
@@ -138,7 +145,16 @@ def _string(
         raise ApiError(f"{where}{name}: required")
     if not isinstance(value, str) or not (value or allow_empty):
         raise ApiError(f"{where}{name}: must be a non-empty string, got {value!r}")
+    _check_unicode(value, f"{where}{name}")
     return value
+
+
+def _check_unicode(value: str, name: str) -> None:
+    """ApiError naming the field for a string UTF-8 cannot encode (not echoing it: it may be a user id)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(f"{name}: must be valid Unicode text (it holds a lone surrogate)") from None
 
 
 def _is_number(value: object) -> bool:

@@ -14,7 +14,6 @@ import sys
 import requests
 
 from serving import service_api as api
-from serving.catalog_metadata import IS_NEW
 from serving.client import parse_knob
 from serving.config import DEFAULT_HOST
 from serving.service_config import SERVICE_PORT
@@ -35,7 +34,7 @@ def format_list(user: str, answer: dict) -> str:
     for rank, item in enumerate(answer["items"], 1):
         lines.append(
             f"{rank:>4}  {item[features.ITEM_ID]:>12}  {item[features.SCORE]:>9.4f}  "
-            f"{int(item[features.IS_TAIL]):>4}  {int(item[IS_NEW]):>3}  {item[features.TITLE]}"
+            f"{int(item[features.IS_TAIL]):>4}  {int(item[features.IS_NEW]):>3}  {item[features.TITLE]}"
         )
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import typing
 import urllib.parse
 from dataclasses import dataclass
 
-from serving.config import DEFAULT_HOST, DEFAULT_OUTPUT, GRPC_PORT, MODEL_NAME
+from serving.config import DEFAULT_GRPC_TARGET, DEFAULT_HOST, DEFAULT_OUTPUT, DEFAULT_TIMEOUT_S, MODEL_NAME
 from trainer import features
 
 SERVICE_PORT = 8080
@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 class ServiceConfig:
     host: str = DEFAULT_HOST
     port: int = SERVICE_PORT  # 0 picks a free port (tests)
-    model_endpoint: str = f"{DEFAULT_HOST}:{GRPC_PORT}"  # TF Serving's gRPC API (host:port)
+    model_endpoint: str = DEFAULT_GRPC_TARGET  # TF Serving's gRPC API (host:port)
     model_name: str = MODEL_NAME
     # where the versions' assets.extra/ catalog metadata is read; "" = <output>/serving/<model_name>
     model_base_path: str = ""
@@ -48,17 +48,18 @@ class ServiceConfig:
     history_ttl_s: float = 30 * 86400.0
     history_backend: str = SQLITE  # sqlite: <output>/service/history.sqlite3; redis: at redis_url
     redis_url: str = "redis://127.0.0.1:6379/0"  # redis[s]://[user:password@]host:port/db or unix:///path
-    model_timeout_s: float = 5.0
+    model_timeout_s: float = DEFAULT_TIMEOUT_S
     ready_poll_s: float = 0.5
     max_pending_records: int = 10_000  # log queue bound (503 beyond)
     log_linger_s: float = 0.0  # group commit: extra wait for more appends before an fsync
+    log_wait_s: float = 30.0  # an events batch not confirmed durable by then answers 503, never 200
     workers: int = 16  # threads for model calls, history and log waits (they mostly block)
 
     def __post_init__(self):
         for name in ("max_body_bytes", "max_k", "max_events", "history_length", "max_pending_records"):
             _check(name, getattr(self, name) >= 1, "must be >= 1")
         _check("workers", self.workers >= 1, "must be >= 1")
-        for name in ("history_ttl_s", "model_timeout_s", "ready_poll_s"):
+        for name in ("history_ttl_s", "model_timeout_s", "ready_poll_s", "log_wait_s"):
             _check(name, getattr(self, name) > 0, "must be > 0")
         _check("max_history", self.max_history >= 0, "must be >= 0")
         _check("log_linger_s", self.log_linger_s >= 0, "must be >= 0")

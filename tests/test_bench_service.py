@@ -68,32 +68,46 @@ def test_every_step_runs_and_every_acknowledged_event_survives_the_sigkill(tmp_p
     ]
     assert (len(report.events.latencies_s), report.events.errors) == (3, 0)
     crash = report.crash
-    assert crash.acknowledged <= crash.found <= crash.sent
-    assert len(crash.acknowledged) >= SETTINGS.kill_after_batches * SETTINGS.batch_size
-    assert len(crash.acknowledged) % SETTINGS.batch_size == len(crash.sent) % SETTINGS.batch_size == 0
+    assert crash.acknowledged <= crash.found <= crash.sent  # found: every crash-step id in the logs
     assert crash.missing == frozenset()
+    assert crash.logged_records == len(crash.found)  # none logged twice by the restart's recovery
+    assert len(crash.acknowledged) >= SETTINGS.kill_after_batches * SETTINGS.batch_size
+    # Every batch sent was either acknowledged whole or counted failed; the kill cut at least one short.
+    assert len(crash.sent - crash.acknowledged) == crash.failed_batches * SETTINGS.batch_size
+    assert len(crash.sent) % SETTINGS.batch_size == 0
+    assert crash.in_flight_at_kill >= 1
     outage = report.outage
     assert (outage.status, outage.readyz) == (503, 503)
     assert outage.error.startswith("not ready: model server: UNAVAILABLE: ")
     assert outage.recovered_s is not None
 
     lines = bench_service.table(report, SETTINGS)
-    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| target")]
-    assert [row.split(" | ")[:3] for row in rows[:6]] == [
-        [f"| {target}", str(concurrency), "4"] for concurrency in (1, 8, 32) for target in (DIRECT, SERVICE)
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] if line else [] for line in lines]
+    assert len(lines) == 21
+    assert [lines[i] for i in (1, 10, 12, 16)] == [""] * 4
+    assert cells[2] == [
+        *("target", "concurrency", "ok", "p50 ms", "p99 ms", "p99 / direct p99", "req/s", "errors")
     ]
-    assert rows[6].startswith("| events (durable")  # the events table's header
-    assert rows[7].startswith("| sustained | 3 x 5 | 2 | 3 | ") and rows[7].endswith(" | 0 |")
-    assert rows[9] == (
-        f"| service SIGKILLed while events were sent, restarted | sent {len(crash.sent)} / acknowledged "
-        f"{len(crash.acknowledged)} / found in the logs {len(crash.found)} / acknowledged but missing 0: "
-        "ok: every acknowledged event is in the logs |"
-    )
-    assert rows[10].startswith('| model server killed, then restarted | 503 (`/readyz` 503): "not ready: ')
-    assert len(rows) == 11  # 6 latency rows, events header + row, fault header + 2 rows
-    assert any(
-        line.startswith("Target at concurrency 1: service p99 <= 1.5 x direct p99: ") for line in lines
-    )
+    assert [cell[:3] for cell in cells[4:10]] == [
+        [target, str(concurrency), "4"] for concurrency in (1, 8, 32) for target in (DIRECT, SERVICE)
+    ]
+    assert [cell[7] for cell in cells[4:10]] == ["0"] * 6
+    assert lines[11].startswith("Target at concurrency 1: service p99 <= 1.5 x direct p99: ")
+    assert cells[13] == [
+        "events (durable: fsync'd before the 200)",
+        *("batches x events", "concurrency", "ok batches", "p50 ms", "p99 ms", "events/s", "errors"),
+    ]
+    assert cells[15][:4] + cells[15][7:] == ["sustained", "3 x 5", "2", "3", "0"]
+    assert cells[17] == ["fault", "result"]
+    assert cells[19] == [
+        "service SIGKILLed while events were sent, restarted",
+        f"{crash.in_flight_at_kill} batches in flight at the kill, {crash.failed_batches} failed; events "
+        f"sent {len(crash.sent)} / acknowledged {len(crash.acknowledged)} / found in the logs "
+        f"{len(crash.found)} / acknowledged but missing 0: ok: every acknowledged event is in the logs",
+    ]
+    assert cells[20][0] == "model server killed, then restarted"
+    assert cells[20][1].startswith('503 (`/readyz` 503): "not ready: ')
+    assert [set(lines[i]) for i in (3, 14, 18)] == [{"|", "-"}] * 3  # the header separators
 
 
 def test_without_a_model_it_says_to_run_make_demo_first(tmp_path):

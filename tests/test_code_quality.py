@@ -26,6 +26,10 @@ setup.py, components/, pipeline/, trainer/, evaluation/ and serving/ (not tests/
      (`TrainerConfig.bert` and `Options.bert`): one of them must derive from the other.
    Coincidences are allow-listed in `DEFAULT_ALLOWED` by file and name, with the reason.
 
+3. Endpoints. "<host>:<port>" of serving/config.py's DEFAULT_HOST (or "localhost") and one of its `*_PORT`
+   constants (or service_config.py's) is written in serving/config.py only: a default endpoint elsewhere is
+   built from the constants (`DEFAULT_GRPC_TARGET`). Checked: string literals that are code, as in 1.
+
 The checkers take the source root, so they run unchanged against another checkout:
   python -c "from tests.test_code_quality import *; print(*restated_defaults('/path/to/checkout'), sep='\\n')"
 """
@@ -368,6 +372,47 @@ def restated_defaults(
     return sorted(found)
 
 
+# ------------------------------------------------------------------------------------------ endpoints
+ENDPOINT_FILES = ("serving/config.py", "serving/service_config.py")  # where DEFAULT_HOST and the ports live
+
+
+def default_endpoints(root: pathlib.Path | str) -> dict[str, str]:
+    """Each default "host:port" → the constants it restates (DEFAULT_HOST, ENDPOINT_FILES' `*_PORT` ints)."""
+    constants: dict[str, object] = {}
+    for path in ENDPOINT_FILES:
+        full = pathlib.Path(root) / path
+        if full.is_file():
+            for node in ast.parse(full.read_text(encoding="utf-8")).body:
+                for name, value in _assignments(node):
+                    if isinstance(value, ast.Constant):
+                        constants.setdefault(name, value.value)
+    ports = {name: port for name, port in constants.items() if name.endswith("_PORT") and type(port) is int}
+    hosts = {"DEFAULT_HOST": constants.get("DEFAULT_HOST"), "localhost": "localhost"}
+    return {
+        f"{host}:{port}": f"{host_name}:{port_name}"
+        for host_name, host in hosts.items()
+        if isinstance(host, str)
+        for port_name, port in ports.items()
+    }
+
+
+def endpoint_literals(root: pathlib.Path | str) -> list[Violation]:
+    """String literals (code) containing a default host:port outside serving/config.py."""
+    endpoints = default_endpoints(root)
+    found = []
+    for path, tree in python_files(root):
+        if path == ENDPOINT_FILES[0]:
+            continue
+        skipped = _not_code(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped:
+                for endpoint, names in endpoints.items():
+                    if endpoint in node.value:
+                        message = f"{node.value!r} restates {names}"
+                        found.append(Violation(path, node.lineno, message, endpoint))
+    return sorted(found)
+
+
 # ------------------------------------------------------------------------------------------ tests
 def test_feature_keys_are_written_only_in_features_py():
     found = feature_key_literals(ROOT)
@@ -377,6 +422,31 @@ def test_feature_keys_are_written_only_in_features_py():
 def test_config_defaults_are_written_once():
     found = restated_defaults(ROOT)
     assert not found, "derive these from the config dataclass field:\n" + "\n".join(map(str, found))
+
+
+def test_default_endpoints_are_built_from_the_constants():
+    assert "127.0.0.1:8500" in default_endpoints(ROOT)  # the check sees the real constants
+    found = endpoint_literals(ROOT)
+    assert not found, "build these from serving.config's constants:\n" + "\n".join(map(str, found))
+
+
+def test_the_endpoint_checker_on_a_tiny_project(tmp_path):
+    files = {
+        "serving/config.py": 'DEFAULT_HOST = "127.0.0.1"\nGRPC_PORT = 8500\nTARGET = "127.0.0.1:8500"\n',
+        "serving/service_config.py": "SERVICE_PORT = 8080\n",
+        "serving/client.py": '''"""Docs may show "127.0.0.1:8500"."""
+URL = "http://127.0.0.1:8080/v1"
+TARGET = f"127.0.0.1:{PORT}"
+OTHER = "localhost:8500"
+''',
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+    assert [str(v) for v in endpoint_literals(tmp_path)] == [
+        "serving/client.py:2: 'http://127.0.0.1:8080/v1' restates DEFAULT_HOST:SERVICE_PORT",
+        "serving/client.py:4: 'localhost:8500' restates localhost:GRPC_PORT",
+    ]
 
 
 def test_every_allow_list_entry_is_still_needed():

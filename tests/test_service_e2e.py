@@ -8,7 +8,9 @@ import dataclasses
 import json
 import os
 import socket
+import sqlite3
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import pytest
@@ -234,6 +236,7 @@ RECS, EVENTS_PATH = "/v1/recommendations", "/v1/events"
 KNOWN_REQUEST = "['user_id', 'k', 'history', 'surface', 'knobs']"
 KNOWN_EVENT = "['request_id', 'user_id', 'item_id', 'type', 'ts']"
 TYPES = "['impression', 'click', 'add_to_cart', 'purchase']"
+NOT_UNICODE = "must be valid Unicode text (it holds a lone surrogate)"
 
 
 def erin(item: str = "i1", **changes) -> dict:
@@ -258,6 +261,18 @@ BAD_REQUESTS = {
     "event unknown field": (EVENTS_PATH, {"events": [erin(ip="1.2.3.4")]}, 400,
                             f"events[0].unknown field(s) ['ip']; known: {KNOWN_EVENT}"),
     "too many events": (EVENTS_PATH, {"events": [erin()] * 6}, 413, "events: at most 5 per batch, got 6"),
+    "string for a float knob": (RECS, {"user_id": "u", "knobs": {"boost": "high"}}, 400,
+                                "knobs: input 'boost': 'high' is not a float32"),
+    "lone surrogate user": (RECS, {"user_id": "u\ud800"}, 400, f"user_id: {NOT_UNICODE}"),
+    "lone surrogate surface": (RECS, {"user_id": "u", "surface": "\udfff"}, 400, f"surface: {NOT_UNICODE}"),
+    "lone surrogate history": (RECS, {"user_id": "u", "history": ["i1", "\ud800"]}, 400,
+                               f"history[1]: {NOT_UNICODE}"),
+    "lone surrogate event item": (EVENTS_PATH, {"events": [erin(), erin("\ud800")]}, 400,
+                                  f"events[1].item_id: {NOT_UNICODE}"),
+    "lone surrogate event user": (EVENTS_PATH, {"events": [erin(user_id="\ud800")]}, 400,
+                                  f"events[0].user_id: {NOT_UNICODE}"),
+    "lone surrogate request id": (EVENTS_PATH, {"events": [erin(request_id="\ud800")]}, 400,
+                                  f"events[0].request_id: {NOT_UNICODE}"),
 }  # fmt: skip
 
 
@@ -276,6 +291,61 @@ def test_bad_requests_get_a_clear_4xx_and_write_nothing(stack, case):
         if r["user_pseudonym"] == erin
     ] == []
     assert service.history.recent(erin, 10) == []
+
+
+def test_a_nan_score_is_a_502_for_that_request_alone(stack):
+    response = recommend(stack.url, user_id="jo", knobs={"boost": "nan"})  # the toy's scores: boost - j
+    assert (response.status_code, response.json()) == (
+        502,
+        {"error": "the model answered a non-finite score: nothing served or logged"},
+    )
+    assert ids(recommend(stack.url, user_id="jo", k=1)) == ["#0"]
+    stack.service.log.flush()
+    jo = stack.service.pseudonyms("jo")
+    served = [r for r in read_records(stack.service.config.logs_dir, SERVED, include_open=True)]
+    assert [r["item_ids"] for r in served if r["user_pseudonym"] == jo] == [["#0"]]
+
+
+def test_history_store_errors_after_the_durable_write_never_fail_the_request(stack, monkeypatch):
+    service, url = stack.service, stack.url
+
+    def broken(*args):
+        raise sqlite3.OperationalError("database is locked")
+
+    def fallbacks(operation: str) -> float:
+        labels = {"operation": operation}
+        return service.registry.get_sample_value("tailtower_service_history_fallbacks_total", labels) or 0
+
+    before = {operation: fallbacks(operation) for operation in ("recent", "append")}
+    monkeypatch.setattr(service.history, "append", broken)
+    monkeypatch.setattr(service.history, "recent", broken)
+    click = {"request_id": "r", "user_id": "kim", "item_id": "i4", "type": "click"}
+    assert post_events(url, click).json() == {"accepted": 1}
+    assert ids(recommend(url, user_id="kim", k=1, history=["h3"])) == ["h3#0"]  # request history only
+    assert {operation: fallbacks(operation) - before[operation] for operation in before} == {
+        "recent": 1,
+        "append": 1,
+    }
+    monkeypatch.undo()
+    service.log.flush()
+    kim = service.pseudonyms("kim")
+    events = read_records(service.config.logs_dir, EVENTS, include_open=True)
+    assert [r["item_id"] for r in events if r["user_pseudonym"] == kim] == ["i4"]
+
+
+def test_an_event_batch_not_confirmed_in_time_is_a_503_never_a_200(stack, monkeypatch):
+    never = Future()  # a writer stuck on a hung disk
+    monkeypatch.setattr(stack.service.log, "submit", lambda kind, records: never)
+    monkeypatch.setattr(stack.service, "config", dataclasses.replace(stack.service.config, log_wait_s=0.2))
+    response = post_events(stack.url, {"request_id": "r", "user_id": "lu", "item_id": "i1", "type": "click"})
+    assert (response.status_code, response.json()) == (
+        503,
+        {
+            "error": "the event log did not confirm the batch within 0.2 s: it may or may not be durable "
+            "(a retry may log it twice)"
+        },
+    )
+    assert never.cancelled()  # the writer skips a cancelled future instead of dying on it
 
 
 def test_not_json_and_unknown_paths(stack):

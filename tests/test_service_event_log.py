@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,19 +80,32 @@ def test_bad_records_are_rejected_before_anything_is_queued(log, tmp_path):
 
 
 def test_concurrent_appends_share_one_fsync(tmp_path, monkeypatch):
-    log = EventLog(str(tmp_path), span=1, linger_s=0.5)
+    log = EventLog(str(tmp_path), span=1)
     log.append(EVENTS, [event(0)])  # creates the journal (and fsyncs its folder)
-    calls = []
+    calls, release = [], threading.Event()
     real_fsync = os.fsync
-    monkeypatch.setattr(event_log.os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
-    threads = [threading.Thread(target=log.append, args=(EVENTS, [event(n)])) for n in range(1, 9)]
-    for thread in threads:
+
+    def fsync(fd):  # the first fsync waits until the other 8 appends are queued behind it
+        calls.append(fd)
+        if len(calls) == 1:
+            release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(event_log.os, "fsync", fsync)
+    threads = [threading.Thread(target=log.append, args=(EVENTS, [event(n)])) for n in range(1, 10)]
+    threads[0].start()
+    while not calls:
+        time.sleep(0.001)
+    for thread in threads[1:]:
         thread.start()
+    while log._queue.qsize() < 8:
+        time.sleep(0.001)
+    release.set()
     for thread in threads:
         thread.join()
-    assert len(calls) == 1  # 8 acknowledged appends, one group, one fsync
+    assert len(calls) == 2  # 9 acknowledged appends: the first alone, then 8 in one group, one fsync
     log.close()
-    assert len(read_records(str(tmp_path), EVENTS, include_open=True)) == 9
+    assert len(read_records(str(tmp_path), EVENTS, include_open=True)) == 10
 
 
 def test_a_full_queue_raises_and_counts_instead_of_dropping(tmp_path):
@@ -209,3 +223,116 @@ def test_an_acknowledged_record_survives_sigkill_and_its_old_span_is_closed_on_s
     EventLog(str(tmp_path), span=42).close()  # restart in a later span: the orphaned journal is closed
     assert spans(str(tmp_path), EVENTS) == [41]
     assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS)] == ["i1"]
+
+
+def test_an_unencodable_batch_fails_alone_and_synchronously(log, tmp_path):
+    first = log.submit(EVENTS, [event(1)])
+    with pytest.raises(ValueError, match="events batch cannot be logged: UnicodeEncodeError"):
+        log.submit(EVENTS, [event(2) | {"item_id": "\ud800"}])  # a lone surrogate
+    with pytest.raises(ValueError, match="served batch cannot be logged: ValueError"):
+        log.submit(SERVED, [SERVED_RECORD | {"scores": [float("nan"), 0.5]}])
+    log.append(EVENTS, [event(3)])
+    assert first.result(10) == 1
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i1", "i3"]
+
+
+def short_writes(monkeypatch, fail_at: int | None = None):
+    """os.write in the log writes at most 5 bytes a call; the call number `fail_at` writes them then fails."""
+    real_write, calls = os.write, []
+
+    def write(fd, data):
+        calls.append(fd)
+        written = real_write(fd, bytes(data[:5]))
+        if len(calls) == fail_at:
+            raise OSError(28, "No space left on device")
+        return written
+
+    monkeypatch.setattr(event_log.os, "write", write)
+
+
+def test_short_writes_are_completed(log, tmp_path, monkeypatch):
+    short_writes(monkeypatch)
+    log.append(EVENTS, [event(1)])
+    log.append(EVENTS, [event(2)])
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i1", "i2"]
+
+
+def test_a_failed_write_is_cut_back_and_fails_only_its_batch(log, tmp_path, monkeypatch):
+    log.append(EVENTS, [event(1)])
+    short_writes(monkeypatch, fail_at=3)  # mid-line: 15 bytes of the batch are on disk
+    with pytest.raises(OSError, match="No space left on device"):
+        log.append(EVENTS, [event(2)])
+    monkeypatch.undo()
+    log.append(EVENTS, [event(3)])
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i1", "i3"]
+    assert log.rotate() == 8  # the journal closes into a span
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS)] == ["i1", "i3"]
+
+
+def test_a_corrupt_line_inside_a_journal_is_skipped_and_logged(tmp_path, caplog):
+    log = EventLog(str(tmp_path), span=5)
+    log.append(EVENTS, [event(1)])
+    log.close()
+    (journal,) = glob.glob(str(tmp_path / "events" / ".journal" / "*.jsonl"))
+    with open(journal, "ab") as f:
+        f.write(b'[{"request_id": "r2"\n')  # complete line, not JSON
+    log = EventLog(str(tmp_path), span=5)
+    log.append(EVENTS, [event(3)])
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i1", "i3"]
+    assert "skipped corrupt line 2 of " in caplog.text
+    log.rotate()
+    log.close()
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS)] == ["i1", "i3"]
+
+
+def test_a_cancelled_wait_does_not_stop_the_writer(tmp_path):
+    log = EventLog(str(tmp_path), span=1, linger_s=0.3)
+    abandoned = log.submit(EVENTS, [event(1)])
+    assert abandoned.cancel()  # what asyncio.wrap_future does when aiohttp cancels a handler
+    log.append(EVENTS, [event(2)], timeout_s=10)
+    log.close()
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i1", "i2"]
+
+
+def test_an_unexpected_writer_error_fails_its_group_and_the_writer_goes_on(log, tmp_path, monkeypatch):
+    monkeypatch.setattr(log, "_write", lambda batches: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        log.append(EVENTS, [event(1)], timeout_s=10)
+    monkeypatch.undo()
+    log.append(EVENTS, [event(2)], timeout_s=10)
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, include_open=True)] == ["i2"]
+
+
+def test_new_span_folders_are_fsynced_into_their_parent_before_the_journal_goes(log, tmp_path, monkeypatch):
+    log.append(EVENTS, [event(1)])
+    steps = []
+    real_fsync_dir, real_remove = event_log._fsync_dir, os.remove
+
+    def record(step: str, real):
+        return lambda path: steps.append((step, path)) or real(path)
+
+    monkeypatch.setattr(event_log, "_fsync_dir", record("fsync", real_fsync_dir))
+    monkeypatch.setattr(event_log.os, "remove", record("remove", real_remove))
+    log.rotate()
+    kind_dir = str(tmp_path / "events")
+    events_steps = [(step, os.path.relpath(path, kind_dir)) for step, path in steps if kind_dir in path]
+    assert events_steps[:3] == [("fsync", "."), ("fsync", "span=7"), ("remove", events_steps[2][1])]
+    assert events_steps[2][1].startswith(".journal/7-")
+
+
+def test_a_restart_never_writes_into_a_closed_span(tmp_path):
+    now = 1764703800.0  # 2025-12-02 19:30 UTC
+    log = EventLog(str(tmp_path), clock=lambda: now)
+    log.append(EVENTS, [event(1)])
+    assert log.rotate() == 2025120220  # ahead of the clock: span 19 is closed
+    log.close()
+    log = EventLog(str(tmp_path), clock=lambda: now)  # still 19:30
+    assert log.span == 2025120220
+    log.append(EVENTS, [event(2)])
+    log.rotate()
+    log.close()
+    assert spans(str(tmp_path), EVENTS) == [2025120219, 2025120220]
+    assert [r["item_id"] for r in read_records(str(tmp_path), EVENTS, span_ids=[2025120219])] == ["i1"]
+    closed = r"span 2025120220 is closed \(closed spans up to 2025120220\): start in a later one"
+    with pytest.raises(ValueError, match=closed):
+        EventLog(str(tmp_path), span=2025120220)

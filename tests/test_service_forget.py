@@ -11,9 +11,9 @@ import redis
 
 from serving import event_log, forget_user
 from serving.event_log import EVENTS, SERVED, EventLog, LogLocked, read_records
-from serving.history_store import open_history_store
+from serving.history_store import HISTORY_FILE_NAME, open_history_store
 from serving.pseudonym import KEY_ENV, KEY_FILE_NAME, Pseudonymizer
-from serving.service_config import HISTORY_BACKENDS, REDIS, ServiceConfig
+from serving.service_config import HISTORY_BACKENDS, REDIS, SQLITE, ServiceConfig
 from tests.redis_server import RedisServer
 
 
@@ -108,9 +108,16 @@ def test_forget_removes_the_user_everywhere_and_keeps_everyone_else(config):
     # Not a byte of it left in the logs: the lock, and per kind span 1's Parquet file and span 2's journal.
     files = [os.path.join(folder, name) for folder, _, names in os.walk(config.logs_dir) for name in names]
     assert len(files) == 5
-    for path in files:
+    # Nor in the service folder: the key, and with SQLite its file (the -wal goes with the last close).
+    history_files = [HISTORY_FILE_NAME] if config.history_backend == SQLITE else []
+    service_files = sorted(os.listdir(config.service_dir))
+    assert service_files == sorted([*history_files, KEY_FILE_NAME])
+    for path in files + [os.path.join(config.service_dir, name) for name in service_files]:
         with open(path, "rb") as f:
-            assert ana.encode() not in f.read(), path
+            content = f.read()
+        assert ana.encode() not in content, path
+        if path.endswith(HISTORY_FILE_NAME):  # nor her items (ben has only i9)
+            assert [item for item in (b"i1", b"i2", b"i3", b"i9") if item in content] == [b"i9"]
     for path in glob.glob(os.path.join(config.logs_dir, "*", "span=*", "*.parquet")):
         assert pq.read_schema(path).metadata[b"tailtower.log_schema_version"] == b"1"
     assert glob.glob(os.path.join(config.logs_dir, "*", ".tmp", "*")) == []

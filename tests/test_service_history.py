@@ -1,6 +1,7 @@
 """The history stores, SQLite and Redis (a real redis-server), under the same tests: order, the bound per
 user, the TTL, forgetting, persistence, thread safety; then what is particular to each backend."""
 
+import os
 import threading
 import time
 
@@ -148,6 +149,44 @@ def test_sqlite_file_is_wal_with_full_sync(tmp_path):
     store = SqliteHistoryStore(str(tmp_path / "h.sqlite3"), max_length=4, ttl_s=100)
     assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    store.close()
+
+
+def test_sqlite_errors_raise_history_unavailable(tmp_path):
+    """An SQLite failure is HistoryUnavailable (the service then falls back), never a bare sqlite3.Error."""
+    store = SqliteHistoryStore(str(tmp_path / "h.sqlite3"), max_length=4, ttl_s=100)
+    store.append("p1", ["a"])
+    store._db.close()  # what any later statement meets: sqlite3.ProgrammingError, a sqlite3.Error
+    calls = [lambda: store.append("p1", ["b"]), lambda: store.recent("p1", 4), lambda: store.forget("p1")]
+    for call in [*calls, store.ping, lambda: store.stored("p1")]:
+        with pytest.raises(HistoryUnavailable, match=r"^sqlite .*h\.sqlite3: ProgrammingError: "):
+            call()
+    store.close()
+
+    garbage = tmp_path / "not-a-database.sqlite3"
+    garbage.write_bytes(b"x" * 4096)
+    with pytest.raises(HistoryUnavailable, match=r"not-a-database\.sqlite3: DatabaseError: file is not a"):
+        SqliteHistoryStore(str(garbage), max_length=4, ttl_s=100)
+
+
+def test_sqlite_forget_leaves_no_byte_of_the_user_in_the_file_or_its_wal(tmp_path):
+    """Checked while the store is still open (a running service): the rows are zeroed (secure_delete) and
+    the -wal, which still holds the pages written before, is checkpointed and emptied."""
+    path = str(tmp_path / "h.sqlite3")
+    store = SqliteHistoryStore(path, max_length=4, ttl_s=100)
+    user, other = "a" * 64, "b" * 64
+    store.append(user, ["i-ana-1", "i-ana-2"])
+    store.append(other, ["i9"])
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the user's rows in the main file too
+    store.append(user, ["i-ana-3"])  # and in the -wal
+    assert store.forget(user) == 3
+    files = [path, path + "-wal"]
+    assert [os.path.exists(f) for f in files] == [True, True]
+    for name in files:
+        with open(name, "rb") as f:
+            content = f.read()
+        assert user.encode() not in content and b"i-ana-" not in content, name
+    assert store.recent(other, 4) == ["i9"]
     store.close()
 
 

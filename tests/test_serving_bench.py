@@ -39,7 +39,22 @@ def test_every_target_sends_the_same_request_through_its_client(tmp_path):
 
 
 def test_a_target_whose_requests_all_failed_still_gets_a_row():
-    row = bench.Result("gRPC", 1, latencies_s=[], errors=7, wall_s=1.0).row(floor_p99_ms=2.0)
-    assert row == "| gRPC | 1 | 0 | - | - | - | 0 | 7 |"
-    ok = bench.Result("REST", 1, latencies_s=[0.001, 0.003], errors=0, wall_s=1.0).row(floor_p99_ms=2.0)
-    assert ok.startswith("| REST | 1 | 2 | 2.00 |")
+    failed = bench.Result("gRPC", 1, latencies_s=[], errors=7, wall_s=1.0)
+    assert failed.cells(floor_p99_ms=2.0) == ["gRPC", "1", "0", "-", "-", "-", "0", "7"]
+    ok = bench.Result("REST", 8, latencies_s=[0.001, 0.003], errors=0, wall_s=0.5)
+    assert ok.cells(floor_p99_ms=2.0) == ["REST", "8", "2", "2.00", "2.98", "1.49", "4", "0"]
+    assert ok.cells(floor_p99_ms=None)[5] == "-"
+
+
+def test_the_table_is_github_markdown(monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    floor = bench.Result("in-process (floor)", 1, latencies_s=[0.002], errors=0, wall_s=1.0)
+    failed = bench.Result("gRPC", 1, latencies_s=[], errors=7, wall_s=1.0)
+    assert bench.table([floor, failed], n=4, k=10) == [
+        "`recommend` (k=10, 4 requests per row, 0-10 history items), 2 CPUs",
+        "",
+        "| target             | concurrency   | ok   | p50 ms   | p99 ms   | p99 / floor p99   | req/s   | errors   |",  # noqa: E501
+        "|--------------------|---------------|------|----------|----------|-------------------|---------|----------|",  # noqa: E501
+        "| in-process (floor) | 1             | 1    | 2.00     | 2.00     | 1.00              | 1       | 0        |",  # noqa: E501
+        "| gRPC               | 1             | 0    | -        | -        | -                 | 0       | 7        |",  # noqa: E501
+    ]

@@ -2,9 +2,12 @@
 (recommend_request.py) and the `python -m serving.client` CLI, against the toy model."""
 
 import os
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2
 
 from serving import client as cli
 from serving.client_error import ServingClientError
@@ -155,3 +158,60 @@ def test_parse_knob():
     assert cli.parse_knob("mmr_lambda=0.25") == ("mmr_lambda", 0.25)
     assert cli.parse_knob("n=3") == ("n", 3)
     assert cli.parse_knob("mode=tail") == ("mode", "tail")
+
+
+def save_toy_version(base_path: str, version: int, knobs: dict[str, tf.DType]) -> None:
+    """A `recommend` taking `knobs` (scalars of those dtypes): scores [B, k] = sum of the knobs - j."""
+    specs = [
+        tf.TensorSpec([None], tf.string, name="user_id"),
+        tf.TensorSpec([None, None], tf.string, name="history"),
+        tf.TensorSpec([], tf.int32, name="k"),
+        *(tf.TensorSpec([], dtype, name=name) for name, dtype in knobs.items()),
+    ]
+
+    def recommend(user_id, history, k, *values):
+        batch, positions = tf.shape(user_id)[0], tf.range(k)
+        scores = tf.add_n([tf.cast(value, tf.float32) for value in values]) - tf.cast(positions, tf.float32)
+        return {
+            "item_ids": tf.tile(user_id[:, None], [1, k]),
+            "scores": tf.tile(scores[None, :], [batch, 1]),
+            "is_tail": tf.zeros([batch, k], tf.int64),
+        }
+
+    module = tf.Module()
+    module.recommend = tf.function(recommend, input_signature=specs)
+    signatures = {"recommend": module.recommend.get_concrete_function()}
+    tf.saved_model.save(module, os.path.join(base_path, str(version)), signatures=signatures)
+
+
+def test_grpc_reads_the_input_dtypes_of_each_new_version(tmp_path):
+    """The service keeps one GrpcClient while versions come and go: a version that changes a knob's dtype
+    (2) or adds a knob (3) is answered at once, without a restart."""
+    base = str(tmp_path)
+    save_toy_version(base, 1, {"boost": tf.float32})
+    with running_server(base) as server:
+        client = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL, timeout_s=10)
+
+        def serving(version: int) -> None:  # waits until `version` is the latest available
+            for _ in range(600):
+                states = {s.version: s.state for s in client.status().model_version_status}
+                if states.get(version) == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
+                    return
+                time.sleep(0.05)
+            raise AssertionError(f"version {version} not served: {states}")
+
+        def scores(**knobs) -> tuple[int, list]:
+            result = client.recommend(["a"], [[]], k=2, **knobs)
+            return result.version, np.asarray(result.outputs["scores"]).tolist()
+
+        try:
+            assert scores(boost=1.0) == (1, [[1.0, 0.0]])  # float32 boost: dtypes kept for version 1
+            save_toy_version(base, 2, {"boost": tf.float64})
+            serving(2)
+            assert scores(boost=1.0) == (2, [[1.0, 0.0]])  # refused as float32, read again, resent
+            save_toy_version(base, 3, {"boost": tf.float64, "spread": tf.float32})
+            serving(3)
+            assert scores(boost=1.0, spread=0.5) == (3, [[1.5, 0.5]])  # a knob the kept dtypes lack
+            assert client.input_dtypes("recommend")["spread"] == np.float32
+        finally:
+            client.close()
