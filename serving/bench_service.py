@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ from serving import service_api as api
 from serving.bench import CONCURRENCY, Query, Result, Sender
 from serving.config import DEFAULT_HOST, DEFAULT_MODEL_BASE_PATH, DEFAULT_OUTPUT, MODEL_NAME
 from serving.event_log import EVENT_TYPES, EVENTS, read_records
-from serving.service_config import ServiceConfig
+from serving.service_config import ServiceConfig, add_dataclass_flags
 from trainer import features
 
 TARGET_RATIO = 1.5  # service p99 / direct p99 at concurrency 1
@@ -452,10 +451,7 @@ def benchmark(settings: Settings) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = Settings()
-    hints = typing.get_type_hints(Settings)
-    for item in dataclasses.fields(Settings):
-        parser.add_argument(f"--{item.name}", type=hints[item.name], default=getattr(defaults, item.name))
+    add_dataclass_flags(parser, Settings)
     args = parser.parse_args(argv)
     try:
         return Settings(**vars(args))

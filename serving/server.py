@@ -144,7 +144,11 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = ModelServer(parse_args(argv)).start()
+    run_until_signalled(ModelServer(parse_args(argv)).start())
+
+
+def run_until_signalled(server) -> None:
+    """Blocks until SIGINT or SIGTERM, then stops the started `server` (anything with a `stop()`)."""
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import signal
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
 from serving.history_store import HistoryUnavailable, open_history_store
 from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import knob_names, with_knobs_off
+from serving.server import run_until_signalled
 from serving.service_api import ApiError
 from serving.service_config import ServiceConfig, parse_args
 from trainer import features
@@ -380,13 +380,7 @@ def _error(message: str, status: int) -> web.Response:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = RecommendationService(parse_args(argv, __doc__.split("\n\n")[0])).start()
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
-    logger.info("shutting down")
-    service.stop()
+    run_until_signalled(RecommendationService(parse_args(argv, __doc__.split("\n\n")[0])).start())
 
 
 if __name__ == "__main__":

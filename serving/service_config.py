@@ -100,12 +100,17 @@ def _check(name: str, ok: bool, message: str) -> None:
         raise ConfigError(name, message)
 
 
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--<field>` flag per field of the dataclass `cls`, typed and defaulted by the field."""
+    defaults = cls()
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        parser.add_argument(f"--{item.name}", type=hints[item.name], default=getattr(defaults, item.name))
+
+
 def parse_args(argv: list[str] | None = None, description: str = "") -> ServiceConfig:
     parser = argparse.ArgumentParser(description=description)
-    defaults = ServiceConfig()
-    hints = typing.get_type_hints(ServiceConfig)
-    for item in dataclasses.fields(ServiceConfig):
-        parser.add_argument(f"--{item.name}", type=hints[item.name], default=getattr(defaults, item.name))
+    add_dataclass_flags(parser, ServiceConfig)
     args = parser.parse_args(argv)
     try:
         return ServiceConfig(**vars(args))
