@@ -82,6 +82,9 @@ class TrainerConfig:
     # gradient teaches the towers "popular = positive, random (mostly tail) = negative", which costs
     # retrieval accuracy and tail recall; False trains the ranking MLP on the towers' outputs as they are.
     ranking_trains_towers: bool = False
+    # Item-item neighbours kept per catalog item for the served score's collaborative term (trainer/blend.py,
+    # trainer/item_item.py; the Trainer chooses the method and its weight on the validation split); 0 = none.
+    item_item_neighbours: int = 50
     # Length of the `top_k_*` lists of the `serving_default` signature.
     top_k: int = 10
     # Base-ranking candidates the `recommend` signature re-ranks (MMR / xQuAD); at least k is always used.
@@ -100,6 +103,7 @@ class TrainerConfig:
             "ranking_weight",
             "mixed_negatives",
             "temperature",
+            "item_item_neighbours",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)!r}")

@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import features, rerank
+from trainer import blend, features, item_item, rerank
 from trainer.model import TailTowerModel
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ class ServingModule(tf.Module):
       catalog_ids: [N] unique item ids; candidate_vectors: [N, D]; catalog_is_tail: [N] 0/1.
       unknown_vector: [D], the candidate vector of any item outside the catalog.
       tail_prior: P(tail | u) for a user without known history (xQuAD).
+      served: the served score's popularity and item-item terms (`trainer.blend`).
       top_k: length of the `serving_default` top-K lists.
       rerank_pool: base-ranking candidates `recommend` re-ranks (at least k).
     """
@@ -186,6 +187,7 @@ class ServingModule(tf.Module):
         catalog_is_tail: np.ndarray,
         unknown_vector: np.ndarray,
         tail_prior: float,
+        served: blend.ServedBlend,
         top_k: int,
         rerank_pool: int,
     ):
@@ -203,6 +205,17 @@ class ServingModule(tf.Module):
         self.candidate_vectors = tf.Variable(np.asarray(candidate_vectors, np.float32), trainable=False)
         self.unknown_vector = tf.Variable(np.asarray(unknown_vector, np.float32), trainable=False)
         self.catalog_is_tail = tf.Variable(np.asarray(catalog_is_tail, np.int64), trainable=False)
+        self._blend = served.blend
+        self._pop_weight = served.blend.gamma * served.pop_scale
+        self.item_log_prob = tf.Variable(np.asarray(served.log_prob, np.float32), trainable=False)
+        self.neighbour_rows = tf.Variable(np.asarray(served.table.rows, np.int64), trainable=False)
+        self.neighbour_weights = tf.Variable(np.asarray(served.table.weights, np.float32), trainable=False)
+        self.fill_cold_rows = tf.Variable(np.asarray(served.fill.cold_rows, np.int64), trainable=False)
+        self.fill_rows = tf.Variable(np.asarray(served.fill.rows, np.int64), trainable=False)
+        self.fill_weights = tf.Variable(np.asarray(served.fill.weights, np.float32), trainable=False)
+        self.history_slot_weights = tf.constant(
+            item_item.position_weights(features.HISTORY_LENGTH, served.blend.recency)
+        )
         self.catalog_rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(np.asarray(catalog_ids, dtype=object), tf.string),
@@ -215,13 +228,46 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._parse_spec)
         return self.tft_layer(with_default_raw_features(raw, self._raw_spec))
 
-    def _query(self, user_id: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-        """user_id [B], history [B, H] ("" padding) → query embeddings [B, D]."""
+    def _query(self, user_id: tf.Tensor, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """user_id [B], history [B, H] ("" padding) → (query embeddings [B, D], the history the model reads:
+        its last HISTORY_LENGTH ids, left-padded with "")."""
         raw = {
             features.USER_ID: _as_raw(user_id, self._raw_spec[features.USER_ID]),
             features.HISTORY: _as_raw(history, self._raw_spec[features.HISTORY]),
         }
-        return self.model.query_embedding(self.tft_layer(with_default_raw_features(raw, self._raw_spec)))
+        transformed = self.tft_layer(with_default_raw_features(raw, self._raw_spec))
+        return self.model.query_embedding(transformed), transformed[features.HISTORY]
+
+    def _scores(self, query: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """query [B, D], history [B, HISTORY_LENGTH] (left-padded ids) → served scores [B, N] (blend.py)."""
+        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)
+        if self._pop_weight:
+            scores += self._pop_weight * self.item_log_prob[tf.newaxis, :]
+        if self._blend.alpha and self.neighbour_rows.shape[1]:
+            scores += self._blend.alpha * self._item_item_scores(history)
+        return scores
+
+    def _item_item_scores(self, history: tf.Tensor) -> tf.Tensor:
+        """history [B, HISTORY_LENGTH] → per-user scaled item-item scores [B, N] (`item_item.cf_scores`,
+        text fill, `item_item.scale_per_user`)."""
+        sources = self.catalog_rows.lookup(history)  # [B, H], -1: padding / outside the catalog
+        slot_weights = self.history_slot_weights[tf.newaxis, :] * tf.cast(sources >= 0, tf.float32)
+        targets = tf.gather(self.neighbour_rows, tf.maximum(sources, 0))  # [B, H, n]
+        weights = tf.gather(self.neighbour_weights, tf.maximum(sources, 0)) * slot_weights[..., tf.newaxis]
+        users = tf.shape(history, out_type=tf.int64)[0]
+        user = tf.broadcast_to(tf.range(users)[:, tf.newaxis, tf.newaxis], tf.shape(targets, out_type=tf.int64))
+        valid = targets >= 0
+        segments = tf.boolean_mask(user * self._size + targets, valid)
+        flat = tf.math.unsorted_segment_sum(tf.boolean_mask(weights, valid), segments, users * self._size)
+        cf = tf.reshape(flat, tf.stack([users, tf.constant(self._size, tf.int64)]))  # [B, N]
+        if self.fill_rows.shape[0]:
+            filled = tf.reduce_sum(tf.gather(cf, self.fill_rows, axis=1) * self.fill_weights, axis=-1)  # [B, C]
+            cf = tf.transpose(
+                tf.tensor_scatter_nd_update(
+                    tf.transpose(cf), self.fill_cold_rows[:, tf.newaxis], tf.transpose(filled)
+                )
+            )
+        return cf / tf.maximum(tf.reduce_max(cf, axis=1, keepdims=True), 1e-12)
 
     def _excluded(self, exclude_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
         """exclude_ids [B, H] → [B, N] bool, true at the catalog rows of those ids."""
@@ -232,10 +278,10 @@ class ServingModule(tf.Module):
         shape = tf.stack([num_rows, tf.constant(self._size, tf.int64)])
         return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
 
-    def _top_k(self, query: tf.Tensor, exclude_ids: tf.Tensor, k: tf.Tensor):
-        """query [B, D], exclude_ids [B, H] → (ids, scores, is_tail), each [B, min(k, N)]."""
-        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
-        excluded = self._excluded(exclude_ids, tf.shape(scores, tf.int64)[0])
+    def _top_k(self, query: tf.Tensor, history: tf.Tensor, k: tf.Tensor):
+        """query [B, D], history [B, HISTORY_LENGTH] (excluded) → (ids, scores, is_tail), each [B, min(k, N)]."""
+        scores = self._scores(query, history)  # [B, N]
+        excluded = self._excluded(history, tf.shape(scores, tf.int64)[0])
         scores = tf.where(excluded, _EXCLUDED_SCORE, scores)
         k = tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1])
         top_scores, top_rows = tf.math.top_k(scores, k=k)
@@ -291,8 +337,8 @@ class ServingModule(tf.Module):
         xquad_lambda: tf.Tensor,
     ) -> dict:
         user_id, history = same_rows({features.USER_ID: user_id, features.HISTORY: history}).values()
-        query = self._query(user_id, history)
-        scores = tf.matmul(query, self.candidate_vectors, transpose_b=True)  # [B, N]
+        query, recent = self._query(user_id, history)
+        scores = self._scores(query, recent)  # [B, N]
         eligible = tf.logical_not(self._excluded(history, tf.shape(scores, tf.int64)[0]))
         k = tf.minimum(k, self._size)  # k > catalog: clamp; k < 1 is rejected by greedy_rerank
         pool = tf.minimum(tf.maximum(k, self._pool), self._size)
@@ -331,7 +377,7 @@ class ServingModule(tf.Module):
         user_id, history, item_ids = same_rows(
             {features.USER_ID: user_id, features.HISTORY: history, features.ITEM_IDS: item_ids}
         ).values()
-        query = self._query(user_id, history)  # [B, D]
+        query, _ = self._query(user_id, history)  # [B, D]
         candidates, _ = self._item_vectors(item_ids)  # [B, C, D]
         width = tf.shape(candidates)[1]
         flat_query = tf.repeat(query, width, axis=0)  # [B * C, D], row-major like the reshape below
@@ -402,6 +448,15 @@ def catalog_metadata(
     return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
+def write_blend_summary(served: blend.ServedBlend, model_dir: str) -> str:
+    """Writes the served score's chosen mix to <model_dir>/assets.extra/blend.json (for people and reports)."""
+    path = os.path.join(model_dir, features.ASSETS_EXTRA_DIR, features.BLEND_SUMMARY_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(served.summary(), sort_keys=True) + "\n")
+    return path
+
+
 def write_catalog_metadata(rows: Sequence[Mapping], model_dir: str) -> str:
     """Writes `rows` as JSON lines to <model_dir>/assets.extra/catalog.jsonl (aside, then renamed).
 
@@ -424,6 +479,7 @@ def export_serving_model(
     item_metadata: Mapping[str, Sequence],
     output_dir: str,
     top_k: int,
+    served: blend.ServedBlend,
     rerank_pool: int,
     batch_size: int = 512,
 ) -> ServingModule:
@@ -445,6 +501,7 @@ def export_serving_model(
         np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1),
         unknown_item_vector(model),
         tail_interaction_share(catalog),
+        served,
         top_k,
         rerank_pool,
     )
@@ -458,6 +515,7 @@ def export_serving_model(
     rows = catalog_metadata(catalog, item_metadata, model.item_vectors.num_items)  # checked before saving
     tf.saved_model.save(module, output_dir, signatures=signatures)
     write_catalog_metadata(rows, output_dir)
+    write_blend_summary(served, output_dir)
     logger.info(
         "Saved the serving model (%d catalog items, %d tail, %d new, xQuAD tail prior %.3f) to %s",
         len(vectors),

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the WordPiece ops of the transform graph)
 import tensorflow_transform as tft
 
-from trainer import bert, export, features
+from trainer import bert, blend, export, features, item_item
 from trainer.config import TrainerConfig
 from trainer.model import CANDIDATE_KEYS, TailTowerModel, TextVectorCache, VocabSizes
 
@@ -167,10 +168,10 @@ def precision_policy(mixed: bool) -> Iterator[None]:
         tf.keras.mixed_precision.set_global_policy(previous)
 
 
-def build_model(
-    config: TrainerConfig, sizes: VocabSizes, catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder
-) -> TailTowerModel:
-    """Encodes the catalog's text once with the (initial) BERT and builds the compiled model."""
+def encode_catalog(
+    config: TrainerConfig, catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder
+) -> np.ndarray:
+    """[N, T] text vectors of the catalog with the (initial) BERT, encoded once per run."""
     start = time.monotonic()
     logger.info("Encoding the text of %d catalog items with BERT ...", len(catalog[features.ITEM_ID]))
     text = bert.encode_in_batches(
@@ -180,6 +181,19 @@ def build_model(
         batch_size=min(config.batch_size, 256),
     )
     logger.info("Encoded the catalog in %.1f s", time.monotonic() - start)
+    return text
+
+
+def build_model(
+    config: TrainerConfig,
+    sizes: VocabSizes,
+    catalog: Mapping[str, np.ndarray],
+    encoder: bert.BertTextEncoder,
+    text: np.ndarray | None = None,
+) -> TailTowerModel:
+    """The compiled model over the catalog's text vectors `text` (encoded here when not given)."""
+    if text is None:
+        text = encode_catalog(config, catalog, encoder)
     fine_tune = config.trainable_bert_layers > 0
     with precision_policy(_has_gpu()):
         cache = TextVectorCache(catalog[features.ITEM_ID], text, fallback=None if fine_tune else encoder)
@@ -203,30 +217,122 @@ def _schedule(train_steps: int | None, epochs: int) -> tuple[int, int | None]:
     return epochs, math.ceil(train_steps / epochs)
 
 
-# TFX Trainer will call this function.
-def run_fn(fn_args) -> None:
-    """Trains on `fn_args.train_files`, validates on `eval_files`, writes `fn_args.serving_model_dir`.
+def _patterns(file_patterns: str | Sequence[str]) -> list[str]:
+    return [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
 
-    `fn_args.custom_config` holds CATALOG_FILES_KEY (raw catalog file patterns, from the tailtower Trainer
-    component) and any `TrainerConfig` field.
-    """
-    custom_config = dict(fn_args.custom_config or {})
-    if CATALOG_FILES_KEY not in custom_config:
-        raise ValueError(f"custom_config[{CATALOG_FILES_KEY!r}] is missing: use components.trainer.Trainer")
-    config = TrainerConfig.from_custom_config(custom_config, ignore=(CATALOG_FILES_KEY,))
-    logger.info("Trainer config: %s", config)
-    tf.keras.utils.set_random_seed(config.seed)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    catalog, item_metadata = load_catalog(custom_config[CATALOG_FILES_KEY], tf_transform_output)
 
-    strategy = tf.distribute.MirroredStrategy() if _has_gpu() else tf.distribute.get_strategy()
-    with strategy.scope():
-        encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
-        model = build_model(config, vocab_sizes(tf_transform_output), catalog, encoder)
+def read_positives(
+    file_patterns: str | Sequence[str], feature_spec: Mapping, keys: Sequence[str], batch_size: int = 4096
+) -> dict[str, np.ndarray]:
+    """The `keys` of every positive (label 1) example of the files, as numpy arrays in file order."""
+    spec = {key: feature_spec[key] for key in {*keys, features.LABEL}}
+    chunks = []
+    for batch in make_dataset(file_patterns, spec, batch_size):
+        positive = batch[features.LABEL].numpy().reshape(-1) > 0.5
+        chunks.append({key: batch[key].numpy()[positive] for key in keys})
+    if not chunks:
+        return {key: np.zeros([0]) for key in keys}
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in keys}
 
-    spec = tf_transform_output.transformed_feature_spec()
-    train = make_dataset(fn_args.train_files, spec, config.batch_size, shuffle_seed=config.seed)
-    evaluation = make_dataset(fn_args.eval_files, spec, config.batch_size)
+
+class CatalogRows:
+    """Raw item ids (bytes) → catalog rows, PAD (-1) for padding ("") and ids outside the catalog."""
+
+    def __init__(self, item_ids: np.ndarray):
+        self.rows = {item_id: row for row, item_id in enumerate(np.asarray(item_ids).reshape(-1).tolist())}
+
+    def __call__(self, item_ids: np.ndarray) -> np.ndarray:
+        item_ids = np.asarray(item_ids)
+        flat = [self.rows.get(item_id, item_item.PAD) for item_id in item_ids.reshape(-1).tolist()]
+        return np.asarray(flat, np.int64).reshape(item_ids.shape)
+
+
+def interactions(
+    positives: Mapping[str, np.ndarray], rows: CatalogRows, num_items: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Training positives → (binary user × catalog-row matrix, positives per catalog row)."""
+    items = rows(positives[features.ITEM_ID])
+    known = items >= 0
+    x = item_item.interaction_matrix(positives[features.USER_INDEX][known], items[known], num_items)
+    return x, np.bincount(items[known], minlength=num_items)
+
+
+def validation_split(
+    model: TailTowerModel,
+    candidate_vectors: np.ndarray,
+    fit_positives: Mapping[str, np.ndarray],
+    validation_positives: Mapping[str, np.ndarray],
+    rows: CatalogRows,
+) -> blend.Validation:
+    """The validation users' tower scores, histories, targets and training items (to exclude)."""
+    targets = rows(validation_positives[features.ITEM_ID])
+    keep = targets >= 0
+    inputs = {key: value[keep] for key, value in validation_positives.items()}
+    query = tf.function(lambda batch: model.query_embedding(batch))
+    queries = [
+        query({key: tf.constant(value[lo : lo + 1024]) for key, value in inputs.items()}).numpy()
+        for lo in range(0, int(keep.sum()), 1024)
+    ]
+    scores = np.concatenate(queries) @ candidate_vectors.T if queries else np.zeros([0, len(candidate_vectors)])
+    users = inputs[features.USER_INDEX]
+    fit_users, fit_items = fit_positives[features.USER_INDEX], rows(fit_positives[features.ITEM_ID])
+    by_user: dict[int, list[int]] = {}
+    for user, item in zip(fit_users.tolist(), fit_items.tolist(), strict=True):
+        if item >= 0:
+            by_user.setdefault(user, []).append(item)
+    seen = [by_user.get(user, []) for user in users.tolist()]
+    exclude = sp.csr_matrix(
+        (np.ones(sum(map(len, seen))), np.concatenate([[], *seen]).astype(np.int64), np.cumsum([0, *map(len, seen)])),
+        shape=(len(users), len(candidate_vectors)),
+    )
+    return blend.Validation(scores.astype(np.float32), rows(inputs[features.HISTORY]), targets[keep], exclude)
+
+
+def choose_blend(
+    model: TailTowerModel,
+    config: TrainerConfig,
+    catalog: Mapping[str, np.ndarray],
+    fit_positives: Mapping[str, np.ndarray],
+    validation_positives: Mapping[str, np.ndarray],
+) -> blend.Blend:
+    """The served score's mix (trainer/blend.py) that scores best on the validation positives, which `model`
+    and the item-item tables did not see; the towers alone when there is no validation user."""
+    rows = CatalogRows(catalog[features.ITEM_ID])
+    num_items = len(catalog[features.ITEM_ID])
+    vectors = export.candidate_vectors(model, catalog, config.batch_size)
+    validation = validation_split(model, vectors, fit_positives, validation_positives, rows)
+    if len(validation.targets) == 0:
+        logger.warning("No validation positive in the catalog: serving the towers' score alone")
+        return blend.Blend()
+    x, counts = interactions(fit_positives, rows, num_items)
+    start = time.monotonic()
+    tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
+    fill = next(iter(tables.values()))[1] if tables else item_item.text_fill(vectors, counts > 0, 0)
+    chosen, trials = blend.choose(
+        validation,
+        tables,
+        item_item.apply_fill(blend.log_prob(counts), fill),
+        np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0,
+        config.top_k,
+        pop_scale(config),
+        seed=config.seed,
+    )
+    logger.info("Tried %d blends in %.1f s; best five:", len(trials), time.monotonic() - start)
+    for trial in trials[:5]:
+        logger.info("  %s: Recall %.4f, tail Recall %.4f", trial.blend, trial.recall, trial.tail_recall)
+    return chosen
+
+
+def pop_scale(config: TrainerConfig) -> float:
+    """The unit of the popularity term: τ, so that gamma 1 undoes the logits' missing log p (blend.py)."""
+    return config.temperature if config.temperature > 0 else 1.0
+
+
+def _fit(
+    model: TailTowerModel, config: TrainerConfig, files: Sequence[str], fn_args, feature_spec: Mapping
+) -> None:
+    train = make_dataset(files, feature_spec, config.batch_size, shuffle_seed=config.seed)
+    evaluation = make_dataset(fn_args.eval_files, feature_spec, config.batch_size)
     epochs, steps_per_epoch = _schedule(fn_args.train_steps, config.epochs)
     if steps_per_epoch:
         train = train.repeat()
@@ -241,6 +347,60 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch)],
         verbose=0,
     )
+
+
+# Features of a positive example the blend choice reads: the query tower's inputs, the target, the user.
+_QUERY_KEYS = (features.USER_INDEX, features.HISTORY_INDEX, features.HISTORY)
+
+
+# TFX Trainer will call this function.
+def run_fn(fn_args) -> None:
+    """Trains on `fn_args.train_files`, chooses the served score's mix on `eval_files`, writes
+    `fn_args.serving_model_dir`.
+
+    When the eval files are among the train files (the offline harness trains on both), the mix is chosen
+    with a first model trained without them, and the exported model is trained again on everything.
+
+    `fn_args.custom_config` holds CATALOG_FILES_KEY (raw catalog file patterns, from the tailtower Trainer
+    component) and any `TrainerConfig` field.
+    """
+    custom_config = dict(fn_args.custom_config or {})
+    if CATALOG_FILES_KEY not in custom_config:
+        raise ValueError(f"custom_config[{CATALOG_FILES_KEY!r}] is missing: use components.trainer.Trainer")
+    config = TrainerConfig.from_custom_config(custom_config, ignore=(CATALOG_FILES_KEY,))
+    logger.info("Trainer config: %s", config)
+    tf.keras.utils.set_random_seed(config.seed)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    catalog, item_metadata = load_catalog(custom_config[CATALOG_FILES_KEY], tf_transform_output)
+    sizes = vocab_sizes(tf_transform_output)
+    spec = tf_transform_output.transformed_feature_spec()
+    train_files, eval_files = _patterns(fn_args.train_files), _patterns(fn_args.eval_files)
+    fit_files = [pattern for pattern in train_files if pattern not in eval_files]
+    retrain = bool(fit_files) and len(fit_files) < len(train_files)
+    fit_files = fit_files if retrain else train_files
+
+    strategy = tf.distribute.MirroredStrategy() if _has_gpu() else tf.distribute.get_strategy()
+
+    def new_model(text: np.ndarray | None = None) -> tuple[TailTowerModel, np.ndarray]:
+        with strategy.scope():
+            encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
+            text = encode_catalog(config, catalog, encoder) if text is None else text
+            return build_model(config, sizes, catalog, encoder, text), text
+
+    model, text = new_model()
+    _fit(model, config, fit_files, fn_args, spec)
+    positive_keys = (*_QUERY_KEYS, features.ITEM_ID)
+    fit_positives = read_positives(fit_files, spec, positive_keys)
+    chosen = choose_blend(model, config, catalog, fit_positives, read_positives(eval_files, spec, positive_keys))
+    if retrain:
+        logger.info("Training again on %s, the validation split included", train_files)
+        model, _ = new_model(text)
+        _fit(model, config, train_files, fn_args, spec)
+        fit_positives = read_positives(train_files, spec, positive_keys)
+    rows = CatalogRows(catalog[features.ITEM_ID])
+    x, counts = interactions(fit_positives, rows, len(catalog[features.ITEM_ID]))
+    vectors = export.candidate_vectors(model, catalog, config.batch_size)
+    served = blend.served_blend(chosen, x, counts, vectors, config.item_item_neighbours, pop_scale(config))
     export.export_serving_model(
         model,
         tf_transform_output,
@@ -248,6 +408,7 @@ def run_fn(fn_args) -> None:
         item_metadata,
         fn_args.serving_model_dir,
         config.top_k,
+        served,
         batch_size=config.batch_size,
         rerank_pool=config.rerank_pool,
     )
