@@ -162,6 +162,42 @@ def same_rows(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {name: tf.identity(value) for name, value in inputs.items()}
 
 
+def item_item_scores(
+    sources: tf.Tensor,
+    slot_weights: tf.Tensor,
+    neighbour_rows: tf.Tensor,
+    neighbour_weights: tf.Tensor,
+    fill_cold_rows: tf.Tensor,
+    fill_rows: tf.Tensor,
+    fill_weights: tf.Tensor,
+) -> tf.Tensor:
+    """The graph's `item_item.cf_scores` → `apply_fill` → `scale_per_user`, in TF core ops.
+
+    Args:
+      sources: [B, H] int64 catalog rows of the history (-1: padding or outside the catalog), newest last.
+      slot_weights: [H] recency^age per history slot. neighbour_rows / neighbour_weights: [N, n] table.
+      fill_cold_rows [C], fill_rows [C, m], fill_weights [C, m]: the text fill of items without neighbours.
+
+    Returns:
+      [B, N] float32, each row divided by its maximum.
+    """
+    size = tf.shape(neighbour_rows, out_type=tf.int64)[0]
+    weights_per_slot = slot_weights[tf.newaxis, :] * tf.cast(sources >= 0, tf.float32)  # [B, H]
+    targets = tf.gather(neighbour_rows, tf.maximum(sources, 0))  # [B, H, n]
+    weights = tf.gather(neighbour_weights, tf.maximum(sources, 0)) * weights_per_slot[..., tf.newaxis]
+    users = tf.shape(sources, out_type=tf.int64)[0]
+    user = tf.broadcast_to(tf.range(users)[:, tf.newaxis, tf.newaxis], tf.shape(targets, out_type=tf.int64))
+    valid = targets >= 0
+    segments = tf.boolean_mask(user * size + targets, valid)
+    flat = tf.math.unsorted_segment_sum(tf.boolean_mask(weights, valid), segments, users * size)
+    cf = tf.reshape(flat, tf.stack([users, size]))  # [B, N]
+    filled = tf.reduce_sum(tf.gather(cf, fill_rows, axis=1) * fill_weights, axis=-1)  # [B, C]
+    cf = tf.transpose(
+        tf.tensor_scatter_nd_update(tf.transpose(cf), fill_cold_rows[:, tf.newaxis], tf.transpose(filled))
+    )
+    return cf / tf.maximum(tf.reduce_max(cf, axis=1, keepdims=True), item_item.FLOOR)
+
+
 class ServingModule(tf.Module):
     """Holds what the signatures need; its tf.functions are the signatures.
 
@@ -248,35 +284,16 @@ class ServingModule(tf.Module):
         return scores
 
     def _item_item_scores(self, history: tf.Tensor) -> tf.Tensor:
-        """history [B, HISTORY_LENGTH] → per-user scaled item-item scores [B, N] (`item_item.cf_scores`,
-        text fill, `item_item.scale_per_user`)."""
-        sources = self.catalog_rows.lookup(history)  # [B, H], -1: padding / outside the catalog
-        slot_weights = self.history_slot_weights[tf.newaxis, :] * tf.cast(sources >= 0, tf.float32)
-        targets = tf.gather(self.neighbour_rows, tf.maximum(sources, 0))  # [B, H, n]
-        weights = tf.gather(self.neighbour_weights, tf.maximum(sources, 0)) * slot_weights[..., tf.newaxis]
-        users = tf.shape(history, out_type=tf.int64)[0]
-        user = tf.broadcast_to(tf.range(users)[:, tf.newaxis, tf.newaxis], tf.shape(targets, out_type=tf.int64))
-        valid = targets >= 0
-        segments = tf.boolean_mask(user * self._size + targets, valid)
-        flat = tf.math.unsorted_segment_sum(tf.boolean_mask(weights, valid), segments, users * self._size)
-        cf = tf.reshape(flat, tf.stack([users, tf.constant(self._size, tf.int64)]))  # [B, N]
-        if self.fill_rows.shape[0]:
-            filled = tf.reduce_sum(tf.gather(cf, self.fill_rows, axis=1) * self.fill_weights, axis=-1)  # [B, C]
-            cf = tf.transpose(
-                tf.tensor_scatter_nd_update(
-                    tf.transpose(cf), self.fill_cold_rows[:, tf.newaxis], tf.transpose(filled)
-                )
-            )
-        return cf / tf.maximum(tf.reduce_max(cf, axis=1, keepdims=True), 1e-12)
-
-    def _excluded(self, exclude_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
-        """exclude_ids [B, H] → [B, N] bool, true at the catalog rows of those ids."""
-        rows = self.catalog_rows.lookup(exclude_ids)  # [B, H], -1 = not in the catalog / padding
-        batch_index = tf.broadcast_to(tf.range(tf.shape(rows, out_type=tf.int64)[0])[:, None], tf.shape(rows))
-        hit = rows >= 0
-        indices = tf.stack([tf.boolean_mask(batch_index, hit), tf.boolean_mask(rows, hit)], axis=1)
-        shape = tf.stack([num_rows, tf.constant(self._size, tf.int64)])
-        return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
+        """history [B, HISTORY_LENGTH] → per-user scaled item-item scores [B, N]."""
+        return item_item_scores(
+            self.catalog_rows.lookup(history),
+            self.history_slot_weights,
+            self.neighbour_rows,
+            self.neighbour_weights,
+            self.fill_cold_rows,
+            self.fill_rows,
+            self.fill_weights,
+        )
 
     def _top_k(self, query: tf.Tensor, history: tf.Tensor, k: tf.Tensor):
         """query [B, D], history [B, HISTORY_LENGTH] (excluded) → (ids, scores, is_tail), each [B, min(k, N)]."""

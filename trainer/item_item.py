@@ -33,7 +33,8 @@ EASE_PREFIX = "ease:"
 EASE_LAMBDAS = (50.0, 200.0, 500.0)
 # Largest item count for which EASE's dense [A, A] inverse is attempted (20k: 1.6 GB float32, ~2 min here).
 EASE_MAX_ITEMS = 20_000
-_FLOOR = 1e-12
+# Smallest divisor when scaling (a row or vector of zeros stays zero).
+FLOOR = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +176,7 @@ def cf_scores(table: NeighbourTable, history_rows: np.ndarray, recency: float) -
 def scale_per_user(scores: np.ndarray) -> np.ndarray:
     """Each row divided by its maximum (rows with no positive score stay as they are)."""
     top = np.max(scores, axis=1, keepdims=True) if scores.shape[1] else np.zeros([len(scores), 1])
-    return (scores / np.maximum(top, _FLOOR)).astype(np.float32)
+    return (scores / np.maximum(top, FLOOR)).astype(np.float32)
 
 
 def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: int = 4096) -> TextFill:
@@ -190,7 +191,7 @@ def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: 
     m = max(min(m, len(warm)), 0)
     if len(cold) == 0 or m == 0:
         return TextFill(np.zeros([0], np.int32), np.zeros([0, m], np.int32), np.zeros([0, m], np.float32))
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), _FLOOR)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), FLOOR)
     rows, weights = [], []
     for lo in range(0, len(cold), chunk):
         similarity = unit[cold[lo : lo + chunk]] @ unit[warm].T  # [c, W]
@@ -198,7 +199,7 @@ def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: 
         positive = np.maximum(values, 0.0)
         totals = positive.sum(axis=1, keepdims=True)
         uniform = np.full_like(positive, 1.0 / m)
-        weights.append(np.where(totals > 0, positive / np.maximum(totals, _FLOOR), uniform))
+        weights.append(np.where(totals > 0, positive / np.maximum(totals, FLOOR), uniform))
         rows.append(warm[columns])
     return TextFill(cold, np.concatenate(rows).astype(np.int32), np.concatenate(weights).astype(np.float32))
 

@@ -1,0 +1,93 @@
+"""trainer.blend: the served score's mix is chosen on the validation split (constructed catalogs)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from trainer import blend, item_item
+
+N, USERS = 40, 400
+
+
+def _validation(model_scores, targets, history_rows=None, exclude=None) -> blend.Validation:
+    users = len(targets)
+    history_rows = np.full([users, 3], item_item.PAD) if history_rows is None else history_rows
+    exclude = sp.csr_matrix((users, N)) if exclude is None else exclude
+    return blend.Validation(np.asarray(model_scores, np.float32), history_rows, np.asarray(targets), exclude)
+
+
+def _popularity_catalogs(seed: int = 0):
+    """Items 0..39 with popularity falling as 1/(i+1); model scores are noise around a weak signal.
+
+    "head" catalog: validation targets are drawn by popularity (a dense head, like MovieLens), so adding
+    log popularity helps. "tail" catalog: targets are the items the noisy towers already like most among
+    the unpopular half, so adding popularity only hurts.
+    """
+    rng = np.random.default_rng(seed)
+    counts = 1000.0 / np.arange(1, N + 1)
+    noise = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
+    head_targets = rng.choice(N, size=USERS, p=counts / counts.sum())
+    head_scores = noise.copy()
+    head_scores[np.arange(USERS), head_targets] += 0.2
+    tail_targets = rng.integers(N // 2, N, size=USERS)
+    tail_scores = noise.copy()
+    tail_scores[np.arange(USERS), tail_targets] += 0.8
+    return counts, (head_scores, head_targets), (tail_scores, tail_targets)
+
+
+@pytest.mark.parametrize("catalog, expected", [("head", "high"), ("tail", 0.0)])
+def test_choose_picks_the_popularity_weight_the_catalog_rewards(catalog, expected):
+    counts, head, tail = _popularity_catalogs()
+    scores, targets = head if catalog == "head" else tail
+    is_tail = np.arange(N) >= 8
+    chosen, trials = blend.choose(_validation(scores, targets), {}, blend.log_prob(counts), is_tail, 5, 0.1)
+    assert chosen.alpha == 0.0  # no item-item table offered
+    if expected == "high":
+        assert chosen.gamma >= 0.5
+    else:
+        assert chosen.gamma == expected
+    assert trials[0].blend == chosen
+    assert trials[0].objective == max(t.objective for t in trials)
+    towers_alone = next(t for t in trials if t.blend == blend.Blend())
+    assert trials[0].objective >= towers_alone.objective
+
+
+def test_choose_uses_the_item_item_term_when_the_next_item_follows_the_last_one():
+    # Users bought item i, then i + 1 (mod N): the towers are noise, the item-item table knows the pairs.
+    rng = np.random.default_rng(1)
+    last = rng.integers(0, N, size=USERS)
+    targets = (last + 1) % N
+    pairs = item_item.interaction_matrix(
+        np.repeat(np.arange(2 * N), 2), np.stack([np.arange(2 * N) % N, (np.arange(2 * N) + 1) % N], 1).ravel(), N
+    )
+    vectors = rng.normal(size=[N, 4])
+    tables = blend.candidate_tables(pairs, vectors, neighbours=5)
+    assert set(tables) == {item_item.COSINE, "ease:50", "ease:200", "ease:500"}
+    history = np.stack([np.full(USERS, item_item.PAD), np.full(USERS, item_item.PAD), last], 1)
+    validation = _validation(rng.normal(size=[USERS, N]), targets, history)
+    flat = np.zeros(N, np.float32)
+    chosen, trials = blend.choose(validation, tables, flat, np.zeros(N, bool), 3, 1.0)
+    assert chosen.alpha > 0
+    assert trials[0].recall > 0.6  # the item-item term finds i + 1 (it ties with i - 1)
+    alone = next(t for t in trials if t.blend.alpha == 0 and t.blend.gamma == 0)
+    assert alone.recall < 0.3
+
+
+def test_choose_refuses_an_empty_validation_split():
+    with pytest.raises(ValueError, match="no users"):
+        blend.choose(_validation(np.zeros([0, N]), np.zeros([0], int)), {}, np.zeros(N), np.zeros(N, bool), 3, 1.0)
+
+
+def test_served_blend_fills_cold_items_popularity_and_keeps_no_table_without_alpha():
+    x = item_item.interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 3)
+    counts = np.array([1, 2, 0])
+    vectors = np.array([[1.0, 0], [0, 1], [0.1, 1]])  # item 2 (no positives) is nearest item 1
+    served = blend.served_blend(blend.Blend(), x, counts, vectors, neighbours=5, pop_scale=0.1)
+    assert served.table.rows.shape == (3, 0)
+    assert served.fill.cold_rows.tolist() == [2]
+    lp = blend.log_prob(counts)
+    assert lp[0] == pytest.approx(np.log(1 / 3)) and lp[2] == pytest.approx(np.log(1 / 3))  # unseen counts once
+    assert lp[1] < served.log_prob[2] < lp[0] or lp[0] < served.log_prob[2] < lp[1]  # between its neighbours
+    with_table = blend.served_blend(blend.Blend(alpha=0.5), x, counts, vectors, neighbours=5, pop_scale=0.1)
+    assert with_table.table.rows.shape == (3, 5)
+    assert with_table.summary()["neighbours"] == 5 and with_table.summary()["alpha"] == 0.5
