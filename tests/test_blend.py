@@ -58,7 +58,9 @@ def test_choose_uses_the_item_item_term_when_the_next_item_follows_the_last_one(
     last = rng.integers(0, N, size=USERS)
     targets = (last + 1) % N
     pairs = item_item.interaction_matrix(
-        np.repeat(np.arange(2 * N), 2), np.stack([np.arange(2 * N) % N, (np.arange(2 * N) + 1) % N], 1).ravel(), N
+        np.repeat(np.arange(2 * N), 2),
+        np.stack([np.arange(2 * N) % N, (np.arange(2 * N) + 1) % N], 1).ravel(),
+        N,
     )
     vectors = rng.normal(size=[N, 4])
     tables = blend.candidate_tables(pairs, vectors, neighbours=5)
@@ -75,7 +77,9 @@ def test_choose_uses_the_item_item_term_when_the_next_item_follows_the_last_one(
 
 def test_choose_refuses_an_empty_validation_split():
     with pytest.raises(ValueError, match="no users"):
-        blend.choose(_validation(np.zeros([0, N]), np.zeros([0], int)), {}, np.zeros(N), np.zeros(N, bool), 3, 1.0)
+        blend.choose(
+            _validation(np.zeros([0, N]), np.zeros([0], int)), {}, np.zeros(N), np.zeros(N, bool), 3, 1.0
+        )
 
 
 def test_served_blend_fills_cold_items_popularity_and_keeps_no_table_without_alpha():
@@ -86,7 +90,8 @@ def test_served_blend_fills_cold_items_popularity_and_keeps_no_table_without_alp
     assert served.table.rows.shape == (3, 0)
     assert served.fill.cold_rows.tolist() == [2]
     lp = blend.log_prob(counts)
-    assert lp[0] == pytest.approx(np.log(1 / 3)) and lp[2] == pytest.approx(np.log(1 / 3))  # unseen counts once
+    assert lp[0] == pytest.approx(np.log(1 / 3))
+    assert lp[2] == pytest.approx(np.log(1 / 3))  # an unseen item counts once
     assert lp[1] < served.log_prob[2] < lp[0] or lp[0] < served.log_prob[2] < lp[1]  # between its neighbours
     with_table = blend.served_blend(blend.Blend(alpha=0.5), x, counts, vectors, neighbours=5, pop_scale=0.1)
     assert with_table.table.rows.shape == (3, 5)

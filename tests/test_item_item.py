@@ -71,9 +71,7 @@ def test_graph_item_item_scores_match_numpy():
     table = item_item.neighbour_table(x, "ease:5", 4)
     fill = item_item.text_fill(rng.normal(size=[12, 3]), np.asarray(x.sum(axis=0)).ravel() > 0, 3)
     history = np.array([[PAD, PAD, 3, 5], [1, 2, 11, 4], [PAD, PAD, PAD, PAD]])
-    expected = item_item.scale_per_user(
-        item_item.apply_fill(item_item.cf_scores(table, history, 0.7), fill)
-    )
+    expected = item_item.scale_per_user(item_item.apply_fill(item_item.cf_scores(table, history, 0.7), fill))
     actual = export.item_item_scores(
         tf.constant(history, tf.int64),
         tf.constant(item_item.position_weights(4, 0.7)),

@@ -61,7 +61,9 @@ class Validation:
         if len(self.targets) <= max_users:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self.targets), max_users, replace=False))
-        return Validation(self.model_scores[keep], self.history_rows[keep], self.targets[keep], self.exclude[keep])
+        return Validation(
+            self.model_scores[keep], self.history_rows[keep], self.targets[keep], self.exclude[keep]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,7 @@ def candidate_tables(
 def served_blend(
     blend: Blend, x: sp.csr_matrix, counts: np.ndarray, vectors: np.ndarray, neighbours: int, pop_scale: float
 ) -> ServedBlend:
-    """The tables of `blend` rebuilt from the final training data `x` (binary) / `counts` (positives per item)."""
+    """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item."""
     fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)

@@ -98,7 +98,7 @@ FOUND = "found"  # item_embeddings: bool [N], false = not in the catalog (the sh
 # ignores ASSETS_EXTRA_DIR (apart from its warm-up file) and the Pusher copies the whole folder.
 ASSETS_EXTRA_DIR = "assets.extra"
 CATALOG_METADATA_FILE = "catalog.jsonl"
-# <model dir>/ASSETS_EXTRA_DIR/BLEND_SUMMARY_FILE: the served score's mix the Trainer chose (trainer/blend.py).
+# <model dir>/ASSETS_EXTRA_DIR/BLEND_SUMMARY_FILE: the served score's mix the Trainer chose (blend.py).
 BLEND_SUMMARY_FILE = "blend.json"
 # bool: the item had no positive interaction in the analyzed (train) split, so it is out of the item
 # vocabulary (ITEM_INDEX = the OOV bucket): the model knows it by text, brand, categories and price only.

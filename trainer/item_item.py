@@ -39,7 +39,7 @@ FLOOR = 1e-12
 
 @dataclasses.dataclass(frozen=True)
 class NeighbourTable:
-    """rows[i]: catalog rows of item i's neighbours, strongest first, PAD-filled; weights[i]: their W[i, j]."""
+    """rows[i]: catalog rows of item i's neighbours, strongest first, PAD-filled; weights[i]: W[i, j]."""
 
     rows: np.ndarray  # [N, n] int32
     weights: np.ndarray  # [N, n] float32, 0 at PAD

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -217,6 +218,10 @@ def _schedule(train_steps: int | None, epochs: int) -> tuple[int, int | None]:
     return epochs, math.ceil(train_steps / epochs)
 
 
+def _subdir(folder: str | None, name: str) -> str | None:
+    return os.path.join(folder, name) if folder else None
+
+
 def _patterns(file_patterns: str | Sequence[str]) -> list[str]:
     return [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
 
@@ -273,7 +278,9 @@ def validation_split(
         query({key: tf.constant(value[lo : lo + 1024]) for key, value in inputs.items()}).numpy()
         for lo in range(0, int(keep.sum()), 1024)
     ]
-    scores = np.concatenate(queries) @ candidate_vectors.T if queries else np.zeros([0, len(candidate_vectors)])
+    scores = (
+        np.concatenate(queries) @ candidate_vectors.T if queries else np.zeros([0, len(candidate_vectors)])
+    )
     users = inputs[features.USER_INDEX]
     fit_users, fit_items = fit_positives[features.USER_INDEX], rows(fit_positives[features.ITEM_ID])
     by_user: dict[int, list[int]] = {}
@@ -281,9 +288,10 @@ def validation_split(
         if item >= 0:
             by_user.setdefault(user, []).append(item)
     seen = [by_user.get(user, []) for user in users.tolist()]
+    lengths = [len(items) for items in seen]
+    columns = np.concatenate([[], *seen]).astype(np.int64)
     exclude = sp.csr_matrix(
-        (np.ones(sum(map(len, seen))), np.concatenate([[], *seen]).astype(np.int64), np.cumsum([0, *map(len, seen)])),
-        shape=(len(users), len(candidate_vectors)),
+        (np.ones(len(columns)), columns, np.cumsum([0, *lengths])), shape=(len(users), len(candidate_vectors))
     )
     return blend.Validation(scores.astype(np.float32), rows(inputs[features.HISTORY]), targets[keep], exclude)
 
@@ -294,16 +302,17 @@ def choose_blend(
     catalog: Mapping[str, np.ndarray],
     fit_positives: Mapping[str, np.ndarray],
     validation_positives: Mapping[str, np.ndarray],
-) -> blend.Blend:
+) -> tuple[blend.Blend, list[blend.Trial]]:
     """The served score's mix (trainer/blend.py) that scores best on the validation positives, which `model`
-    and the item-item tables did not see; the towers alone when there is no validation user."""
+    and the item-item tables did not see, and every trial; the towers alone when there is no validation
+    user."""
     rows = CatalogRows(catalog[features.ITEM_ID])
     num_items = len(catalog[features.ITEM_ID])
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
     validation = validation_split(model, vectors, fit_positives, validation_positives, rows)
     if len(validation.targets) == 0:
         logger.warning("No validation positive in the catalog: serving the towers' score alone")
-        return blend.Blend()
+        return blend.Blend(), []
     x, counts = interactions(fit_positives, rows, num_items)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
@@ -320,7 +329,7 @@ def choose_blend(
     logger.info("Tried %d blends in %.1f s; best five:", len(trials), time.monotonic() - start)
     for trial in trials[:5]:
         logger.info("  %s: Recall %.4f, tail Recall %.4f", trial.blend, trial.recall, trial.tail_recall)
-    return chosen
+    return chosen, trials
 
 
 def pop_scale(config: TrainerConfig) -> float:
@@ -328,9 +337,47 @@ def pop_scale(config: TrainerConfig) -> float:
     return config.temperature if config.temperature > 0 else 1.0
 
 
+class PositionWeightsSummary(tf.keras.callbacks.Callback):
+    """Writes the query tower's learned history slot weights (age 0 = newest) to TensorBoard each epoch."""
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "history"))
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        pooling = self.model.query_tower.position_pooling
+        if pooling is None:
+            return
+        weights = tf.nn.softmax(tf.cast(pooling.position_logits, tf.float32)).numpy()[::-1]  # newest first
+        with self.writer.as_default(step=epoch):
+            for age, weight in enumerate(weights):
+                tf.summary.scalar(f"position_weight/age_{age:02d}", weight)
+
+
+def write_blend_summary(log_dir: str | None, trials: Sequence[blend.Trial], k: int) -> None:
+    """The validation trials of the blend choice, best first, as a TensorBoard text table."""
+    if not log_dir:
+        return
+    header = f"| method | recency | alpha | gamma | Recall@{k} | tail Recall@{k} |\n" + "|---" * 6 + "|\n"
+    rows = "".join(
+        f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
+        f"| {t.recall:.4f} | {t.tail_recall:.4f} |\n"
+        for t in trials[:50]
+    )
+    with tf.summary.create_file_writer(os.path.join(log_dir, "blend")).as_default(step=0):
+        tf.summary.text("validation_trials", header + rows)
+
+
 def _fit(
-    model: TailTowerModel, config: TrainerConfig, files: Sequence[str], fn_args, feature_spec: Mapping
+    model: TailTowerModel,
+    config: TrainerConfig,
+    files: Sequence[str],
+    fn_args,
+    feature_spec: Mapping,
+    log_dir: str | None,
 ) -> None:
+    """Fits `model` on `files`; with `log_dir`, TensorBoard summaries (losses, validation metrics per epoch,
+    the learned history position weights) are written there."""
     train = make_dataset(files, feature_spec, config.batch_size, shuffle_seed=config.seed)
     evaluation = make_dataset(fn_args.eval_files, feature_spec, config.batch_size)
     epochs, steps_per_epoch = _schedule(fn_args.train_steps, config.epochs)
@@ -344,9 +391,19 @@ def _fit(
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation,
         validation_steps=fn_args.eval_steps or None,
-        callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch)],
+        callbacks=_callbacks(log_dir),
         verbose=0,
     )
+
+
+def _callbacks(log_dir: str | None) -> list[tf.keras.callbacks.Callback]:
+    callbacks = [tf.keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch)]
+    if log_dir:
+        callbacks += [
+            tf.keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, profile_batch=0),
+            PositionWeightsSummary(log_dir),
+        ]
+    return callbacks
 
 
 # Features of a positive example the blend choice reads: the query tower's inputs, the target, the user.
@@ -387,15 +444,20 @@ def run_fn(fn_args) -> None:
             text = encode_catalog(config, catalog, encoder) if text is None else text
             return build_model(config, sizes, catalog, encoder, text), text
 
+    log_dir = getattr(fn_args, "model_run_dir", None)  # TensorBoard: `tensorboard --logdir <model_run_dir>`
+    first_log_dir = _subdir(log_dir, "validation-model") if retrain else log_dir
     model, text = new_model()
-    _fit(model, config, fit_files, fn_args, spec)
+    _fit(model, config, fit_files, fn_args, spec, first_log_dir)
     positive_keys = (*_QUERY_KEYS, features.ITEM_ID)
     fit_positives = read_positives(fit_files, spec, positive_keys)
-    chosen = choose_blend(model, config, catalog, fit_positives, read_positives(eval_files, spec, positive_keys))
+    chosen, trials = choose_blend(
+        model, config, catalog, fit_positives, read_positives(eval_files, spec, positive_keys)
+    )
+    write_blend_summary(log_dir, trials, config.top_k)
     if retrain:
         logger.info("Training again on %s, the validation split included", train_files)
         model, _ = new_model(text)
-        _fit(model, config, train_files, fn_args, spec)
+        _fit(model, config, train_files, fn_args, spec, log_dir)
         fit_positives = read_positives(train_files, spec, positive_keys)
     rows = CatalogRows(catalog[features.ITEM_ID])
     x, counts = interactions(fit_positives, rows, len(catalog[features.ITEM_ID]))
