@@ -8,8 +8,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from trainer import features
-from trainer.config import TrainerConfig
+from trainer.config import HISTORY_POOLINGS, TrainerConfig
 from trainer.model import (
+    HistoryAttention,
     IdEmbedding,
     PositionPooling,
     SampledNegatives,
@@ -138,6 +139,126 @@ def test_position_pooling_in_the_query_tower_learns():
     assert np.abs(logits[-3:]).max() > 0  # slots holding history moved
     np.testing.assert_array_equal(logits[:-3], 0.0)  # always-padding slots get no gradient
     assert _model(history_pooling="mean").query_tower.position_pooling is None
+    assert _model(history_pooling="attention").query_tower.position_pooling is None
+
+
+def _layer_norm(x: np.ndarray, layer: tf.keras.layers.LayerNormalization) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + layer.epsilon) * layer.gamma.numpy() + layer.beta.numpy()
+
+
+def _numpy_history_attention(layer: HistoryAttention, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Reference: per block, x = LN(x + MHA(x)), x = LN(x + FFN(x)); query slot i attends to unmasked
+    key slots j <= i and to itself; the newest slot's output, zeros for an empty row."""
+    length = values.shape[1]
+    slots = np.arange(length)
+    allowed = (slots[None, :] <= slots[:, None]) & (
+        mask[:, None, :] | np.eye(length, dtype=bool)
+    )  # [B, i, j]
+    x = values + layer.position_embedding.numpy()
+    for block in layer.blocks:
+        w = {"/".join(v.name.split("/")[-2:]): v.numpy() for v in block.attention.weights}
+        q, k, v = (
+            np.einsum("bld,dhk->blhk", x, w[f"{name}/kernel:0"]) + w[f"{name}/bias:0"]
+            for name in ("query", "key", "value")
+        )
+        scores = np.einsum("bihk,bjhk->bhij", q, k) / np.sqrt(q.shape[-1])
+        scores = np.where(allowed[:, None], scores, -np.inf)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        heads = np.einsum("bhij,bjhk->bihk", probs, v)
+        attended = np.einsum("bihk,hkd->bid", heads, w["attention_output/kernel:0"])
+        x = _layer_norm(x + attended + w["attention_output/bias:0"], block.attention_norm)
+        hidden, out = block.feed_forward.layers
+        relu = np.maximum(x @ hidden.kernel.numpy() + hidden.bias.numpy(), 0.0)
+        x = _layer_norm(x + relu @ out.kernel.numpy() + out.bias.numpy(), block.feed_forward_norm)
+    return x[:, -1] * mask[:, -1:]
+
+
+# Left-padded rows of 2 and 4 items, a row with an interior masked slot, and an empty row.
+ATTENTION_MASK = np.array(
+    [[False, False, True, True], [True, True, True, True], [False, True, False, True], [False] * 4]
+)
+
+
+def _attention_layer(blocks: int = 2) -> tuple[HistoryAttention, np.ndarray]:
+    tf.keras.utils.set_random_seed(0)
+    layer = HistoryAttention(length=4, dim=8, heads=2, blocks=blocks, dropout=0.2)
+    values = np.random.default_rng(2).normal(size=[len(ATTENTION_MASK), 4, 8]).astype(np.float32)
+    return layer, values
+
+
+def test_history_attention_matches_numpy():
+    layer, values = _attention_layer()
+    out = layer(tf.constant(values), tf.constant(ATTENTION_MASK)).numpy()
+    assert out.shape == (4, 8)
+    np.testing.assert_allclose(out, _numpy_history_attention(layer, values, ATTENTION_MASK), atol=1e-5)
+    np.testing.assert_array_equal(out[3], 0.0)  # empty history: zeros, not NaN
+    assert np.abs(out[:3]).min(axis=1).max() > 0
+
+
+def test_history_attention_masks_padding_and_reads_the_ordered_history():
+    layer, values = _attention_layer()
+    mask = tf.constant(ATTENTION_MASK)
+    out = layer(tf.constant(values), mask).numpy()
+    # Masked slots (left padding, the interior one of row 2, the empty row) may hold anything.
+    noisy = np.where(ATTENTION_MASK[..., None], values, 1e3 * np.sign(values)).astype(np.float32)
+    np.testing.assert_allclose(layer(tf.constant(noisy), mask).numpy(), out, atol=1e-5)
+    # Causal: changing slot 2 leaves slots 0-1's outputs as they are, and changes slots 2-3's.
+    changed = values.copy()
+    changed[:, 2] += 1.0
+    before = layer.sequence(tf.constant(values), mask).numpy()
+    after = layer.sequence(tf.constant(changed), mask).numpy()
+    np.testing.assert_allclose(after[:2, :2], before[:2, :2], atol=1e-6)
+    assert (np.abs(after[:2, 2:] - before[:2, 2:]).max(axis=-1) > 1e-3).all()
+    # Order matters: the same items with the two older ones swapped read out differently.
+    swapped = values.copy()
+    swapped[1, [0, 1]] = values[1, [1, 0]]
+    assert np.abs(layer(tf.constant(swapped), mask).numpy()[1] - out[1]).max() > 1e-3
+    # Dropout only while training.
+    np.testing.assert_array_equal(layer(tf.constant(values), mask, training=False).numpy(), out)
+    trained = layer(tf.constant(values), mask, training=True).numpy()
+    assert np.isfinite(trained).all() and np.abs(trained[:3] - out[:3]).max() > 1e-3
+    np.testing.assert_array_equal(trained[3], 0.0)
+
+
+def test_history_attention_needs_heads_dividing_dim():
+    with pytest.raises(ValueError, match="heads"):
+        HistoryAttention(length=4, dim=8, heads=3, blocks=1, dropout=0.1)
+
+
+def test_attention_query_depends_on_history_order():
+    histories = [[1, 2], [2, 1], []]
+    batch = _batch([0, 0, 0], [0, 0, 0], histories, [1, 1, 1])
+    query = _model(user_embedding=False, history_pooling="attention").query_embedding(batch).numpy()
+    assert np.abs(query[0] - query[1]).max() > 1e-3
+    np.testing.assert_array_equal(
+        query[2], 0.0
+    )  # empty history pools to zeros; the untrained Dense bias is 0
+    mean = _model(user_embedding=False, history_pooling="mean").query_embedding(batch).numpy()
+    np.testing.assert_allclose(mean[0], mean[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_attention_query_tower_saved_model_round_trip(tmp_path, mixed):
+    from trainer.train import precision_policy
+
+    with precision_policy(mixed):
+        model = _model(user_embedding=False, history_pooling="attention")
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    keys = (features.USER_INDEX, features.HISTORY_INDEX, features.HISTORY)
+    spec = {key: tf.TensorSpec([None, *batch[key].shape[1:]], batch[key].dtype) for key in keys}
+    module = tf.Module()
+    module.model = model
+    module.query = tf.function(model.query_embedding, input_signature=[spec])
+    expected = model.query_embedding(batch).numpy()
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    got = loaded.query({key: batch[key] for key in keys}).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3 if mixed else 1e-6)
+    first = {key: batch[key][:1] for key in keys}  # another batch size than any seen before saving
+    np.testing.assert_allclose(loaded.query(first).numpy(), expected[:1], atol=1e-3 if mixed else 1e-6)
+    assert np.abs(expected).max() > 0.1
 
 
 def test_text_cache_hits_misses_and_fallback():
@@ -323,8 +444,9 @@ def test_id_dropout():
     np.testing.assert_array_equal(dropped[kept], index.numpy()[kept])
 
 
-def test_training_lowers_loss():
-    model = _model(logq_beta=0.5)
+@pytest.mark.parametrize("pooling", HISTORY_POOLINGS)
+def test_training_lowers_loss(pooling):
+    model = _model(logq_beta=0.5, history_pooling=pooling)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.03))
     batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
     before = float(model.compute_loss(batch))
@@ -396,17 +518,21 @@ def test_temperature_gives_unit_embeddings_and_scaled_logits():
     np.testing.assert_allclose(float(model.compute_loss(batch)), float(expected), rtol=1e-5)
 
 
-def test_trains_under_mirrored_strategy_with_mixed_precision():
+@pytest.mark.parametrize("pooling", ["position", "attention"])
+def test_trains_under_mirrored_strategy_with_mixed_precision(pooling):
     # The GPU configuration (MirroredStrategy + mixed_float16), run on CPU: dtypes and loss scaling must work.
     from trainer.train import precision_policy
 
     tf.keras.utils.set_random_seed(0)
     vectors = np.random.default_rng(1).normal(size=[len(CATALOG), TEXT_DIM]).astype(np.float32)
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope(), precision_policy(True):
-        model = TailTowerModel(TrainerConfig(embedding_dim=16), SIZES, TextVectorCache(CATALOG, vectors))
+        config = TrainerConfig(embedding_dim=16, history_pooling=pooling)
+        model = TailTowerModel(config, SIZES, TextVectorCache(CATALOG, vectors))
         model.compile(optimizer=tf.keras.optimizers.Adam(0.03))
     assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored after building
     assert model.query_tower.item_vectors.text_projection.compute_dtype == "float16"
+    if pooling == "attention":
+        assert model.query_tower.pooling.blocks[0].attention.compute_dtype == "float16"
     batch = tf.data.Dataset.from_tensors(_batch(USERS, ITEMS, HISTORIES, LABELS))
     before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
     model.fit(batch.repeat(20), epochs=1, verbose=0)
@@ -459,7 +585,14 @@ def test_config_from_custom_config():
     with pytest.raises(ValueError, match="mixed_negatives"):
         TrainerConfig(mixed_negatives=-1)
     with pytest.raises(ValueError, match="history_pooling"):
-        TrainerConfig(history_pooling="attention")
+        TrainerConfig(history_pooling="max")
+    with pytest.raises(ValueError, match="attention_blocks must be positive"):
+        TrainerConfig(attention_blocks=0)
+    with pytest.raises(ValueError, match=r"attention_heads \(3\) must divide embedding_dim \(64\)"):
+        TrainerConfig(history_pooling="attention", embedding_dim=64, attention_heads=3)
+    assert TrainerConfig(embedding_dim=64, attention_heads=3).attention_heads == 3  # unused by "position"
+    with pytest.raises(ValueError, match="attention_dropout"):
+        TrainerConfig(attention_dropout=1.0)
     assert TrainerConfig.from_custom_config({"user_embedding": False}).user_embedding is False
     with pytest.raises(ValueError, match="true or false"):
         TrainerConfig.from_custom_config({"user_embedding": 0})

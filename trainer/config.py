@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 # The default BERT item-text encoder: MiniLM-L6-H384-uncased, which `trainer.bert.resolve_bert_dir` fetches
 # into `<cache>/models/<this name>` (the Dockerfile fetches it into the image the same way).
 DEFAULT_BERT = "all-minilm-l6-v2"
-HISTORY_POOLINGS = ("mean", "position")
+HISTORY_POOLINGS = ("mean", "position", "attention")
 
 Config = TypeVar("Config")
 
@@ -52,8 +52,15 @@ class TrainerConfig:
     user_embedding: bool = False
     # How the query tower pools the history's item vectors: "mean", or "position" (a mean weighted by one
     # learned weight per history slot, newest last, so recent items can count more). On amazon-office the
-    # learned weights put ~11× more on the newest item than on the oldest.
+    # learned weights put ~11× more on the newest item than on the oldest. "attention": SASRec-style causal
+    # self-attention over the ordered history (item vectors + a learned embedding per slot), read out at the
+    # newest slot, so the query can depend on the order of the items and on how they relate to each other.
     history_pooling: str = "position"
+    # The "attention" pooling's transformer blocks, heads (they must divide embedding_dim) and training-time
+    # dropout rate; unused by the other poolings.
+    attention_blocks: int = 1
+    attention_heads: int = 2
+    attention_dropout: float = 0.1
     # Retrieval uses the batch's positives as each other's negatives: bigger batches, more negatives.
     batch_size: int = 2048
     learning_rate: float = 3e-3
@@ -92,7 +99,16 @@ class TrainerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("embedding_dim", "batch_size", "learning_rate", "epochs", "top_k", "rerank_pool")
+        positive = (
+            "embedding_dim",
+            "batch_size",
+            "learning_rate",
+            "epochs",
+            "top_k",
+            "rerank_pool",
+            "attention_blocks",
+            "attention_heads",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)!r}")
@@ -110,6 +126,15 @@ class TrainerConfig:
         if self.history_pooling not in HISTORY_POOLINGS:
             choice = self.history_pooling
             raise ValueError(f"TrainerConfig.history_pooling must be in {HISTORY_POOLINGS}, got {choice!r}")
+        if self.history_pooling == "attention" and self.embedding_dim % self.attention_heads:
+            raise ValueError(
+                f"TrainerConfig.attention_heads ({self.attention_heads}) must divide embedding_dim "
+                f"({self.embedding_dim})"
+            )
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(
+                f"TrainerConfig.attention_dropout must be in [0, 1), got {self.attention_dropout!r}"
+            )
         if not 0.0 <= self.id_dropout <= 1.0:
             raise ValueError(f"TrainerConfig.id_dropout must be in [0, 1], got {self.id_dropout!r}")
         if self.retrieval_weight == 0 and self.ranking_weight == 0:

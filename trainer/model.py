@@ -71,6 +71,80 @@ class PositionPooling(tf.keras.layers.Layer):
         return tf.math.divide_no_nan(total, norm)
 
 
+class TransformerBlock(tf.keras.layers.Layer):
+    """Post-norm transformer encoder block [B, L, D] → [B, L, D].
+
+    Masked multi-head self-attention, then a position-wise feed-forward (Dense D relu → Dense D); each is
+    followed by dropout (training only), a residual connection and LayerNormalization.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = tf.keras.layers.MultiHeadAttention(heads, key_dim=dim // heads, dropout=dropout)
+        self.attention_norm = tf.keras.layers.LayerNormalization()
+        self.feed_forward = tf.keras.Sequential(
+            [tf.keras.layers.Dense(dim, activation="relu"), tf.keras.layers.Dense(dim)]
+        )
+        self.feed_forward_norm = tf.keras.layers.LayerNormalization()
+        self.dropout = tf.keras.layers.Dropout(dropout)
+
+    def call(self, x: tf.Tensor, attention_mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """`attention_mask` [B, L, L] bool: query slot i may attend to key slot j."""
+        attended = self.attention(x, x, attention_mask=attention_mask, training=training)
+        x = self.attention_norm(x + self.dropout(attended, training=training))
+        return self.feed_forward_norm(x + self.dropout(self.feed_forward(x), training=training))
+
+
+class HistoryAttention(tf.keras.layers.Layer):
+    """SASRec-style causal self-attention over a left-padded, newest-last sequence [B, L, D] → [B, D].
+
+    Each slot's vector plus a learned embedding of its slot goes through `blocks` `TransformerBlock`s in
+    which a slot attends to itself and the older unmasked slots; the output is the newest (last) slot's,
+    which has seen the whole sequence. Masked slots never reach an unmasked slot's output. A masked slot
+    attends to itself only (no all-masked softmax row), and an empty row (last slot masked) gives zeros.
+
+    Args:
+      length: L, the sequence length.
+      dim: D, the vector size; `heads` must divide it.
+      heads, blocks: attention heads per block, and blocks.
+      dropout: training-time dropout rate (inputs, attention weights, both sublayer outputs).
+    """
+
+    def __init__(self, length: int, dim: int, heads: int, blocks: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"HistoryAttention: heads ({heads}) must divide dim ({dim})")
+        self.length = length
+        # Initialised at the id embeddings' scale (keras Embedding's default initializer).
+        self.position_embedding = self.add_weight(
+            name="position_embedding", shape=[length, dim], initializer="uniform", trainable=True
+        )
+        # Sublayers are made here, not in build: they take the dtype policy in force now (mixed_float16
+        # inside trainer.train.precision_policy); build runs later, outside it.
+        self.input_dropout = tf.keras.layers.Dropout(dropout)
+        self.blocks = [TransformerBlock(dim, heads, dropout) for _ in range(blocks)]
+
+    def attention_mask(self, mask: tf.Tensor) -> tf.Tensor:
+        """[B, L] unmasked slots → [B, L, L]: query i attends to unmasked keys j <= i, and to itself."""
+        slots = tf.range(self.length)
+        causal = slots[tf.newaxis, :] <= slots[:, tf.newaxis]  # [query, key]
+        itself = tf.eye(self.length, dtype=tf.bool)
+        return tf.logical_and(causal, tf.logical_or(tf.cast(mask, tf.bool)[:, tf.newaxis, :], itself))
+
+    def sequence(self, values: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Every slot's output [B, L, D]; slot i's depends on slots <= i only."""
+        x = values + tf.cast(self.position_embedding, values.dtype)[tf.newaxis]
+        x = self.input_dropout(x, training=training)
+        attention_mask = self.attention_mask(mask)
+        for block in self.blocks:
+            x = block(x, attention_mask, training=training)
+        return x
+
+    def call(self, values: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        newest = self.sequence(values, mask, training=training)[:, -1, :]
+        return newest * tf.cast(mask, newest.dtype)[:, -1:]
+
+
 class IdEmbedding(tf.keras.layers.Layer):
     """Embeds vocabulary indices [...] → [..., dim]; OOV (index >= vocab_size) and padding (< 0) → zeros.
 
@@ -205,13 +279,32 @@ class CandidateTower(tf.keras.layers.Layer):
         return self.output_layer(tf.concat([item, brand, categories, price], axis=-1))
 
 
+HistoryPooling = PositionPooling | HistoryAttention
+
+
+def history_pooling(config: TrainerConfig) -> HistoryPooling | None:
+    """The query tower's history pooling layer for `config.history_pooling`; None = the masked mean."""
+    if config.history_pooling == "position":
+        return PositionPooling(features.HISTORY_LENGTH)
+    if config.history_pooling == "attention":
+        return HistoryAttention(
+            features.HISTORY_LENGTH,
+            config.embedding_dim,
+            config.attention_heads,
+            config.attention_blocks,
+            config.attention_dropout,
+        )
+    return None
+
+
 class QueryTower(tf.keras.layers.Layer):
     """User index [B] + history [B, H] (indices and raw ids) → query embeddings [B, D].
 
     concat(user embedding, pooled history items' `ItemVectors`) → Dense(D), or the pooled history alone with
-    `user_embedding=False`. Pooling is the plain mean, or with `history_pooling="position"` a mean weighted
-    by learned per-position weights (`PositionPooling`). History text comes from the cache only (there are
-    no history tokens); padding (-1) is masked, an empty history gives zeros.
+    `user_embedding=False`. `pooling` (see `history_pooling`) is a `PositionPooling` (a mean weighted by
+    learned per-position weights), a `HistoryAttention` (causal self-attention read out at the newest
+    item), or None: the plain mean. History text comes from the cache only (there are no history tokens);
+    padding (-1) is masked, an empty history pools to zeros.
     """
 
     def __init__(
@@ -221,26 +314,29 @@ class QueryTower(tf.keras.layers.Layer):
         sizes: VocabSizes,
         dim: int,
         user_embedding: bool = True,
-        history_pooling: str = "mean",
+        pooling: HistoryPooling | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.item_vectors = item_vectors
         self.text_cache = text_cache
         self.user_embedding = IdEmbedding(sizes.users, dim) if user_embedding else None
-        self.position_pooling = (
-            PositionPooling(features.HISTORY_LENGTH) if history_pooling == "position" else None
-        )
+        self.pooling = pooling
         self.output_layer = tf.keras.layers.Dense(dim, dtype="float32")
+
+    @property
+    def position_pooling(self) -> PositionPooling | None:
+        """The `PositionPooling` layer, if that is the pooling (its weights are summarised while training)."""
+        return self.pooling if isinstance(self.pooling, PositionPooling) else None
 
     def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
         history_index = tf.cast(inputs[features.HISTORY_INDEX], tf.int64)
         history_text, _ = self.text_cache.lookup(inputs[features.HISTORY])
         history_vectors = self.item_vectors(history_index, history_text, training=training)
-        if self.position_pooling is None:
+        if self.pooling is None:
             history = masked_mean(history_vectors, history_index >= 0)
         else:
-            history = self.position_pooling(history_vectors, history_index >= 0)
+            history = self.pooling(history_vectors, history_index >= 0, training=training)
         if self.user_embedding is None:
             return self.output_layer(history)
         user = self.user_embedding(inputs[features.USER_INDEX])
@@ -343,8 +439,8 @@ class TailTowerModel(tfrs.Model):
     """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
 
     Args:
-      config: embedding_dim, temperature, logq_beta, mixed_negatives, id_dropout, the two loss weights
-        and ranking_trains_towers are read.
+      config: embedding_dim, user_embedding, the history pooling settings, temperature, logq_beta,
+        mixed_negatives, id_dropout, the two loss weights and ranking_trains_towers are read.
       sizes: vocabulary sizes of the transform output.
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
       text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T].
@@ -372,7 +468,7 @@ class TailTowerModel(tfrs.Model):
             self.negative_sampler = UniformCatalogSampler(catalog, config.mixed_negatives)
         self.item_vectors = ItemVectors(sizes.items, dim, id_dropout=config.id_dropout)
         self.query_tower = QueryTower(
-            self.item_vectors, text_cache, sizes, dim, config.user_embedding, config.history_pooling
+            self.item_vectors, text_cache, sizes, dim, config.user_embedding, history_pooling(config)
         )
         self.candidate_tower = CandidateTower(self.item_vectors, sizes, dim)
         self.ranking_head = tf.keras.Sequential(

@@ -342,7 +342,7 @@ class PositionWeightsSummary(tf.keras.callbacks.Callback):
 
     def __init__(self, log_dir: str):
         super().__init__()
-        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "history"))
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "position_weights"))
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         pooling = self.model.query_tower.position_pooling
