@@ -2,7 +2,8 @@
 
     scripts/env python -m evaluation.harness --data DATA_DIR --out OUT_DIR [--k 10] [--seed 0]
         [--protocols standard,cold_items] [--systems baselines,ours] [--ease-lambdas 50,200,500]
-        [--rating-threshold 4] [--time-ties line|item_id] [--bert NAME_OR_DIR] [--trainer-config JSON]
+        [--history excluded|kept] [--rating-threshold 4] [--time-ties line|item_id] [--bert NAME_OR_DIR]
+        [--trainer-config JSON]
         [--sweep 'mmr_lambda=0.1,0.5;xquad_lambda=0.1,0.5'] [--train-variants '[{"logq_beta": 0.5}]']
         [--reuse-runs] [--no-ild]
 
@@ -14,6 +15,10 @@ data, trains our system with the project's pipeline on a derived dataset (evalua
 scores every test user through the pushed model's `recommend` signature at each re-ranking knob setting
 (no retraining) and, with --train-variants, retrains once per trainer override. Writes OUT/metrics.json,
 OUT/metrics.md, OUT/popularity-<protocol>.png, OUT/pareto-<protocol>.png and OUT/report.html.
+
+--history kept ranks every system over the whole catalog, the user's fit items included (RecBole's protocol,
+which the text-based sequential recommenders report; our model is asked with keep_history=1); the default
+excludes them. All three outputs name the history protocol: its figures are not comparable with the other's.
 
 To reproduce the README reference figures on ml-latest-small use `--rating-threshold 0 --time-ties item_id`
 (every rating a positive, equal timestamps ordered by item id); the defaults follow the pipeline.
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 from evaluation import baselines, data, metrics, ranking, report, split
 from pipeline import configs
@@ -40,7 +46,8 @@ if TYPE_CHECKING:  # TensorFlow is imported only when our system runs
     from evaluation.served_model import ServedModel
 
 DEFAULT_SWEEP_VALUES = (0.1, 0.25, 0.5, 0.75, 1.0)
-# The re-ranking knobs of the `recommend` signature (trainer/export.py), which --sweep may name.
+# The re-ranking knobs of the `recommend` signature (trainer/export.py), which --sweep may name and which
+# are swept by default (keep_history is the --history protocol, never swept).
 KNOBS = (features.MMR_LAMBDA, features.XQUAD_LAMBDA)
 OUR_SYSTEM = "tailtower"
 SYSTEMS = ("baselines", "ours")
@@ -68,6 +75,7 @@ class Options:
     k: int = configs.EvalGateConfig.top_k  # the pipeline gates on the same K
     seed: int = 0
     protocols: tuple[str, ...] = (split.STANDARD, split.COLD_ITEMS)
+    history: str = split.HISTORY_EXCLUDED  # split.HISTORY_PROTOCOLS: whether fit items may be recommended
     systems: tuple[str, ...] = SYSTEMS
     ease_lambdas: tuple[float, ...] = baselines.EASE_LAMBDAS
     rating_threshold: float = data.RATING_THRESHOLD
@@ -79,6 +87,15 @@ class Options:
     reuse_runs: bool = False
     ild: bool = True
 
+    def __post_init__(self):
+        if self.history not in split.HISTORY_PROTOCOLS:
+            raise ValueError(f"history: {self.history!r} is not one of {split.HISTORY_PROTOCOLS}")
+
+    @property
+    def keep_history(self) -> bool:
+        """Whether fit items are ranked too (the history-kept protocol)."""
+        return self.history == split.HISTORY_KEPT
+
 
 # ------------------------------------------------------------------------------------------ systems
 def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
@@ -89,6 +106,11 @@ def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
     """
     x = s.fit_matrix()
     last = s.last_item_matrix()
+    exclude = None if options.keep_history else x
+
+    def rank(scorer: Callable, read: sp.csr_matrix) -> np.ndarray:  # read: the rows the scorer reads
+        return ranking.rank_in_batches(lambda lo, hi: scorer(read[lo:hi]), len(s.users), options.k, exclude)
+
     fits: list[tuple[str, dict, Callable, bool]] = [
         ("MostPop", {}, lambda: baselines.fit_most_pop(x), False),
         ("ItemKNN (cosine)", {}, lambda: baselines.fit_item_knn(x), True),
@@ -101,10 +123,10 @@ def run_baselines(s: split.Split, options: Options) -> list[Ranked]:
     for name, settings, fit, also_from_last in fits:
         log(f"{s.protocol}: fitting and ranking {name}")
         scorer = fit()
-        recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(x[lo:hi]), x, options.k)
+        recs = rank(scorer, x)
         results.append(Ranked(name, {"system": name, **settings}, recs))
         if also_from_last:
-            recs = ranking.rank_in_batches(lambda lo, hi, scorer=scorer: scorer(last[lo:hi]), x, options.k)
+            recs = rank(scorer, last)
             last_name = f"{name}, {LAST_ITEM}"
             from_last.append(Ranked(last_name, {"system": last_name, **settings, "history": LAST_ITEM}, recs))
     results += from_last
@@ -151,14 +173,16 @@ def run_ours(
         log(
             f"{s.protocol}: scoring {len(s.users)} users through `recommend` (knobs: {model.knobs or 'none'})"
         )
-        results.append(Ranked(system, dict(base), model.rank(s, options.k)))
+        recs = model.rank(s, options.k, keep_history=options.keep_history)
+        results.append(Ranked(system, dict(base), recs))
         if index == 0:  # the knob sweep runs on the default-trained model only
             results += _sweep(model, s, options, system, base)
     return results, first_model
 
 
 def _sweep(model: ServedModel, s: split.Split, options: Options, system: str, base: dict) -> list[Ranked]:
-    sweep = options.sweep if options.sweep is not None else {k: DEFAULT_SWEEP_VALUES for k in model.knobs}
+    default = {knob: DEFAULT_SWEEP_VALUES for knob in KNOBS if knob in model.knobs}
+    sweep = options.sweep if options.sweep is not None else default
     results = []
     for knob, values in sweep.items():
         if knob not in model.knobs:
@@ -168,7 +192,11 @@ def _sweep(model: ServedModel, s: split.Split, options: Options, system: str, ba
             log(f"  {knob}={value:g}")
             settings = {**base, knob: value, "sweep": knob, "value": value}
             results.append(
-                Ranked(f"{system} {knob}={value:g}", settings, model.rank(s, options.k, {knob: value}))
+                Ranked(
+                    f"{system} {knob}={value:g}",
+                    settings,
+                    model.rank(s, options.k, {knob: value}, keep_history=options.keep_history),
+                )
             )
     return results
 
@@ -216,7 +244,7 @@ def to_entry(result: Ranked, s: split.Split, vectors: np.ndarray | None, k: int)
 def evaluate(options: Options) -> list[dict]:
     """Runs everything and writes the outputs; returns the metrics.json entries."""
     os.makedirs(options.out, exist_ok=True)
-    log(f"loading {options.data}")
+    log(f"loading {options.data} (history {options.history})")
     dataset = data.load_dataset(options.data, options.rating_threshold, options.time_ties)
     log(
         f"{len(dataset.items)} items, {len(dataset.positives)} users, "
@@ -246,8 +274,9 @@ def write_outputs(options: Options, name: str, entries: list[dict], per_protocol
     table = report.markdown_table(entries, options.k)
     print("\n" + table + "\n", flush=True)
     with open(os.path.join(options.out, "metrics.md"), "w", encoding="utf-8") as f:
-        f.write(f"# {name}, K={options.k}\n\n{table}\n")
-    report.write_json(os.path.join(options.out, "metrics.json"), name, options.k, entries)
+        f.write(f"# {name}, K={options.k}, history {options.history}\n\n")
+        f.write(f"{report.history_note(options.history)}.\n\n{table}\n")
+    report.write_json(os.path.join(options.out, "metrics.json"), name, options.k, options.history, entries)
     images = []
     for s, results in per_protocol:
         shown = {r.name: r.recs[:, : options.k] for r in results if _is_base(r)}
@@ -259,11 +288,12 @@ def write_outputs(options: Options, name: str, entries: list[dict], per_protocol
         )
     notes = [
         f"dataset {options.data}; protocols {', '.join(options.protocols)}; seed {options.seed}",
+        report.history_note(options.history),
         "metric definitions: evaluation/metrics.py; protocols: evaluation/split.py",
     ]
     report.write_html(
         os.path.join(options.out, "report.html"),
-        f"tailtower offline evaluation: {name}",
+        f"tailtower offline evaluation: {name}, history {options.history}",
         entries,
         options.k,
         images,
@@ -335,6 +365,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--k", type=int, default=Options.k)
     p.add_argument("--seed", type=int, default=Options.seed, help="seed of the cold-item draw")
     p.add_argument("--protocols", default=",".join(Options.protocols))
+    p.add_argument(
+        "--history",
+        default=Options.history,
+        choices=split.HISTORY_PROTOCOLS,
+        help="excluded: fit items are never recommended; kept: they are ranked too (RecBole's protocol)",
+    )
     p.add_argument("--systems", default=",".join(Options.systems), help="comma list of: baselines, ours")
     p.add_argument("--ease-lambdas", default=",".join(f"{v:g}" for v in Options.ease_lambdas))
     p.add_argument("--rating-threshold", type=float, default=Options.rating_threshold)
@@ -343,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--bert",
         default=None,
         help=f"BERT for the pipeline and for ILD vectors (default {TrainerConfig.bert}); the same setting "
-        "as a \"bert\" key in --trainer-config",
+        'as a "bert" key in --trainer-config',
     )
     p.add_argument("--trainer-config", default="{}", help="JSON of TrainerConfig fields for every training")
     p.add_argument(
@@ -373,6 +409,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
             k=a.k,
             seed=a.seed,
             protocols=protocols,
+            history=a.history,
             systems=systems,
             ease_lambdas=_floats(a.ease_lambdas),
             rating_threshold=a.rating_threshold,

@@ -1,4 +1,5 @@
-"""Top-K lists from a score matrix, with each user's seen items excluded and deterministic ties.
+"""Top-K lists from a score matrix, with each user's seen items excluded (or not: the history-kept protocol
+of evaluation/split.py) and deterministic ties.
 
 A list is a row of item indices, best first, padded with -1 when fewer than K items are rankable (a score of
 -inf is not rankable).
@@ -31,14 +32,22 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     return ranked.astype(np.int64)
 
 
-def rank_in_batches(score_fn, exclude: sp.csr_matrix, k: int, batch_size: int = 1024) -> np.ndarray:
-    """Top-k lists for every row of `exclude`, scoring `batch_size` users at a time.
+def rank_in_batches(
+    score_fn, num_users: int, k: int, exclude: sp.csr_matrix | None = None, batch_size: int = 1024
+) -> np.ndarray:
+    """Top-k lists for users 0..num_users-1, scoring `batch_size` users at a time.
 
-    score_fn(lo, hi) → [hi - lo, N] scores of users lo..hi-1.
+    score_fn(lo, hi) → [hi - lo, N] scores of users lo..hi-1. exclude: [num_users, N] as in `top_k` (None:
+    every item is rankable).
     """
-    num_users = exclude.shape[0]
+    if exclude is not None and exclude.shape[0] != num_users:
+        raise ValueError(f"exclude has {exclude.shape[0]} rows for {num_users} users")
     chunks = [
-        top_k(score_fn(lo, min(lo + batch_size, num_users)), k, exclude[lo : lo + batch_size])
+        top_k(
+            score_fn(lo, min(lo + batch_size, num_users)),
+            k,
+            None if exclude is None else exclude[lo : lo + batch_size],
+        )
         for lo in range(0, num_users, batch_size)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, k), np.int64)

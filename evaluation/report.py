@@ -2,6 +2,7 @@
 
 An *entry* is one system at one setting: {"name", "<metric>@K": float | None, ..., "settings": {...}}.
 NaN metrics (nothing to measure, e.g. cold_recall without cold targets) are written as null / "–".
+Every output names the run's history protocol (evaluation/split.py), whose figures are not comparable.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from tabulate import tabulate
 
+from evaluation import split
+
 METRICS = (
     "recall",
     "ndcg",
@@ -28,6 +31,18 @@ METRICS = (
     "ild",
     "cold_recall",
 )
+
+
+HISTORY_NOTES = {
+    split.HISTORY_EXCLUDED: "history excluded: a user's fit items are never recommended",
+    split.HISTORY_KEPT: "history kept: fit items are ranked too (RecBole's full ranking), not comparable "
+    "with history-excluded figures",
+}
+
+
+def history_note(history: str) -> str:
+    """One line saying what the history protocol `history` (split.HISTORY_PROTOCOLS) means."""
+    return HISTORY_NOTES[history]
 
 
 def clean(value: float) -> float | None:
@@ -46,9 +61,10 @@ def markdown_table(entries: Sequence[dict], k: int) -> str:
     return tabulate(rows, headers=["system", *columns], tablefmt="github", disable_numparse=True)
 
 
-def write_json(path: str, dataset: str, k: int, entries: Sequence[dict]) -> None:
+def write_json(path: str, dataset: str, k: int, history: str, entries: Sequence[dict]) -> None:
+    doc = {"dataset": dataset, "k": k, "history_protocol": history, "systems": list(entries)}
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"dataset": dataset, "k": k, "systems": list(entries)}, f, indent=2, sort_keys=False)
+        json.dump(doc, f, indent=2, sort_keys=False)
         f.write("\n")
 
 

@@ -8,11 +8,17 @@ users are batched by that count, so most batches ask for exactly k. (With a re-r
 for a longer k may differ from the list of length k; this affects only users with more than
 HISTORY_LENGTH fit items.)
 
-Re-ranking knobs are the signature's scalar inputs other than user_id, history and k (e.g. `mmr_lambda`,
-`xquad_lambda`); a knob left out of a setting is sent off (`serving.recommend_request.with_knobs_off`).
+Under the history-kept protocol (evaluation/split.py) the request carries keep_history=1 instead: the model
+ranks the whole catalog, history included, and every returned catalog item is kept.
+
+Re-ranking knobs are the signature's scalar inputs other than user_id, history, k and keep_history (e.g.
+`mmr_lambda`, `xquad_lambda`); a knob left out of a setting is sent off
+(`serving.recommend_request.with_knobs_off`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -30,16 +36,29 @@ class ServedModel:
     def __init__(self, model_dir: str):
         self.model_dir = model_dir
         self._client = LocalClient(model_dir)
-        self.knobs = knob_names(self._client.scalar_inputs(features.RECOMMEND_SIGNATURE))  # sorted names
+        scalars = knob_names(self._client.scalar_inputs(features.RECOMMEND_SIGNATURE))
+        self._has_keep_history = features.KEEP_HISTORY in scalars
+        self.knobs = tuple(name for name in scalars if name != features.KEEP_HISTORY)  # sorted names
 
     def rank(
-        self, split: Split, k: int, settings: dict[str, float] | None = None, batch_size: int = 256
+        self,
+        split: Split,
+        k: int,
+        settings: dict[str, float] | None = None,
+        keep_history: bool = False,
+        batch_size: int = 256,
     ) -> np.ndarray:
-        """[U, k] item indices (-1 padded) for every user of `split`, fit items excluded."""
-        knobs = with_knobs_off(settings or {}, self.knobs)  # checked before the first batch
+        """[U, k] item indices (-1 padded) for every user of `split`, fit items excluded unless
+        `keep_history` (the history-kept protocol)."""
+        knobs = with_knobs_off(settings or {}, self.knobs) | self._history_input(keep_history)  # checked now
         index = {item_id: i for i, item_id in enumerate(split.item_ids)}
+        # Fit items beyond the sent history, asked for on top of k and dropped (none when history is kept).
         overflow = np.array(
-            [len(set(h.tolist()) - set(h[-features.HISTORY_LENGTH :].tolist())) for h in split.history]
+            [
+                0 if keep_history else len(set(h.tolist()) - set(h[-features.HISTORY_LENGTH :].tolist()))
+                for h in split.history
+            ],
+            np.int64,
         )
         order = np.argsort(overflow, kind="stable")
         recs = np.full((len(split.users), k), PAD, np.int64)
@@ -51,8 +70,23 @@ class ServedModel:
             ]
             result = self._client.recommend([split.users[u] for u in users], histories, asked, **knobs)
             for u, ids in zip(users, result.item_ids(), strict=True):
-                recs[u] = _keep_unseen(ids, split.history[u], index, k)
+                recs[u] = _first_k(ids, () if keep_history else split.history[u].tolist(), index, k)
         return recs
+
+    def _history_input(self, keep_history: bool) -> dict[str, int]:
+        """The keep_history input (0 or 1); {} for a model without it, which always excludes.
+
+        Raises:
+          ValueError: `keep_history` asked of a model exported before the input existed.
+        """
+        if self._has_keep_history:
+            return {features.KEEP_HISTORY: int(keep_history)}
+        if keep_history:
+            raise ValueError(
+                f"{self.model_dir}: its `recommend` has no {features.KEEP_HISTORY} input, so it cannot be "
+                "scored with the history kept; export it again"
+            )
+        return {}
 
     def text_vectors(self, item_ids: tuple[str, ...]) -> np.ndarray | None:
         """[N, T] the model's cached BERT text vector of each item, or None if the model has no such cache
@@ -71,8 +105,8 @@ class ServedModel:
         return vectors[[row_of[item] for item in item_ids]]
 
 
-def _keep_unseen(ids: list[str], history: np.ndarray, index: dict[str, int], k: int) -> np.ndarray:
-    """The first k returned items that are in the catalog and not in the user's history, -1 padded."""
-    seen = set(history.tolist())
+def _first_k(ids: list[str], dropped: Iterable[int], index: dict[str, int], k: int) -> np.ndarray:
+    """The first k returned items that are in the catalog and not `dropped` (item indices), -1 padded."""
+    seen = set(dropped)
     kept = [index[i] for i in ids if i in index and index[i] not in seen][:k]
     return np.array(kept + [PAD] * (k - len(kept)), np.int64)

@@ -2,11 +2,17 @@
 
 "standard": each user's last positive is the test target, the one before is the validation item and the
 rest is train. Like the README reference figures, every system fits on train + validation (the "fit" data:
-everything before the test target) and never recommends the user's fit items. A user with one positive has
-a test target and an empty history; with two, the validation item is the whole history.
+everything before the test target) and, history excluded (below), never recommends the user's fit items. A
+user with one positive has a test target and an empty history; with two, the validation item is the whole
+history.
 
 "cold_items": as "standard", then a seeded `COLD_ITEM_SHARE` of the items that have fit interactions lose
 all of them (they vanish from users' histories and from the fit data); their test targets stay.
+
+Either protocol runs under one of two history protocols (harness --history): "excluded" (the default, as
+above) never recommends a user's fit items; "kept" ranks the whole catalog, fit items included, as RecBole's
+full ranking does (the protocol the text-based sequential recommenders UniSRec, VQ-Rec and Recformer report).
+Figures under the two are not comparable.
 
 An item is *cold* when it has no fit interaction (made cold, or never interacted with before a test
 target), *tail* when it is outside the head: the most popular items that together first reach `HEAD_SHARE`
@@ -27,6 +33,8 @@ from trainer import features
 
 STANDARD, COLD_ITEMS = "standard", "cold_items"
 PROTOCOLS = (STANDARD, COLD_ITEMS)
+HISTORY_EXCLUDED, HISTORY_KEPT = "excluded", "kept"
+HISTORY_PROTOCOLS = (HISTORY_EXCLUDED, HISTORY_KEPT)
 COLD_ITEM_SHARE = 0.1
 HEAD_SHARE = features.HEAD_SHARE
 

@@ -49,10 +49,35 @@ def test_top_k_pads_when_k_exceeds_the_catalog():
 def test_rank_in_batches_matches_one_batch():
     scorer = baselines.fit_ease(X, 1.0)
     whole = ranking.top_k(scorer(X), 2, X)
-    batched = ranking.rank_in_batches(lambda lo, hi: scorer(X[lo:hi]), X, 2, batch_size=2)
+    batched = ranking.rank_in_batches(lambda lo, hi: scorer(X[lo:hi]), 3, 2, X, batch_size=2)
     assert batched.tolist() == whole.tolist()
     # User 0 has seen {0, 1}: scores [.5, .5, .5, 0] → item 2, then item 3 (score 0).
     assert whole[0].tolist() == [2, 3]
+
+
+# The history-kept protocol (evaluation/split.py) ranks seen items like the others.
+SCORES = np.array([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.8, 0.4]])
+SEEN = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]]))
+
+
+def test_top_k_with_and_without_excluding_the_history():
+    # Excluded: user 0 loses item 0 (0.9) → 2 (0.5), 3 (0.3); user 1 loses 1 and 3 → 2 (0.8), 0 (0.2).
+    assert ranking.top_k(SCORES, 2, SEEN).tolist() == [[2, 3], [2, 0]]
+    # Kept: user 0's seen item 0 ranks first; user 1's seen item 1 ties item 2 (0.8), the higher index first.
+    assert ranking.top_k(SCORES, 2).tolist() == [[0, 2], [2, 1]]
+    # k = the catalog: the kept list is every item, the excluded one pads the seen slots.
+    assert ranking.top_k(SCORES, 4).tolist() == [[0, 2, 3, 1], [2, 1, 3, 0]]
+    assert ranking.top_k(SCORES, 4, SEEN).tolist() == [[2, 3, 1, -1], [2, 0, -1, -1]]
+
+
+def test_rank_in_batches_with_and_without_exclusion():
+    def scores(lo, hi):
+        return SCORES[lo:hi]
+
+    assert ranking.rank_in_batches(scores, 2, 2, SEEN, batch_size=1).tolist() == [[2, 3], [2, 0]]
+    assert ranking.rank_in_batches(scores, 2, 2, batch_size=1).tolist() == [[0, 2], [2, 1]]
+    with pytest.raises(ValueError, match="exclude has 2 rows for 3 users"):
+        ranking.rank_in_batches(scores, 3, 2, SEEN)
 
 
 @pytest.mark.parametrize("lam", baselines.EASE_LAMBDAS)

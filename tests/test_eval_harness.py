@@ -35,6 +35,7 @@ def test_outputs_and_json_shape(synthetic, tmp_path):
     entries = harness.evaluate(_baselines_only(synthetic, tmp_path))
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["k"] == 10 and written["dataset"] == os.path.basename(synthetic)
+    assert written["history_protocol"] == split.HISTORY_EXCLUDED
     assert written["systems"] == entries
     names = [e["name"] for e in entries]
     assert names[:5] == ["MostPop", "ItemKNN (cosine)", "EASE λ=50", "EASE λ=200", "EASE λ=500"]
@@ -70,6 +71,58 @@ def test_same_seed_same_results_and_another_seed_changes_the_cold_draw(synthetic
     assert first[9:] != other[9:]
 
 
+def _tiny_split() -> split.Split:
+    """Items 0..3; fit histories u0 {0, 1}, u1 {1, 2}, u2 {1}: fit counts [1, 3, 1, 0]."""
+    histories = [[0, 1], [1, 2], [1]]
+    return split.Split(
+        split.STANDARD,
+        ("a", "b", "c", "d"),
+        ("u0", "u1", "u2"),
+        tuple(np.array(h, np.int64) for h in histories),
+        np.array([3, 3, 3], np.int64),
+        np.full(3, -1),
+        {},
+        np.zeros(4, bool),
+    )
+
+
+def test_baselines_rank_the_fit_items_only_with_the_history_kept(tmp_path):
+    options = {"data": "d", "out": str(tmp_path), "k": 2, "ease_lambdas": (1.0,)}
+    # MostPop scores the fit counts [1, 3, 1, 0]; ties go to the higher item index.
+    excluded = harness.run_baselines(_tiny_split(), harness.Options(**options))[0]
+    assert excluded.name == "MostPop"
+    assert excluded.recs.tolist() == [[2, 3], [0, 3], [2, 0]]
+    kept = harness.run_baselines(_tiny_split(), harness.Options(**options, history=split.HISTORY_KEPT))[0]
+    assert kept.recs.tolist() == [[1, 2], [1, 2], [1, 2]]
+
+
+def test_history_kept_is_written_into_every_output(synthetic, tmp_path):
+    flags = "--systems baselines --protocols standard --no-ild --history kept".split()
+    options = harness.parse_args(["--data", synthetic, "--out", str(tmp_path), *flags])
+    assert options.history == split.HISTORY_KEPT and options.keep_history
+    harness.evaluate(options)
+    assert json.loads((tmp_path / "metrics.json").read_text())["history_protocol"] == split.HISTORY_KEPT
+    markdown = (tmp_path / "metrics.md").read_text()
+    assert markdown.startswith(f"# {os.path.basename(synthetic)}, K=10, history kept\n")
+    assert report.history_note(split.HISTORY_KEPT) in markdown
+    page = (tmp_path / "report.html").read_text()
+    assert "history kept" in page and "RecBole" in page
+
+
+def test_history_option_default_and_bad_values(capsys):
+    default = harness.parse_args(["--data", "d", "--out", "o"])
+    assert default.history == split.HISTORY_EXCLUDED and not default.keep_history
+    with pytest.raises(SystemExit) as exit_info:
+        harness.parse_args(["--data", "d", "--out", "o", "--history", "all"])
+    assert exit_info.value.code == 2
+    assert "--history: invalid choice: 'all' (choose from " in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"history: 'Kept' is not one of \('excluded', 'kept'\)"):
+        harness.Options(data="d", out="o", history="Kept")
+    # keep_history is the protocol, not a re-ranking knob: --sweep refuses it.
+    with pytest.raises(ValueError, match="unknown knob 'keep_history'"):
+        harness.parse_sweep("keep_history=1")
+
+
 def test_parse_sweep_and_bad_options():
     assert harness.parse_sweep("mmr_lambda=0.1,0.5; xquad_lambda=1") == {
         "mmr_lambda": (0.1, 0.5),
@@ -89,8 +142,18 @@ def test_parse_sweep_and_bad_options():
 
 def test_trainer_options_are_checked_when_parsed(capsys):
     options = harness.parse_args(
-        ["--data", "d", "--out", "o", "--bert", "/m", "--trainer-config", '{"epochs": 3}',
-         "--train-variants", '[{"logq_beta": 0.5}]']
+        [
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--bert",
+            "/m",
+            "--trainer-config",
+            '{"epochs": 3}',
+            "--train-variants",
+            '[{"logq_beta": 0.5}]',
+        ]
     )
     assert options.trainer == TrainerConfig(bert="/m", epochs=3)
     assert options.train_variants == ({"logq_beta": 0.5},)
@@ -103,7 +166,7 @@ def test_trainer_options_are_checked_when_parsed(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "--train-variants[1] {\"epoch\": 1}: Unknown trainer custom_config keys ['epoch']" in error
-    assert "known keys: ['batch_size', 'bert'," in error
+    assert "known keys: ['" in error and "'batch_size', 'bert'," in error  # sorted, whatever comes first
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """evaluation.served_model on a hand-built SavedModel whose `recommend` ranks the catalog in a known order.
 
-The fake ranks items by catalog position (first = best), excluding the history it is sent; with
-`mmr_lambda` > 0 it ranks in reverse. It has no BERT text cache.
+The fake ranks items by catalog position (first = best), excluding the history it is sent unless
+keep_history is 1; with `mmr_lambda` > 0 it ranks in reverse. It has no BERT text cache. A second fake
+without the keep_history input stands for a model exported before it existed.
 """
 
 import numpy as np
@@ -15,35 +16,57 @@ from trainer import features
 CATALOG = [f"i{n:02d}" for n in range(30)]
 
 
+_INPUTS = [
+    tf.TensorSpec([None], tf.string, name=features.USER_ID),
+    tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+    tf.TensorSpec([], tf.int32, name=features.K),
+    tf.TensorSpec([], tf.float32, name=features.MMR_LAMBDA),
+]
+
+
+def _ranked(catalog, user_id, history, k, mmr_lambda, keep_history) -> dict:
+    n = tf.shape(catalog)[0]
+    base = -tf.cast(tf.range(n), tf.float32)
+    scores = tf.where(mmr_lambda > 0, -base, base)[tf.newaxis, :] + tf.zeros([tf.shape(user_id)[0], 1])
+    seen = tf.reduce_any(tf.equal(history[:, :, tf.newaxis], catalog[tf.newaxis, tf.newaxis, :]), 1)
+    scores = tf.where(tf.logical_and(seen, tf.not_equal(keep_history, 1)), -1e9, scores)
+    top, rows = tf.math.top_k(scores, k=k)
+    return {"item_ids": tf.gather(catalog, rows), "scores": top, "is_tail": tf.zeros_like(rows)}
+
+
 class _Fake(tf.Module):
     def __init__(self):
         super().__init__()
         self.catalog = tf.constant(CATALOG)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="user_id"),
-            tf.TensorSpec([None, None], tf.string, name="history"),
-            tf.TensorSpec([], tf.int32, name="k"),
-            tf.TensorSpec([], tf.float32, name="mmr_lambda"),
-        ]
-    )
+    @tf.function(input_signature=[*_INPUTS, tf.TensorSpec([], tf.int32, name=features.KEEP_HISTORY)])
+    def recommend(self, user_id, history, k, mmr_lambda, keep_history):
+        return _ranked(self.catalog, user_id, history, k, mmr_lambda, keep_history)
+
+
+class _FakeWithoutKeepHistory(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.catalog = tf.constant(CATALOG)
+
+    @tf.function(input_signature=_INPUTS)
     def recommend(self, user_id, history, k, mmr_lambda):
-        n = tf.shape(self.catalog)[0]
-        base = -tf.cast(tf.range(n), tf.float32)
-        scores = tf.where(mmr_lambda > 0, -base, base)[tf.newaxis, :] + tf.zeros([tf.shape(user_id)[0], 1])
-        seen = tf.reduce_any(tf.equal(history[:, :, tf.newaxis], self.catalog[tf.newaxis, tf.newaxis, :]), 1)
-        scores = tf.where(seen, -1e9, scores)
-        top, rows = tf.math.top_k(scores, k=k)
-        return {"item_ids": tf.gather(self.catalog, rows), "scores": top, "is_tail": tf.zeros_like(rows)}
+        return _ranked(self.catalog, user_id, history, k, mmr_lambda, 0)
+
+
+def _served(folder: str, fake: tf.Module) -> ServedModel:
+    tf.saved_model.save(fake, folder, signatures={"recommend": fake.recommend.get_concrete_function()})
+    return ServedModel(folder)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("fake-model"))
-    fake = _Fake()
-    tf.saved_model.save(fake, folder, signatures={"recommend": fake.recommend.get_concrete_function()})
-    return ServedModel(folder)
+    return _served(str(tmp_path_factory.mktemp("fake-model")), _Fake())
+
+
+@pytest.fixture(scope="module")
+def old_model(tmp_path_factory):
+    return _served(str(tmp_path_factory.mktemp("old-model")), _FakeWithoutKeepHistory())
 
 
 def _split(histories):
@@ -59,8 +82,8 @@ def _split(histories):
     )
 
 
-def test_knobs_are_the_extra_scalar_inputs(model):
-    assert model.knobs == ("mmr_lambda",)
+def test_knobs_are_the_extra_scalar_inputs_but_keep_history(model, old_model):
+    assert model.knobs == old_model.knobs == ("mmr_lambda",)
 
 
 def test_rank_excludes_the_whole_history_even_beyond_history_length(model):
@@ -77,6 +100,23 @@ def test_rank_passes_knob_settings(model):
     assert recs[0].tolist() == [28, 27, 26]
     with pytest.raises(ValueError, match="xquad_lambda"):
         model.rank(_split([[]]), k=3, settings={"xquad_lambda": 0.5})
+
+
+def test_rank_with_the_history_kept_returns_history_items(model):
+    long_history = list(range(features.HISTORY_LENGTH + 3))
+    s = _split([[1, 3], [], long_history])
+    recs = model.rank(s, k=4, keep_history=True, batch_size=2)
+    assert recs.tolist() == [[0, 1, 2, 3]] * 3  # the catalog's first four, seen or not
+    reversed_ = model.rank(_split([[29]]), k=3, settings={"mmr_lambda": 0.5}, keep_history=True)
+    assert reversed_.tolist() == [[29, 28, 27]]  # with a knob on too
+    with pytest.raises(ValueError, match=r"no knob\(s\) \['keep_history'\]"):  # the protocol, not a knob
+        model.rank(s, k=4, settings={features.KEEP_HISTORY: 1})
+
+
+def test_a_model_without_keep_history_is_ranked_with_the_history_excluded_only(old_model):
+    assert old_model.rank(_split([[1, 3]]), k=4).tolist() == [[0, 2, 4, 5]]
+    with pytest.raises(ValueError, match="has no keep_history input, so it cannot be scored with the"):
+        old_model.rank(_split([[1, 3]]), k=4, keep_history=True)
 
 
 def test_rank_pads_when_the_catalog_runs_out(model):

@@ -27,7 +27,7 @@ from serving.client_error import ServingClientError
 from serving.local_client import LocalClient
 from serving.recommend_request import pad_histories
 from tests.tiny_bert import write_tiny_bert
-from trainer import bert, export, features, preprocessing, train
+from trainer import bert, blend, export, features, item_item, preprocessing, train
 
 TOP_K = 3
 RERANK_POOL = 6  # below the catalog size (10), so the pool clamp (>= k) is exercised
@@ -209,18 +209,21 @@ def local_client(trained):
     return LocalClient(trained.serving_dir)
 
 
-def _recommend_inputs(users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0) -> dict[str, tf.Tensor]:
+def _recommend_inputs(
+    users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0
+) -> dict[str, tf.Tensor]:
     return {
         features.USER_ID: tf.constant(users),
         features.HISTORY: tf.constant(pad_histories(histories), tf.string),
         features.K: tf.constant(k, tf.int32),
         features.MMR_LAMBDA: tf.constant(mmr_lambda, tf.float32),
         features.XQUAD_LAMBDA: tf.constant(xquad_lambda, tf.float32),
+        features.KEEP_HISTORY: tf.constant(keep_history, tf.int32),
     }
 
 
-def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0):
-    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda)
+def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0):
+    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda, keep_history)
     out = loaded.signatures[features.RECOMMEND_SIGNATURE](**inputs)
     return {name: value.numpy() for name, value in out.items()}
 
@@ -248,6 +251,31 @@ def test_recommend_excludes_history_and_handles_unknowns(loaded):
     assert everything[features.ITEM_IDS][0, 5:].tolist() == [b""] * 5
     assert (everything[features.SCORES][0, 5:] == np.finfo(np.float32).min).all()
     assert everything[features.IS_TAIL][0, 5:].tolist() == [0] * 5
+
+
+def test_recommend_keeps_history_items_rankable_only_with_keep_history_1(loaded):
+    users, histories = ["u0", "stranger"], [["i0", "i2", "i4"], ["i1", "nope"]]
+    sent = [{h.encode() for h in history} & {i.encode() for i in ITEMS} for history in histories]
+    excluded = _recommend(loaded, users, histories, k=10)
+    kept = _recommend(loaded, users, histories, k=10, keep_history=1)
+    for row, history in enumerate(sent):
+        assert not history & set(excluded[features.ITEM_IDS][row])  # 0: never a history item
+        assert set(kept[features.ITEM_IDS][row]) == {i.encode() for i in ITEMS}  # 1: the whole catalog
+        # History items are scored like any other: the other items keep their scores, and the excluded
+        # list is the kept one without the history items (padded at the end).
+        scored = dict(zip(kept[features.ITEM_IDS][row], kept[features.SCORES][row], strict=True))
+        rest = [i for i in kept[features.ITEM_IDS][row] if i not in history]
+        assert excluded[features.ITEM_IDS][row].tolist() == rest + [b""] * len(history)
+        np.testing.assert_allclose(
+            excluded[features.SCORES][row][: len(rest)], [scored[i] for i in rest], rtol=1e-6
+        )
+    # A shorter list with history kept is the head of the same ranking (pool and re-ranker change nothing).
+    top = _recommend(loaded, users, histories, k=3, keep_history=1)[features.ITEM_IDS]
+    np.testing.assert_array_equal(top, kept[features.ITEM_IDS][:, :3])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="keep_history must be 0 or 1"):
+        _recommend(loaded, users, histories, k=3, keep_history=2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="keep_history must be 0 or 1"):
+        _recommend(loaded, users, histories, k=3, keep_history=-1)
 
 
 def test_recommend_base_ranking_is_serving_default_top_k(trained, loaded):
@@ -346,6 +374,7 @@ def test_inputs_with_different_batch_sizes_are_invalid_argument(local_client, si
     inputs = {features.USER_ID: [f"u{i}" for i in range(users)], features.HISTORY: [["i1", ""]] * histories}
     if signature == features.RECOMMEND_SIGNATURE:
         inputs |= {features.K: 3, features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}
+        inputs[features.KEEP_HISTORY] = 0
     else:
         inputs[features.ITEM_IDS] = [["i2", "i3"]] * item_lists
     with pytest.raises(ServingClientError) as raised:
@@ -457,7 +486,7 @@ def test_saved_model_is_relocatable(trained, tmp_path):
         loaded = tf.saved_model.load({moved!r})
         out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i1", ""]]),
                                              k=tf.constant(3), mmr_lambda=tf.constant(0.3),
-                                             xquad_lambda=tf.constant(0.3))
+                                             xquad_lambda=tf.constant(0.3), keep_history=tf.constant(0))
         ids = out["item_ids"].numpy()
         assert ids.shape == (1, 3) and b"i1" not in ids[0], ids
         print("OK", ids.tolist())
@@ -526,3 +555,51 @@ def test_catalog_metadata_is_replaced_whole_and_needs_one_value_per_item(tmp_pat
     assert sorted(os.listdir(path.parent)) == [features.CATALOG_METADATA_FILE]
     with pytest.raises(ValueError, match=r"differ in length: \{'item_id': 2, 'title': 1, "):
         export.catalog_metadata(catalog, {**metadata, features.TITLE: ["A"]}, num_items=2)
+
+
+def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(trained, local_client):
+    """A module with both terms on (the fixture's own choice turned them off) ranks by the numpy definition:
+    cos + gamma · τ · log p + alpha · scaled cf (trainer/blend.py), the same as the choice used."""
+    module = trained.module
+    ids = module.catalog_ids.numpy()
+    x = item_item.interaction_matrix(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 2, 3, 4]), len(ids))
+    counts = np.array([5, 9, 1, 2, 3, 1, 0, 0, 0, 0])  # items 6..9: no positives, text-filled popularity
+    vectors = module.candidate_vectors.numpy()
+    chosen = blend.Blend(method=item_item.COSINE, recency=0.5, alpha=0.7, gamma=0.6)
+    served = blend.served_blend(chosen, x, counts, vectors, neighbours=3, pop_scale=0.1)
+    blended = export.ServingModule(
+        module.model,
+        module.tft_layer,
+        module._raw_spec,
+        ids,
+        vectors,
+        module.catalog_is_tail.numpy(),
+        module.unknown_vector.numpy(),
+        float(module.tail_prior.numpy()),
+        served,
+        TOP_K,
+        RERANK_POOL,
+    )
+    history = ["i1", "i3"]
+    inputs = _recommend_inputs(["u0"], [history], k=len(ids))
+    query, _ = module._query(inputs[features.USER_ID], inputs[features.HISTORY])
+    cos = dict(zip(ids, (query.numpy() @ vectors.T)[0], strict=True))
+    out = blended.recommend(**inputs)
+    rows = {item_id: row for row, item_id in enumerate(ids)}
+    history_rows = np.full([1, features.HISTORY_LENGTH], item_item.PAD)
+    history_rows[0, -2:] = [rows[b"i1"], rows[b"i3"]]
+    cf = item_item.scale_per_user(
+        item_item.apply_fill(item_item.cf_scores(served.table, history_rows, 0.5), served.fill)
+    )
+    expected = {
+        item_id: cos[item_id] + 0.6 * 0.1 * served.log_prob[rows[item_id]] + 0.7 * cf[0, rows[item_id]]
+        for item_id in cos
+        if item_id not in (b"i1", b"i3")
+    }
+    got = dict(zip(out[features.ITEM_IDS].numpy()[0], out[features.SCORES].numpy()[0], strict=True))
+    got.pop(b"", None)
+    assert set(got) == set(expected) and not {b"i1", b"i3"} & set(got)
+    np.testing.assert_allclose([got[i] for i in expected], list(expected.values()), rtol=1e-5, atol=1e-6)
+    order = out[features.ITEM_IDS].numpy()[0][: len(expected)].tolist()
+    assert order == sorted(expected, key=lambda i: -expected[i])
+    assert cf[0].max() == pytest.approx(1.0) and (cf[0] > 0).sum() >= 3  # the term did something

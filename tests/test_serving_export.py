@@ -4,6 +4,7 @@ gRPC with the same answers as an in-process call; every client sends the signatu
 whose inputs disagree on the batch size is a 400 / INVALID_ARGUMENT; the recommendation service shows the
 titles and new-item flags the export wrote into the version's assets.extra/."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import requests
 import tensorflow as tf
 
-from serving import tensors
+from serving import service_api, tensors
 from serving.catalog_metadata import CatalogMetadata, ItemInfo
 from serving.client_error import ServingClientError
 from serving.grpc_client import GrpcClient
@@ -31,6 +32,7 @@ from tests.test_serving_toy import running_server
 from trainer import features
 
 MODEL = "tailtower"
+OFF = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}  # the re-ranking knobs off
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,8 @@ def test_server_serves_the_exported_model_over_rest_and_grpc(pushed, clients):
 def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients):
     # The truth: the SignatureDef in saved_model.pb (what TF Serving checks every input against).
     declared = read_signature_defs(os.path.join(pushed, "1"))[features.RECOMMEND_SIGNATURE].inputs
-    knobs = {features.MMR_LAMBDA: 0, features.XQUAD_LAMBDA: 1}  # Python ints for float inputs
+    # Python ints for the float inputs and for keep_history (int32)
+    knobs = {features.MMR_LAMBDA: 0, features.XQUAD_LAMBDA: 1, features.KEEP_HISTORY: 1}
     inputs = recommend_inputs(["u0", "u1"], [["i0", "i2"], []], 4, knobs)
     expected = {
         features.USER_ID: np.array([b"u0", b"u1"], object),
@@ -124,6 +127,7 @@ def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients
         features.K: np.array(4, np.int32),
         features.MMR_LAMBDA: np.array(0.0, np.float32),
         features.XQUAD_LAMBDA: np.array(1.0, np.float32),
+        features.KEEP_HISTORY: np.array(1, np.int32),
     }
     request = clients[1].predict_request(inputs, features.RECOMMEND_SIGNATURE)  # gRPC (and the bench)
     assert set(request.inputs) == set(declared) == set(expected)
@@ -140,6 +144,31 @@ def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients
         assert value.dtype == expected[name].dtype and value.tolist() == expected[name].tolist(), name
 
 
+def test_keep_history_1_as_a_json_int_and_over_grpc_returns_history_items(pushed, clients, server):
+    users, histories = ["u0", "stranger"], [["i0", "i2"], ["i5"]]
+    local = LocalClient(os.path.join(pushed, "1"))
+    expected = {
+        keep: local.recommend(users, histories, 10, **{**OFF, features.KEEP_HISTORY: keep}).item_ids()
+        for keep in (0, 1)
+    }
+    for row, history in enumerate(histories):
+        assert set(history) <= set(expected[1][row]) and not set(history) & set(expected[0][row])
+    # The raw REST body: a JSON 1 for the int32 input (RestClient sends the same JSON).
+    body = {
+        "signature_name": features.RECOMMEND_SIGNATURE,
+        "inputs": recommend_inputs(users, histories, 10, {**OFF, features.KEEP_HISTORY: 1}),
+    }
+    assert '"keep_history": 1' in json.dumps(body)
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict"
+    response = requests.post(url, json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][features.ITEM_IDS] == expected[1]
+    for client in clients:
+        for keep in (0, 1):
+            result = client.recommend(users, histories, 10, **{**OFF, features.KEEP_HISTORY: keep})
+            assert result.item_ids() == expected[keep], (type(client).__name__, keep)
+
+
 MISMATCHED = "user_id has 2 rows but history has 1 (every input needs one row per user)"
 
 
@@ -151,6 +180,7 @@ def test_mismatched_batch_sizes_are_a_400_over_rest(server):
         features.K: 3,
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
+        features.KEEP_HISTORY: 0,
     }
     rank = {features.USER_ID: ["u0", "u1"], features.HISTORY: [["i0"]], features.ITEM_IDS: [["i1"], ["i2"]]}
     for signature, inputs in ((features.RECOMMEND_SIGNATURE, recommend), (features.RANK_SIGNATURE, rank)):
@@ -166,6 +196,7 @@ def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
         features.K: 3,
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
+        features.KEEP_HISTORY: 0,
     }
     with pytest.raises(ServingClientError) as raised:
         clients[1].predict(inputs, features.RECOMMEND_SIGNATURE)
@@ -192,8 +223,23 @@ def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered
         url = f"http://127.0.0.1:{service.port}"
         wait_ready(url)
         response = requests.post(url + "/v1/recommendations", json={"user_id": "u0", "k": 10}, timeout=30)
+        # keep_history is a knob like the others for the service: read from the model, off unless sent.
+        asks = [{}, {service_api.KNOBS: {features.KEEP_HISTORY: 1}}]
+        with_history = [
+            requests.post(
+                url + "/v1/recommendations",
+                json={"user_id": "u0", "k": 10, "history": ["i0"], **ask},
+                timeout=30,
+            )
+            for ask in asks
+        ]
     finally:
         service.stop()
+    for answer in with_history:
+        assert answer.status_code == 200, answer.text
+    shown_with_history = [[item[features.ITEM_ID] for item in a.json()["items"]] for a in with_history]
+    assert "i0" not in shown_with_history[0] and len(shown_with_history[0]) == 9
+    assert sorted(shown_with_history[1]) == sorted(ITEMS)
     assert response.status_code == 200, response.text
     doc = response.json()
     assert doc["model_version"] == "1"

@@ -67,10 +67,10 @@ class TrainerConfig:
     # Used when the Trainer's train_args give no step count.
     epochs: int = 8
     # logQ correction strength: candidate sampling probability = exp(beta * item_log_prob); 0 = none.
-    # β=1 gives the best Recall@10 (0.073) but a quarter of β=0's tail recall: in-batch negatives are drawn
-    # by popularity, and leaving that uncorrected is what pushes the tail up. On a catalog whose demand sits
-    # in a dense head (ml-latest-small) β=1 is the better choice: Recall@10 0.103 against 0.059 at β=0
-    # (quick runs with position pooling; EASE 0.074).
+    # Left at 0 (uncorrected in-batch negatives push the tail up); how much popularity a catalog rewards is
+    # chosen after training instead, on the validation split, as the served score's popularity weight
+    # (trainer/blend.py: gamma 1 ≈ beta 1), so no catalog needs its own beta. Before that choice existed,
+    # beta 1 was right on ml-latest-small (Recall@10 0.103 vs 0.059) and wrong on amazon-office.
     logq_beta: float = 0.0
     # 0: retrieval scores are plain dot products. > 0: both towers' outputs are L2-normalised (cosine
     # scores) and the retrieval logits are divided by this temperature.

@@ -4,7 +4,8 @@
       score [B] (ranking head), top_k_ids [B, K], top_k_scores [B, K], top_k_is_tail [B, K],
       num_tail_items [B] (the catalog's tail size, for TailCoverage@K)
   transform_features(examples [B]) → the transformed features (TFMA slices on item_is_tail)
-  recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float)
+  recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float,
+            keep_history scalar int32 0 | 1)
       → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64
   rank(user_id [B], history [B, H], item_ids [B, C] ("" padding)) → scores [B, C] ranking-head probability
       (0 for padding)
@@ -14,11 +15,13 @@ The [B, ...] inputs of `recommend` and `rank` must have the same B, else the cal
 INVALID_ARGUMENT "user_id has 2 rows but history has 1 ..." (`same_rows`).
 
 Retrieval is a brute-force matmul against the candidate vectors of every catalog item, computed once here,
-followed by `tf.math.top_k`; the given history is excluded. `recommend` then re-ranks the top
+followed by `tf.math.top_k`; the given history is excluded, except by `recommend` with keep_history 1,
+where history items are scored like any other (RecBole's full-catalog protocol, which text-based sequential
+recommenders report; keep_history other than 0 or 1 is INVALID_ARGUMENT). `recommend` then re-ranks the top
 max(rerank_pool, k) of that base ranking with `trainer.rerank.greedy_rerank` (MMR over the items' cached BERT
 text vectors, xQuAD over head/tail with the user's tail share from history, else the catalog's tail share of
 train interactions); both λ = 0 give exactly the base ranking. k' = min(k, catalog size); a user with fewer
-than k' non-history items gets "" ids, the lowest float32 score and is_tail 0 in the remaining slots. An
+than k' eligible items gets "" ids, the lowest float32 score and is_tail 0 in the remaining slots. An
 unknown user embeds to the zero user vector, so history (and the model's learned popularity) decides.
 
 Items outside the catalog (in `rank` / `item_embeddings`) all get one shared vector: the candidate tower on
@@ -37,7 +40,8 @@ Example:
                        top_k=10, rerank_pool=100)
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
-                                 k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3))
+                                 k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3),
+                                 keep_history=tf.constant(0))
 """
 
 from __future__ import annotations
@@ -295,8 +299,17 @@ class ServingModule(tf.Module):
             self.fill_weights,
         )
 
+    def _excluded(self, exclude_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
+        """exclude_ids [B, H] → [B, N] bool, true at the catalog rows of those ids."""
+        rows = self.catalog_rows.lookup(exclude_ids)  # [B, H], -1 = not in the catalog / padding
+        batch_index = tf.broadcast_to(tf.range(tf.shape(rows, out_type=tf.int64)[0])[:, None], tf.shape(rows))
+        hit = rows >= 0
+        indices = tf.stack([tf.boolean_mask(batch_index, hit), tf.boolean_mask(rows, hit)], axis=1)
+        shape = tf.stack([num_rows, tf.constant(self._size, tf.int64)])
+        return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
+
     def _top_k(self, query: tf.Tensor, history: tf.Tensor, k: tf.Tensor):
-        """query [B, D], history [B, HISTORY_LENGTH] (excluded) → (ids, scores, is_tail), each [B, min(k, N)]."""
+        """query [B, D], history [B, HISTORY_LENGTH] (excluded) → ids, scores, is_tail [B, min(k, N)]."""
         scores = self._scores(query, history)  # [B, N]
         excluded = self._excluded(history, tf.shape(scores, tf.int64)[0])
         scores = tf.where(excluded, _EXCLUDED_SCORE, scores)
@@ -343,6 +356,7 @@ class ServingModule(tf.Module):
             tf.TensorSpec([], tf.int32, name=features.K),
             tf.TensorSpec([], tf.float32, name=features.MMR_LAMBDA),
             tf.TensorSpec([], tf.float32, name=features.XQUAD_LAMBDA),
+            tf.TensorSpec([], tf.int32, name=features.KEEP_HISTORY),
         ]
     )
     def recommend(
@@ -352,11 +366,21 @@ class ServingModule(tf.Module):
         k: tf.Tensor,
         mmr_lambda: tf.Tensor,
         xquad_lambda: tf.Tensor,
+        keep_history: tf.Tensor,
     ) -> dict:
         user_id, history = same_rows({features.USER_ID: user_id, features.HISTORY: history}).values()
         query, recent = self._query(user_id, history)
         scores = self._scores(query, recent)  # [B, N]
-        eligible = tf.logical_not(self._excluded(history, tf.shape(scores, tf.int64)[0]))
+        # Checked rather than read as "nonzero = keep": a client sending 2 or -1 meant something else.
+        bad_keep = "keep_history must be 0 or 1"
+        checks = [
+            tf.debugging.assert_greater_equal(keep_history, 0, message=bad_keep),
+            tf.debugging.assert_less_equal(keep_history, 1, message=bad_keep),
+        ]
+        with tf.control_dependencies(checks):
+            keep = tf.equal(keep_history, 1)
+        excluded = self._excluded(history, tf.shape(scores, tf.int64)[0])
+        eligible = tf.logical_or(keep, tf.logical_not(excluded))  # keep_history 1: every catalog item
         k = tf.minimum(k, self._size)  # k > catalog: clamp; k < 1 is rejected by greedy_rerank
         pool = tf.minimum(tf.maximum(k, self._pool), self._size)
         pool_scores, pool_rows = tf.math.top_k(tf.where(eligible, scores, _EXCLUDED_SCORE), k=pool)
@@ -466,7 +490,7 @@ def catalog_metadata(
 
 
 def write_blend_summary(served: blend.ServedBlend, model_dir: str) -> str:
-    """Writes the served score's chosen mix to <model_dir>/assets.extra/blend.json (for people and reports)."""
+    """Writes the served score's chosen mix to <model_dir>/assets.extra/blend.json (for people, reports)."""
     path = os.path.join(model_dir, features.ASSETS_EXTRA_DIR, features.BLEND_SUMMARY_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:

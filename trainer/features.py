@@ -85,6 +85,9 @@ EXAMPLES = "examples"
 K = "k"  # int32: list length (clamped to the catalog size)
 MMR_LAMBDA = "mmr_lambda"  # float in [0, 1]: weight of text dissimilarity (MMR); 0 = off
 XQUAD_LAMBDA = "xquad_lambda"  # float in [0, 1]: weight of head/tail coverage (xQuAD); 0 = off
+# int32, 0 or 1: 1 keeps the sent history rankable (RecBole's full-catalog protocol, as the text-based
+# sequential recommenders report it); 0 = history items are never returned (every client's default)
+KEEP_HISTORY = "keep_history"
 # rank inputs: USER_ID, HISTORY, ITEM_IDS [B, C] string ("" padding); item_embeddings input: ITEM_IDS [N]
 ITEM_IDS = "item_ids"  # also the recommend output [B, k] string ("" = padding when too few items)
 SCORES = "scores"  # recommend: float [B, k] retrieval score; rank: float [B, C] ranking-head probability
