@@ -169,7 +169,8 @@ def run_ours(
         log(f"{s.protocol}: training {system} with the pipeline into {run_dir} (trainer {changed})")
         model = ServedModel(pipeline_run.train(data_dir, run_dir, trainer, options.reuse_runs))
         first_model = first_model or model
-        base = {"system": system, "trainer": changed, "model_dir": model.model_dir}
+        base = {"system": system, "trainer": changed, "model_dir": model.model_dir, "blend": model.blend()}
+        log(f"{s.protocol}: the Trainer chose the served blend {base['blend']}")
         log(
             f"{s.protocol}: scoring {len(s.users)} users through `recommend` (knobs: {model.knobs or 'none'})"
         )

@@ -18,6 +18,8 @@ Re-ranking knobs are the signature's scalar inputs other than user_id, history, 
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -30,6 +32,15 @@ from serving.recommend_request import knob_names, with_knobs_off
 from trainer import features
 
 
+def read_blend(model_dir: str) -> dict | None:
+    """The served score's mix the Trainer chose (assets.extra/blend.json), None for older models."""
+    path = os.path.join(model_dir, features.ASSETS_EXTRA_DIR, features.BLEND_SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 class ServedModel:
     """A loaded SavedModel: its `recommend` knobs, batched top-k lists and its cached item text vectors."""
 
@@ -39,6 +50,9 @@ class ServedModel:
         scalars = knob_names(self._client.scalar_inputs(features.RECOMMEND_SIGNATURE))
         self._has_keep_history = features.KEEP_HISTORY in scalars
         self.knobs = tuple(name for name in scalars if name != features.KEEP_HISTORY)  # sorted names
+
+    def blend(self) -> dict | None:
+        return read_blend(self.model_dir)
 
     def rank(
         self,

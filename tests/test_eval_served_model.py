@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from evaluation import split
-from evaluation.served_model import ServedModel
+from evaluation.served_model import ServedModel, read_blend
 from trainer import features
 
 CATALOG = [f"i{n:02d}" for n in range(30)]
@@ -126,3 +126,11 @@ def test_rank_pads_when_the_catalog_runs_out(model):
 
 def test_a_model_without_a_text_cache_gives_no_vectors(model):
     assert model.text_vectors(tuple(CATALOG)) is None
+
+
+def test_read_blend_reports_the_trainers_choice_or_none(tmp_path):
+    assert read_blend(str(tmp_path)) is None  # a model exported before the blend existed
+    folder = tmp_path / features.ASSETS_EXTRA_DIR
+    folder.mkdir()
+    (folder / features.BLEND_SUMMARY_FILE).write_text('{"alpha": 0.4, "method": "cosine"}\n')
+    assert read_blend(str(tmp_path)) == {"alpha": 0.4, "method": "cosine"}
