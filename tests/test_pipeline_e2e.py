@@ -112,7 +112,8 @@ def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
             recommend = tf.saved_model.load({str(copy)!r}).signatures["recommend"]
             out = recommend(user_id=tf.constant([{user["user_id"]!r}]),
                             history=tf.constant([{user["history"] or [""]!r}]), k=tf.constant(5),
-                            mmr_lambda=tf.constant(0.2), xquad_lambda=tf.constant(0.3))
+                            mmr_lambda=tf.constant(0.2), xquad_lambda=tf.constant(0.3),
+                            keep_history=tf.constant(0))
             print(json.dumps([v.decode() for v in out["item_ids"].numpy()[0]]))
             """
         )
@@ -123,6 +124,23 @@ def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
         assert not set(items) & set(user["history"])
     finally:
         os.rename(moved, pushed)
+
+
+def test_trainer_writes_tensorboard_summaries(first_run):
+    """Losses and validation metrics per epoch, the learned history slot weights and the blend trials."""
+    root = configs.run_paths(first_run.output_dir)["pipeline_root"]
+    (run_dir,) = glob.glob(os.path.join(root, "Trainer", "model_run", "*"))
+    tags: dict[str, set[str]] = {}
+    for path in glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True):
+        folder = os.path.relpath(os.path.dirname(path), run_dir)
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.setdefault(folder, set()).update(value.tag for value in event.summary.value)
+    assert {"epoch_loss", "epoch_retrieval_loss"} <= tags["train"]
+    assert "epoch_loss" in tags["validation"]
+    ages = {f"position_weight/age_{age:02d}" for age in range(features.HISTORY_LENGTH)}
+    assert tags["position_weights"] == ages
+    assert tags["blend"] == {"validation_trials"}
 
 
 def _split_examples(config: configs.PipelineConfig, output: str, split: str) -> list[bytes]:
