@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.*",
     "tf-keras==2.21.*",
     "tensorflow-text==2.21.*",
+    "tensorboard==2.21.*",  # the Trainer's summaries (tf.summary needs it; TF no longer pulls it in)
     "tensorflow-recommenders==0.7.7",
     # transformers 5 dropped the TensorFlow models.
     "transformers>=4.57,<5",

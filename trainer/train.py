@@ -272,6 +272,10 @@ def validation_split(
     """The validation users' tower scores, histories, targets and training items (to exclude)."""
     targets = rows(validation_positives[features.ITEM_ID])
     keep = targets >= 0
+    if keep.sum() > blend.MAX_VALIDATION_USERS:  # bound the [V, N] score matrix before it is built
+        rng = np.random.default_rng(0)
+        sample = rng.choice(np.flatnonzero(keep), blend.MAX_VALIDATION_USERS, replace=False)
+        keep = np.isin(np.arange(len(targets)), sample)
     inputs = {key: value[keep] for key, value in validation_positives.items()}
     query = tf.function(lambda batch: model.query_embedding(batch))
     queries = [
@@ -316,7 +320,7 @@ def choose_blend(
     x, counts = interactions(fit_positives, rows, num_items)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
-    fill = next(iter(tables.values()))[1] if tables else item_item.text_fill(vectors, counts > 0, 0)
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)  # as served_blend fills
     chosen, trials = blend.choose(
         validation,
         tables,
@@ -408,6 +412,8 @@ def _callbacks(log_dir: str | None) -> list[tf.keras.callbacks.Callback]:
 
 # Features of a positive example the blend choice reads: the query tower's inputs, the target, the user.
 _QUERY_KEYS = (features.USER_INDEX, features.HISTORY_INDEX, features.HISTORY)
+# Features of a training positive the item-item tables read: who took which item.
+_FIT_KEYS = (features.USER_INDEX, features.ITEM_ID)
 
 
 # TFX Trainer will call this function.
@@ -448,17 +454,15 @@ def run_fn(fn_args) -> None:
     first_log_dir = _subdir(log_dir, "validation-model") if retrain else log_dir
     model, text = new_model()
     _fit(model, config, fit_files, fn_args, spec, first_log_dir)
-    positive_keys = (*_QUERY_KEYS, features.ITEM_ID)
-    fit_positives = read_positives(fit_files, spec, positive_keys)
-    chosen, trials = choose_blend(
-        model, config, catalog, fit_positives, read_positives(eval_files, spec, positive_keys)
-    )
+    fit_positives = read_positives(fit_files, spec, _FIT_KEYS)
+    validation_positives = read_positives(eval_files, spec, (*_QUERY_KEYS, features.ITEM_ID))
+    chosen, trials = choose_blend(model, config, catalog, fit_positives, validation_positives)
     write_blend_summary(log_dir, trials, config.top_k)
     if retrain:
         logger.info("Training again on %s, the validation split included", train_files)
         model, _ = new_model(text)
         _fit(model, config, train_files, fn_args, spec, log_dir)
-        fit_positives = read_positives(train_files, spec, positive_keys)
+        fit_positives = read_positives(train_files, spec, _FIT_KEYS)
     rows = CatalogRows(catalog[features.ITEM_ID])
     x, counts = interactions(fit_positives, rows, len(catalog[features.ITEM_ID]))
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
