@@ -38,7 +38,7 @@ _MIX_BLOCK = 64  # records read in a row from one file when several are mixed
 
 # ------------------------------------------------------------------------------------ data input
 def _expand(file_patterns: str | Sequence[str]) -> list[str]:
-    patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
+    patterns = _patterns(file_patterns)
     files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no files match {patterns}")
