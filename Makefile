@@ -14,7 +14,7 @@ help:
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
-	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs)"
+	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs); MODEL_ENDPOINT=in-process: no make serve needed"
 	@echo "make query-service USER=u001 [K=10] [CLICK=item]  ask the running service (CLICK reports a click first)"
 	@echo "make forget-user USER=u001  remove a user from the history store and every log span (service stopped)"
 	@echo "make bench-service    the service vs direct gRPC: latency, durable events/s, SIGKILL and model-server faults"
@@ -64,7 +64,7 @@ query:
 	$(ENV) python -m serving.client --model $(MODEL_NAME) --user $(QUERY_USER) --k $(K) --protocol $(PROTOCOL) $(if $(HISTORY),--history $(HISTORY)) $(foreach knob,$(KNOBS),--knob $(knob))
 
 service:
-	$(ENV) python -m serving.service --output $(OUTPUT) --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
+	$(ENV) python -m serving.service --output $(OUTPUT) --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) $(if $(MODEL_ENDPOINT),--model_endpoint $(MODEL_ENDPOINT))
 
 query-service:
 	$(ENV) python -m serving.service_client --user $(QUERY_USER) --k $(K) $(if $(HISTORY),--history $(HISTORY)) $(if $(CLICK),--click $(CLICK)) $(foreach knob,$(KNOBS),--knob $(knob))

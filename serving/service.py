@@ -1,6 +1,7 @@
 """The recommendation service: a JSON API in front of a TF Serving model server (ours, TF Serving, KServe).
 
   python -m serving.service --output demo-run --model_endpoint 127.0.0.1:8500     (make service)
+  python -m serving.service --output demo-run --model_endpoint in-process  (one process: laptops, tests)
 
 Per request: the user id becomes a pseudonym (serving/pseudonym.py), the stored history (history_store.py)
 plus the request's is sent to `recommend` over TF Serving's gRPC API (grpc_client.py), titles come from the
@@ -44,7 +45,7 @@ from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import knob_names, with_knobs_off
 from serving.server import run_until_signalled
 from serving.service_api import ApiError
-from serving.service_config import ServiceConfig, parse_args
+from serving.service_config import IN_PROCESS, ServiceConfig, parse_args
 from trainer import features
 
 logger = logging.getLogger(__name__)
@@ -99,12 +100,8 @@ class RecommendationService:
         self.history = open_history_store(config)
         self.history_error: str | None = None  # why the history store is down; None while it answers
         self.metrics.history_ready.set(1)
-        self.catalog = CatalogMetadata(config.catalog_base_path)
-        if client is None:
-            from serving.grpc_client import GrpcClient  # imports TensorFlow
-
-            client = GrpcClient(config.model_endpoint, config.model_name, config.model_timeout_s)
-        self.client = client
+        self.catalog = CatalogMetadata(config.versions_path)
+        self.client = client or _model_client(config)
         self.model: ModelState | None = None
         self.not_ready_reason = "the model has not answered yet"
         self._executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="service")
@@ -350,6 +347,17 @@ class RecommendationService:
 
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _model_client(config: ServiceConfig):
+    """TF Serving's gRPC API at config.model_endpoint, or a model server started in this process."""
+    if config.model_endpoint == IN_PROCESS:
+        from serving.in_process_model import InProcessModelClient  # imports TensorFlow
+
+        return InProcessModelClient(config.versions_path, config.model_name, config.model_timeout_s)
+    from serving.grpc_client import GrpcClient  # imports TensorFlow
+
+    return GrpcClient(config.model_endpoint, config.model_name, config.model_timeout_s)
 
 
 def _served_record(request_id, user, version, ask, knobs, history, items, config: ServiceConfig) -> dict:

@@ -13,7 +13,14 @@ import typing
 import urllib.parse
 from dataclasses import dataclass
 
-from serving.config import DEFAULT_GRPC_TARGET, DEFAULT_HOST, DEFAULT_OUTPUT, DEFAULT_TIMEOUT_S, MODEL_NAME
+from serving.config import (
+    DEFAULT_GRPC_TARGET,
+    DEFAULT_HOST,
+    DEFAULT_OUTPUT,
+    DEFAULT_TIMEOUT_S,
+    MODEL_NAME,
+    SERVING_DIRNAME,
+)
 from trainer import features
 
 SERVICE_PORT = 8080
@@ -21,6 +28,7 @@ SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
 LOGS_DIR = "logs"  # <output>/logs/: served and events spans
 SQLITE, REDIS = "sqlite", "redis"
 HISTORY_BACKENDS = (SQLITE, REDIS)
+IN_PROCESS = "in-process"  # --model_endpoint: load the model in this process (serving/in_process_model.py)
 
 
 class ConfigError(ValueError):
@@ -34,7 +42,7 @@ class ConfigError(ValueError):
 class ServiceConfig:
     host: str = DEFAULT_HOST
     port: int = SERVICE_PORT  # 0 picks a free port (tests)
-    model_endpoint: str = DEFAULT_GRPC_TARGET  # TF Serving's gRPC API (host:port)
+    model_endpoint: str = DEFAULT_GRPC_TARGET  # TF Serving's gRPC API (host:port), or IN_PROCESS
     model_name: str = MODEL_NAME
     # where the versions' assets.extra/ catalog metadata is read; "" = <output>/serving/<model_name>
     model_base_path: str = ""
@@ -65,7 +73,8 @@ class ServiceConfig:
         _check("log_linger_s", self.log_linger_s >= 0, "must be >= 0")
         _check("port", 0 <= self.port <= 65535, "must be a port number (0-65535)")
         host, sep, port = self.model_endpoint.rpartition(":")
-        _check("model_endpoint", bool(sep and host and port.isdigit()), "must be host:port")
+        endpoint_ok = self.model_endpoint == IN_PROCESS or bool(sep and host and port.isdigit())
+        _check("model_endpoint", endpoint_ok, f"must be host:port or {IN_PROCESS}")
         _check("output", bool(self.output), "must not be empty")
         backends = list(HISTORY_BACKENDS)
         _check("history_backend", self.history_backend in backends, f"must be one of {backends}")
@@ -80,8 +89,9 @@ class ServiceConfig:
         return os.path.join(self.output, LOGS_DIR)
 
     @property
-    def catalog_base_path(self) -> str:
-        return self.model_base_path or os.path.join(self.output, "serving", self.model_name)
+    def versions_path(self) -> str:
+        """The model's version folders (SavedModel + assets.extra/ catalog metadata)."""
+        return self.model_base_path or os.path.join(self.output, SERVING_DIRNAME, self.model_name)
 
 
 def _redis_url_ok(url: str) -> bool:

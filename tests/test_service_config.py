@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.service_config import ConfigError, ServiceConfig, parse_args
+from serving.service_config import IN_PROCESS, ConfigError, ServiceConfig, parse_args
 
 
 def test_defaults_and_derived_paths():
@@ -11,8 +11,12 @@ def test_defaults_and_derived_paths():
     assert (config.host, config.port, config.model_endpoint) == ("127.0.0.1", 8080, "127.0.0.1:8500")
     assert (config.model_name, config.output) == ("tailtower", "demo-run")
     assert (config.service_dir, config.logs_dir) == ("demo-run/service", "demo-run/logs")
-    assert config.catalog_base_path == "demo-run/serving/tailtower"
-    assert ServiceConfig(model_base_path="/m").catalog_base_path == "/m"
+    assert config.versions_path == "demo-run/serving/tailtower"
+    assert ServiceConfig(model_base_path="/m").versions_path == "/m"
+
+
+def test_in_process_is_a_model_endpoint():
+    assert parse_args(["--model_endpoint", "in-process"]).model_endpoint == IN_PROCESS == "in-process"
 
 
 def test_flags_set_fields():
@@ -25,7 +29,10 @@ def test_flags_set_fields():
     [
         (["--max_k", "0"], "argument --max_k: must be >= 1 (got 0)"),
         (["--port", "70000"], "argument --port: must be a port number (0-65535) (got 70000)"),
-        (["--model_endpoint", "localhost"], "argument --model_endpoint: must be host:port (got 'localhost')"),
+        (
+            ["--model_endpoint", "localhost"],
+            "argument --model_endpoint: must be host:port or in-process (got 'localhost')",
+        ),
         (["--history_ttl_s", "-1"], "argument --history_ttl_s: must be > 0 (got -1.0)"),
         (["--max_events", "ten"], "argument --max_events: invalid int value: 'ten'"),
     ],

@@ -22,10 +22,10 @@ from serving import service_client
 from serving.config import ServerConfig
 from serving.event_log import EVENTS, SERVED, read_records
 from serving.history_store import REDIS_KEY_PREFIX
+from serving.redis_process import RedisServer
 from serving.server import ModelServer
 from serving.service import RecommendationService
-from serving.service_config import REDIS, ServiceConfig
-from tests.redis_server import RedisServer
+from serving.service_config import IN_PROCESS, REDIS, ServiceConfig
 
 MODEL = "historytoy"
 
@@ -386,6 +386,22 @@ def test_model_server_gone_means_503_then_recovery_without_restart(stack):
     stack.servers.append(start_model_server(stack.base, stack.grpc_port))
     wait_ready(stack.url)
     assert ids(recommend(stack.url, user_id="hal", k=1)) == ["#0"]
+
+
+def test_in_process_mode_serves_the_same_api_without_a_model_server(stack, tmp_path):
+    settings = dict(port=0, output=str(tmp_path / "out"), model_endpoint=IN_PROCESS)
+    service = RecommendationService(dataclasses.replace(stack.service.config, **settings)).start()
+    url = f"http://127.0.0.1:{service.port}"
+    try:
+        assert wait_ready(url).json()["version"] == 1
+        assert ids(recommend(url, user_id="jo", k=1, history=["h5"])) == ["h5#0"]
+        response = recommend(url, user_id="jo", k=1)
+        assert response.json()["items"][0]["title"] == "Zero"  # catalog metadata of the loaded version
+        assert "in-process" not in requests.get(url + "/readyz", timeout=10).text
+    finally:
+        service.stop()
+    with pytest.raises(ConnectionRefusedError):  # stopping the service stopped its model server
+        socket.create_connection(("127.0.0.1", service.client.port), timeout=5).close()
 
 
 def test_redis_history_down_falls_back_to_request_history_then_recovers(stack, tmp_path):

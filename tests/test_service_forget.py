@@ -13,8 +13,8 @@ from serving import event_log, forget_user
 from serving.event_log import EVENTS, SERVED, EventLog, LogLocked, read_records
 from serving.history_store import HISTORY_FILE_NAME, open_history_store
 from serving.pseudonym import KEY_ENV, KEY_FILE_NAME, Pseudonymizer
+from serving.redis_process import RedisServer
 from serving.service_config import HISTORY_BACKENDS, REDIS, SQLITE, ServiceConfig
-from tests.redis_server import RedisServer
 
 
 def served(request_id: str, user: str) -> dict:

@@ -16,8 +16,8 @@ from serving.history_store import (
     SqliteHistoryStore,
     open_history_store,
 )
+from serving.redis_process import RedisServer
 from serving.service_config import HISTORY_BACKENDS, REDIS, SQLITE, ServiceConfig, parse_args
-from tests.redis_server import RedisServer
 
 
 class Clock:

@@ -1,5 +1,5 @@
-"""A real redis-server for tests: its own process on a free loopback port, no persistence, data dir in a temp
-folder; `kill()` (SIGKILL) and `start()` again on the same port to test outages.
+"""A real redis-server for tests and `make bench-service`: its own process on a free loopback port, no
+persistence, data dir in a temp folder; `kill()` (SIGKILL) and `start()` again on the same port for outages.
 
   server = RedisServer(tmp_path).start()
   store = RedisHistoryStore(server.url, ...)
