@@ -15,6 +15,12 @@ default settings, a temporary --output) run as subprocesses on free ports; this 
    Every acknowledged event must be found.
 4. model server killed: the service must answer 503 with the reason, then answer again once the model server
    is back on the same port, without a restart.
+5. Redis killed: a second service with history_backend=redis (its own redis-server, serving/redis_process.py)
+   under recommendations and click events from --event_concurrency threads; Redis is SIGKILLed, then restarted
+   on the same port. Per phase (before; down, until the service uses the store again; back): recommendations
+   answered and events acknowledged (all of them: the store is best effort), /readyz during the outage (200
+   "degraded"), the time until the service uses the store again, and every acknowledged event in its logs.
+   Without redis-server on PATH the step is skipped (its row says why), not the benchmark.
 Prints a markdown table and writes it to --output (the servers' logs go beside it).
 """
 
@@ -31,9 +37,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import redis
 import requests
 
 from serving import bench
@@ -41,7 +49,8 @@ from serving import service_api as api
 from serving.bench import CONCURRENCY, Query, Result, Sender
 from serving.config import DEFAULT_HOST, DEFAULT_MODEL_BASE_PATH, DEFAULT_OUTPUT, MODEL_NAME
 from serving.event_log import EVENT_TYPES, EVENTS, read_records
-from serving.service_config import ServiceConfig, add_dataclass_flags
+from serving.redis_process import RedisServer
+from serving.service_config import REDIS, ServiceConfig, add_dataclass_flags
 from trainer import features
 
 TARGET_RATIO = 1.5  # service p99 / direct p99 at concurrency 1
@@ -51,6 +60,10 @@ RECOVERY_TIMEOUT_S = 120.0  # the service to answer again once the model server 
 KILL_TIMEOUT_S = 120.0  # for the acknowledged batches that trigger the SIGKILL
 IN_FLIGHT_TIMEOUT_S = 5.0  # then for a batch to be in flight, so that the kill cuts one short
 CRASH_TAG = "crash"  # request ids of the SIGKILL step: "crash-<batch>-<event>"
+REDIS_TAG = "redis"  # request ids of the Redis step: "redis-<n>"
+BEFORE, DOWN, BACK = PHASES = ("before", "down", "back")  # of the Redis step
+CLICK = api.HISTORY_EVENTS[0]  # the Redis step's events: a type that extends the user's history
+PHASE_TIMEOUT_S = 120.0  # for a phase of the Redis step to reach redis_ops calls of each kind
 USERS = 200  # event senders cycle through e000..e199
 ERROR_CHARS = 120  # of the service's 503 message shown in the table
 
@@ -66,6 +79,7 @@ class Settings:
     batch_size: int = 50
     event_concurrency: int = 8
     kill_after_batches: int = 20  # acknowledged batches of the SIGKILL step before the kill
+    redis_ops: int = 200  # recommendations and events per phase of the Redis step (at least)
 
     def __post_init__(self):
         for item in dataclasses.fields(self):  # every count
@@ -205,12 +219,51 @@ class Outage:
     recovered_s: float | None  # after the model server was back; None: not within RECOVERY_TIMEOUT_S
 
 
+@dataclass
+class Calls:
+    """One phase of the Redis step: the calls sent while it lasted."""
+
+    answered_s: list[float] = field(default_factory=list)  # latencies of the recommendations answered 200
+    unanswered: int = 0  # recommendations that failed (an error status, refused, timed out)
+    acknowledged: set[str] = field(default_factory=set)  # request ids of the events acknowledged
+    unacknowledged: int = 0
+
+    @property
+    def recommendations(self) -> int:
+        return len(self.answered_s) + self.unanswered
+
+    @property
+    def events(self) -> int:
+        return len(self.acknowledged) + self.unacknowledged
+
+
+@dataclass(frozen=True)
+class RedisOutage:
+    phases: dict[str, Calls]  # BEFORE, DOWN (from the kill until the service uses the store again), BACK
+    readyz: int  # the service's /readyz during the outage
+    readyz_doc: dict
+    # from Redis answering again to "history_store": true (None: not within RECOVERY_TIMEOUT_S)
+    recovered_s: float | None
+    stored_users: int  # histories in the restarted (empty) Redis at the end: written since it came back
+    found: frozenset[str]  # every Redis-step request id in the service's logs
+
+    @property
+    def missing(self) -> frozenset[str]:
+        return frozenset().union(*(calls.acknowledged for calls in self.phases.values())) - self.found
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+
+
 @dataclass(frozen=True)
 class Report:
     latency: list[Result]
     events: Result
     crash: Crash
     outage: Outage
+    redis: RedisOutage | Skipped
 
 
 def latency(settings: Settings, grpc, url: str, queries: list[Query], knobs: dict) -> list[Result]:
@@ -325,21 +378,181 @@ def model_server_outage(model_server, url: str) -> Outage:
     return Outage(down.status_code, down.json().get("error", ""), readyz, recovered_s)
 
 
+class PhasedLoad:
+    """Sender threads that post a recommendation (one request-carried history item) and a click event in
+    turn, each call counted in the phase current when it was sent."""
+
+    def __init__(self, url: str, k: int, pool: list[str]):
+        self.url, self.k, self.pool = url, k, pool
+        self.phase = BEFORE
+        self.calls = {phase: Calls() for phase in PHASES}
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._numbers = itertools.count()
+        self._sessions = Sessions()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, threads: int) -> None:
+        self._threads = [
+            threading.Thread(
+                target=self._work,
+                args=(
+                    recommendation_sender(self._sessions, self.url, self.k),
+                    events_sender(self._sessions, self.url),
+                ),
+            )
+            for _ in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def enter(self, phase: str) -> None:
+        with self._changed:
+            self.phase = phase
+
+    def wait(self, calls: int) -> None:
+        """Until the current phase has `calls` answers of each kind (or PHASE_TIMEOUT_S)."""
+        with self._changed:
+            now = self.calls[self.phase]
+            self._changed.wait_for(lambda: min(now.recommendations, now.events) >= calls, PHASE_TIMEOUT_S)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()  # each finishes its call: every event sent is acknowledged or failed
+        self._sessions.close()
+
+    def _work(self, recommend: Sender, post_events: Callable[[list[dict]], dict]) -> None:
+        while not self._stopping.is_set():
+            n = next(self._numbers)
+            user, item = f"r{n % USERS:03d}", self.pool[n % len(self.pool)]
+            phase, start = self.phase, time.perf_counter()
+            answered = _sent(recommend, Query(user, (item,)))
+            with self._changed:
+                calls = self.calls[phase]
+                if answered:
+                    calls.answered_s.append(time.perf_counter() - start)
+                else:
+                    calls.unanswered += 1
+                self._changed.notify_all()
+            request_id, phase = f"{REDIS_TAG}-{n}", self.phase
+            click = {
+                api.REQUEST_ID: request_id,
+                features.USER_ID: user,
+                features.ITEM_ID: item,
+                api.TYPE: CLICK,
+            }
+            acknowledged = _sent(post_events, [click])
+            with self._changed:
+                calls = self.calls[phase]
+                if acknowledged:
+                    calls.acknowledged.add(request_id)
+                else:
+                    calls.unacknowledged += 1
+                self._changed.notify_all()
+
+
+def _sent(send: Callable, payload) -> bool:
+    try:
+        send(payload)
+        return True
+    except (RuntimeError, requests.RequestException):  # an error status, refused, reset, timed out
+        return False
+
+
+def redis_outage(
+    settings: Settings, config: ServiceConfig, pool: list[str], log_path: str
+) -> RedisOutage | Skipped:
+    """A second service, `config`'s but with a Redis history store of its own, under PhasedLoad while
+    Redis is SIGKILLed and restarted."""
+    with tempfile.TemporaryDirectory(prefix="bench-service-redis-") as folder:
+        try:
+            server = RedisServer(Path(folder))
+        except RuntimeError as e:  # redis-server is not on PATH: the other steps still count
+            return Skipped(str(e))
+        redis_config = dataclasses.replace(
+            config,
+            port=bench.free_port(),
+            output=os.path.join(folder, "service"),
+            history_backend=REDIS,
+            redis_url=server.url,
+        )
+        return _redis_outage(settings, server, redis_config, pool, log_path)
+
+
+def _redis_outage(
+    settings: Settings, server: RedisServer, config: ServiceConfig, pool: list[str], log_path: str
+) -> RedisOutage:
+    url = service_url(config)
+    service = service_process(config, log_path)
+    load = PhasedLoad(url, settings.k, pool)
+    try:
+        server.start()
+        service.start()
+        load.start(settings.event_concurrency)
+        readyz, recovered_s = _kill_and_restart(settings, server, url, load)
+        load.stop()
+        with redis.Redis.from_url(server.url) as client:
+            stored_users = client.dbsize()
+    finally:
+        load.stop()
+        service.stop()
+        server.stop()
+    logged = [
+        record[api.REQUEST_ID]
+        for record in read_records(config.logs_dir, EVENTS, include_open=True)
+        if record[api.REQUEST_ID].startswith(REDIS_TAG + "-")
+    ]
+    return RedisOutage(
+        load.calls, readyz.status_code, readyz.json(), recovered_s, stored_users, frozenset(logged)
+    )
+
+
+def _kill_and_restart(
+    settings: Settings, server: RedisServer, url: str, load: PhasedLoad
+) -> tuple[requests.Response, float | None]:
+    """Redis SIGKILLed after `redis_ops` calls of each kind, restarted on the same port (empty) after as many
+    more: the service must notice both by itself."""
+    load.wait(settings.redis_ops)
+    server.kill()
+    load.enter(DOWN)  # after the kill: every call of the phase meets the outage
+    load.wait(settings.redis_ops)
+    # Each call since the kill met the dead store (the first marks it down): /readyz must say so.
+    readyz = requests.get(url + "/readyz", timeout=bench.TIMEOUT_S)
+    server.start()  # returns once Redis answers
+    recovered_s = _history_store_back(url)
+    load.enter(BACK)
+    load.wait(settings.redis_ops)
+    return readyz, recovered_s
+
+
+def _history_store_back(url: str) -> float | None:
+    back = time.monotonic()
+    while time.monotonic() - back < RECOVERY_TIMEOUT_S:
+        if requests.get(url + "/readyz", timeout=bench.TIMEOUT_S).json().get("history_store"):
+            return time.monotonic() - back
+        time.sleep(0.05)
+    return None
+
+
 def run(settings: Settings, model_server, service: Process, config: ServiceConfig) -> Report:
-    """The four steps, in order, against a running model server and service."""
+    """The five steps, in order, against a running model server and service (the Redis step starts a
+    service of its own; its log goes beside `service`'s)."""
     from serving.grpc_client import GrpcClient  # imports TensorFlow
     from serving.recommend_request import knob_names, with_knobs_off
 
     grpc = GrpcClient(config.model_endpoint, settings.model_name, timeout_s=bench.TIMEOUT_S)
     try:
         knobs = with_knobs_off({}, knob_names(grpc.scalar_inputs(features.RECOMMEND_SIGNATURE)))
-        queries = bench.request_set(settings.requests, bench.history_pool(grpc, knobs))
+        pool = bench.history_pool(grpc, knobs)
+        queries = bench.request_set(settings.requests, pool)
         url = service_url(config)
         return Report(
             latency(settings, grpc, url, queries, knobs),
             sustained_events(settings, url),
             crash_during_events(settings, service, config),
             model_server_outage(model_server, url),
+            redis_outage(settings, config, pool, os.path.splitext(service.log_path)[0] + "-redis.log"),
         )
     finally:
         grpc.close()
@@ -347,7 +560,7 @@ def run(settings: Settings, model_server, service: Process, config: ServiceConfi
 
 # ------------------------------------------------------------------------------------ table
 def table(report: Report, settings: Settings) -> list[str]:
-    direct = {r.concurrency: _p99_ms(r) for r in report.latency if r.target == DIRECT}
+    direct = {r.concurrency: _p99_ms(r.latencies_s) for r in report.latency if r.target == DIRECT}
     latency_rows = [r.cells(direct.get(r.concurrency)) for r in report.latency]
     events_headers = ["events (durable: fsync'd before the 200)", "batches x events", "concurrency"]
     events_headers += ["ok batches", "p50 ms", "p99 ms", "events/s", "errors"]
@@ -361,18 +574,21 @@ def table(report: Report, settings: Settings) -> list[str]:
         "",
         *bench.markdown([_events_cells(report.events, settings)], events_headers),
         "",
-        *bench.markdown([_crash_cells(report.crash), _outage_cells(report.outage)], ["fault", "result"]),
+        *bench.markdown(
+            [_crash_cells(report.crash), _outage_cells(report.outage), _redis_cells(report.redis)],
+            ["fault", "result"],
+        ),
     ]
 
 
-def _p99_ms(result: Result) -> float | None:
-    return float(np.percentile(result.latencies_s, 99)) * 1e3 if result.latencies_s else None
+def _p99_ms(latencies_s: list[float]) -> float | None:
+    return float(np.percentile(latencies_s, 99)) * 1e3 if latencies_s else None
 
 
 def _verdict(results: list[Result], direct: dict[int, float | None]) -> str:
     first = CONCURRENCY[0]
     (service,) = [r for r in results if r.target == SERVICE and r.concurrency == first]
-    ratio = (_p99_ms(service) or float("inf")) / (direct.get(first) or float("nan"))
+    ratio = (_p99_ms(service.latencies_s) or float("inf")) / (direct.get(first) or float("nan"))
     met = "met" if ratio <= TARGET_RATIO else "NOT met"
     return (
         f"Target at concurrency {first}: service p99 <= {TARGET_RATIO} x direct p99: {met} ({ratio:.2f} x)."
@@ -406,13 +622,42 @@ def _outage_cells(outage: Outage) -> list[str]:
         if outage.recovered_s is None
         else f"{outage.recovered_s:.1f} s"
     )
-    error = outage.error.replace("|", "/")  # a table cell
-    error = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…"
     return [
         "model server killed, then restarted",
-        f'{outage.status} (`/readyz` {outage.readyz}): "{error}"; answering again {back} after the model '
-        "server was back, no service restart",
+        f'{outage.status} (`/readyz` {outage.readyz}): "{_in_cell(outage.error, ERROR_CHARS)}"; answering '
+        f"again {back} after the model server was back, no service restart",
     ]
+
+
+def _redis_cells(step: RedisOutage | Skipped) -> list[str]:
+    name = "Redis killed mid-run, restarted"
+    if isinstance(step, Skipped):
+        return [name, f"skipped: {_in_cell(step.reason)}"]
+    before, down, back = (step.phases[phase] for phase in PHASES)
+    p99 = {phase: _p99_ms(step.phases[phase].answered_s) for phase in (BEFORE, DOWN)}
+    p99_text = {phase: "-" if ms is None else f"{ms:.1f} ms" for phase, ms in p99.items()}
+    recovered = (
+        f"not within {RECOVERY_TIMEOUT_S:.0f} s" if step.recovered_s is None else f"{step.recovered_s:.1f} s"
+    )
+    status = step.readyz_doc.get("status") or _in_cell(step.readyz_doc.get("error", ""), ERROR_CHARS)
+    return [
+        name,
+        f"recommendations answered / events acknowledged: before {_answered(before)}; during the outage "
+        f"{_answered(down)} (request-carried history only; recommendation p99 {p99_text[DOWN]}, "
+        f"{p99_text[BEFORE]} before); after {_answered(back)}. `/readyz` during the outage: {step.readyz} "
+        f"{status}. History store used again {recovered} after Redis was back ({step.stored_users} users' "
+        f"histories written since). Acknowledged events missing from the logs: {len(step.missing)}",
+    ]
+
+
+def _answered(calls: Calls) -> str:
+    return f"{len(calls.answered_s)}/{calls.recommendations}, {len(calls.acknowledged)}/{calls.events}"
+
+
+def _in_cell(text: str, limit: int | None = None) -> str:
+    """`text` in a markdown table cell, cut to `limit` characters."""
+    text = text.replace("|", "/")
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ------------------------------------------------------------------------------------ main

@@ -5,7 +5,7 @@
       {"item_id": "i003", "title": "…", "brand": "…", "categories": ["…"], "is_tail": true, "is_new": false}
 
 TF Serving ignores assets.extra/, so the file travels with the model and always matches it. A version without
-the file (exported before the Trainer wrote it) gets title "" and is_new false for every item.
+the file (exported before the Trainer wrote it) gets title "", is_new and is_tail false for every item.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CATALOG_FILE = os.path.join(features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA
 class ItemInfo:
     title: str = ""
     is_new: bool = False
+    is_tail: bool = False
 
 
 UNKNOWN = ItemInfo()
@@ -70,7 +71,9 @@ class CatalogMetadata:
                 if line.strip():
                     doc = json.loads(line)
                     items[doc[features.ITEM_ID]] = ItemInfo(
-                        doc.get(features.TITLE, ""), bool(doc.get(features.IS_NEW))
+                        doc.get(features.TITLE, ""),
+                        bool(doc.get(features.IS_NEW)),
+                        bool(doc.get(features.IS_TAIL)),
                     )
         logger.info("model version %d: metadata of %d items", version, len(items))
         return items

@@ -40,6 +40,7 @@ from serving import service_api
 from serving.catalog_metadata import CatalogMetadata
 from serving.client_error import ServingClientError
 from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
+from serving.exposure_window import ExposureCollector, ExposureWindow
 from serving.history_store import HistoryUnavailable, open_history_store
 from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import knob_names, with_knobs_off
@@ -101,6 +102,10 @@ class RecommendationService:
         self.history_error: str | None = None  # why the history store is down; None while it answers
         self.metrics.history_ready.set(1)
         self.catalog = CatalogMetadata(config.versions_path)
+        self.exposure = ExposureWindow(
+            config.exposure_window_s, config.exposure_max_records, config.exposure_shown
+        )
+        self.registry.register(ExposureCollector(self.exposure_summary))
         self.client = client or _model_client(config)
         self.model: ModelState | None = None
         self.not_ready_reason = "the model has not answered yet"
@@ -131,6 +136,7 @@ class RecommendationService:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_post(service_api.RECOMMENDATIONS_PATH, self._recommendations)
         app.router.add_post(service_api.EVENTS_PATH, self._events)
+        app.router.add_get(service_api.EXPOSURE_PATH, self._exposure)
         self._runner = web.AppRunner(app, access_log=None)  # no request details in logs
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
@@ -172,6 +178,7 @@ class RecommendationService:
             version = max(available)
             if self.model is None or self.model.version != version:
                 knobs = knob_names(self.client.scalar_inputs(features.RECOMMEND_SIGNATURE))
+                self.exposure.note_version(version, self.catalog.items(version))
                 self.model = ModelState(version, knobs)
                 logger.info("ready: %s version %d, knobs %s", self.config.model_name, version, list(knobs))
         except ServingClientError as e:
@@ -256,8 +263,21 @@ class RecommendationService:
         return _json(doc)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body = await self._run(generate_latest, self.registry)  # the exposure gauges compute at a scrape
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _exposure(self, request: web.Request) -> web.Response:
+        doc = await self._run(self.exposure_summary)
+        if doc is None:
+            raise ApiError(f"not ready: {self.not_ready_reason}", 503)
+        return _json(doc)
+
+    def exposure_summary(self) -> dict | None:
+        """Live exposure (serving/exposure_window.py) against the served version's catalog; None if not
+        ready."""
+        model = self.model
+        return (
+            None if model is None else self.exposure.summary(model.version, self.catalog.items(model.version))
         )
 
     async def _recommendations(self, request: web.Request) -> web.Response:
@@ -304,6 +324,7 @@ class RecommendationService:
         request_id = uuid.uuid4().hex
         record = _served_record(request_id, user, version, ask, knobs, history, items, self.config)
         self.log.submit(SERVED, [record])  # queued, not awaited: LogFull (503) still stops the answer
+        self.exposure.add(SERVED, [record])
         return {service_api.REQUEST_ID: request_id, "model_version": str(version), "items": items}
 
     async def _events(self, request: web.Request) -> web.Response:
@@ -328,6 +349,7 @@ class RecommendationService:
                 "durable (a retry may log it twice)",
                 503,
             ) from None
+        self.exposure.add(EVENTS, records)
         await self._run(self._extend_histories, records)  # best effort: the log is the record
         return _json({"accepted": len(records)})
 

@@ -24,6 +24,7 @@ from trainer import features
 # The API's routes (public: shops call them).
 RECOMMENDATIONS_PATH = "/v1/recommendations"
 EVENTS_PATH = "/v1/events"
+EXPOSURE_PATH = "/v1/exposure"
 
 DEFAULT_K = 10
 DEFAULT_SURFACE = "default"

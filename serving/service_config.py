@@ -28,6 +28,9 @@ SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
 LOGS_DIR = "logs"  # <output>/logs/: served and events spans
 SQLITE, REDIS = "sqlite", "redis"
 HISTORY_BACKENDS = (SQLITE, REDIS)
+# What counts as displayed for live exposure: impression events, or every served slot (shops that send none).
+SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"
+SHOWN = (SHOWN_IMPRESSIONS, SHOWN_SERVED)
 IN_PROCESS = "in-process"  # --model_endpoint: load the model in this process (serving/in_process_model.py)
 
 
@@ -62,12 +65,22 @@ class ServiceConfig:
     log_linger_s: float = 0.0  # group commit: extra wait for more appends before an fsync
     log_wait_s: float = 30.0  # an events batch not confirmed durable by then answers 503, never 200
     workers: int = 16  # threads for model calls, history and log waits (they mostly block)
+    exposure_window_s: float = 3600.0  # live exposure metrics (GET /v1/exposure, /metrics) over this window
+    exposure_max_records: int = 100_000  # served lists (and events) kept for them at most
+    exposure_shown: str = SHOWN_IMPRESSIONS  # displayed = impression events, or "served": every served slot
 
     def __post_init__(self):
-        for name in ("max_body_bytes", "max_k", "max_events", "history_length", "max_pending_records"):
+        for name in (
+            "max_body_bytes",
+            "max_k",
+            "max_events",
+            "history_length",
+            "max_pending_records",
+            "exposure_max_records",
+        ):
             _check(name, getattr(self, name) >= 1, "must be >= 1")
         _check("workers", self.workers >= 1, "must be >= 1")
-        for name in ("history_ttl_s", "model_timeout_s", "ready_poll_s", "log_wait_s"):
+        for name in ("history_ttl_s", "model_timeout_s", "ready_poll_s", "log_wait_s", "exposure_window_s"):
             _check(name, getattr(self, name) > 0, "must be > 0")
         _check("max_history", self.max_history >= 0, "must be >= 0")
         _check("log_linger_s", self.log_linger_s >= 0, "must be >= 0")
@@ -78,6 +91,7 @@ class ServiceConfig:
         _check("output", bool(self.output), "must not be empty")
         backends = list(HISTORY_BACKENDS)
         _check("history_backend", self.history_backend in backends, f"must be one of {backends}")
+        _check("exposure_shown", self.exposure_shown in SHOWN, f"must be one of {list(SHOWN)}")
         _check("redis_url", _redis_url_ok(self.redis_url), "must be redis[s]://host:port/db or unix:///path")
 
     @property

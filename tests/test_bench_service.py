@@ -2,11 +2,12 @@
 `make bench-service`): the service as a subprocess (SIGKILLed and restarted), the model server in process."""
 
 import os
+import re
 
 import pytest
 
 from serving import bench, bench_service
-from serving.bench_service import DIRECT, SERVICE, Settings
+from serving.bench_service import BACK, BEFORE, DIRECT, DOWN, PHASES, SERVICE, RedisOutage, Settings, Skipped
 from serving.config import ServerConfig
 from serving.server import ModelServer
 from serving.service_config import ServiceConfig
@@ -20,6 +21,7 @@ SETTINGS = Settings(
     batch_size=5,
     event_concurrency=2,
     kill_after_batches=2,
+    redis_ops=5,
 )
 
 
@@ -43,7 +45,7 @@ class InProcessModelServer:
             self.server = None
 
 
-def test_every_step_runs_and_every_acknowledged_event_survives_the_sigkill(tmp_path):
+def test_every_step_runs_and_every_acknowledged_event_survives_the_faults(tmp_path):
     base = str(tmp_path / MODEL)
     save_toy_model(base, 3)
     grpc_port = bench.free_port()
@@ -80,10 +82,25 @@ def test_every_step_runs_and_every_acknowledged_event_survives_the_sigkill(tmp_p
     assert (outage.status, outage.readyz) == (503, 503)
     assert outage.error.startswith("not ready: model server: UNAVAILABLE: ")
     assert outage.recovered_s is not None
+    redis_step = report.redis
+    assert isinstance(redis_step, RedisOutage)  # scripts/env's root has redis-server
+    phases = redis_step.phases
+    assert list(phases) == list(PHASES) == [BEFORE, DOWN, BACK]
+    # The store is best effort: every call answered, before, during and after the outage.
+    assert [(c.unanswered, c.unacknowledged) for c in phases.values()] == [(0, 0)] * 3
+    assert all(min(c.recommendations, c.events) >= SETTINGS.redis_ops for c in phases.values())
+    assert redis_step.readyz == 200
+    assert redis_step.readyz_doc["history_store_error"].startswith("redis: ConnectionError: ")
+    assert (redis_step.readyz_doc["status"], redis_step.readyz_doc["history_store"]) == ("degraded", False)
+    assert redis_step.recovered_s is not None
+    assert redis_step.stored_users >= 1  # clicks after the recovery extended histories in the new Redis
+    acknowledged = set().union(*(c.acknowledged for c in phases.values()))
+    assert redis_step.found == acknowledged  # every event sent was acknowledged and is in the logs
+    assert redis_step.missing == frozenset()
 
     lines = bench_service.table(report, SETTINGS)
     cells = [[cell.strip() for cell in line.strip("|").split("|")] if line else [] for line in lines]
-    assert len(lines) == 21
+    assert len(lines) == 22
     assert [lines[i] for i in (1, 10, 12, 16)] == [""] * 4
     assert cells[2] == [
         *("target", "concurrency", "ok", "p50 ms", "p99 ms", "p99 / direct p99", "req/s", "errors")
@@ -107,7 +124,30 @@ def test_every_step_runs_and_every_acknowledged_event_survives_the_sigkill(tmp_p
     ]
     assert cells[20][0] == "model server killed, then restarted"
     assert cells[20][1].startswith('503 (`/readyz` 503): "not ready: ')
+    counts = {
+        phase: f"{c.recommendations}/{c.recommendations}, {c.events}/{c.events}"
+        for phase, c in phases.items()
+    }
+    assert cells[21][0] == "Redis killed mid-run, restarted"
+    assert re.fullmatch(
+        rf"recommendations answered / events acknowledged: before {counts[BEFORE]}; during the outage "
+        rf"{counts[DOWN]} \(request-carried history only; recommendation p99 [\d.]+ ms, [\d.]+ ms before\); "
+        rf"after {counts[BACK]}\. `/readyz` during the outage: 200 degraded\. History store used again "
+        rf"[\d.]+ s after Redis was back \({redis_step.stored_users} users' histories written since\)\. "
+        "Acknowledged events missing from the logs: 0",
+        cells[21][1],
+    ), cells[21][1]
     assert [set(lines[i]) for i in (3, 14, 18)] == [{"|", "-"}] * 3  # the header separators
+
+
+def test_without_redis_server_the_redis_step_is_skipped_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on it
+    config = ServiceConfig(port=bench.free_port(), output=str(tmp_path / "out"))
+    step = bench_service.redis_outage(SETTINGS, config, ["i1"], str(tmp_path / "service-redis.log"))
+    assert isinstance(step, Skipped)
+    assert step.reason.startswith("redis-server is not on PATH: ")
+    assert bench_service._redis_cells(step) == ["Redis killed mid-run, restarted", f"skipped: {step.reason}"]
+    assert not (tmp_path / "out").exists()  # nothing was started
 
 
 def test_without_a_model_it_says_to_run_make_demo_first(tmp_path):

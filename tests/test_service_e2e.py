@@ -404,6 +404,44 @@ def test_in_process_mode_serves_the_same_api_without_a_model_server(stack, tmp_p
         socket.create_connection(("127.0.0.1", service.client.port), timeout=5).close()
 
 
+def test_live_exposure_of_served_lists_and_events(stack, tmp_path):
+    settings = dict(port=0, output=str(tmp_path / "out"), model_endpoint=IN_PROCESS)
+    service = RecommendationService(dataclasses.replace(stack.service.config, **settings)).start()
+    url = f"http://127.0.0.1:{service.port}"
+    try:
+        wait_ready(url)
+        answer = recommend(url, user_id="kay", k=2).json()  # "#0" head and new, "#1" tail
+        shown = [{"request_id": answer["request_id"], "user_id": "kay", "item_id": i} for i in ("#0", "#1")]
+        events = [{**slot, "type": "impression"} for slot in shown] + [{**shown[1], "type": "click"}]
+        assert post_events(url, *events).json() == {"accepted": 3}
+        doc = requests.get(url + "/v1/exposure", timeout=10).json()
+        assert doc.pop("time_to_first_impression_s") >= 0  # "#0" arrived when the version was first seen
+        assert doc == {
+            "window_s": 3600.0,
+            "shown": "impressions",
+            "model_version": 1,
+            "requests": 1,
+            "aplt": 0.5,
+            "coverage": 1.0,  # the toy catalog lists "#0" only
+            "tail_coverage": None,  # ... which is not a tail item
+            "gini": 0.0,
+            "impressions": 2,
+            "clicks": 1,
+            "ctr": 0.5,
+            "ctr_head": 0.0,
+            "ctr_tail": 1.0,
+            "ctr_new": 0.0,
+            "new_items": 1,
+            "new_items_shown": 1,
+            "unjoined_events": 0,
+        }
+        page = requests.get(url + "/metrics", timeout=10).text
+        assert "tailtower_exposure_ctr 0.5" in page and "tailtower_exposure_aplt 0.5" in page
+        assert "tailtower_exposure_tail_coverage" not in page  # null: no value to show
+    finally:
+        service.stop()
+
+
 def test_redis_history_down_falls_back_to_request_history_then_recovers(stack, tmp_path):
     (tmp_path / "redis").mkdir()
     redis_server = RedisServer(tmp_path / "redis").start()

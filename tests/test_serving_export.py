@@ -17,7 +17,7 @@ import requests
 import tensorflow as tf
 
 from serving import service_api, tensors
-from serving.catalog_metadata import CatalogMetadata, ItemInfo
+from serving.catalog_metadata import CATALOG_FILE, CatalogMetadata, ItemInfo
 from serving.client_error import ServingClientError
 from serving.grpc_client import GrpcClient
 from serving.local_client import LocalClient
@@ -207,9 +207,13 @@ def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
 def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered(server, pushed, tmp_path):
     # The export wrote assets.extra/catalog.jsonl; the copy in TF Serving's layout carries it.
     metadata = CatalogMetadata(pushed)
+    with open(os.path.join(pushed, "1", CATALOG_FILE), encoding="utf-8") as f:
+        tail = {doc[features.ITEM_ID]: doc[features.IS_TAIL] for doc in map(json.loads, f)}
     assert metadata.items(1) == {
-        item_id: ItemInfo(f"item {item_id[1:]}", item_id not in TRAIN_ITEMS) for item_id in ITEMS
+        item_id: ItemInfo(f"item {item_id[1:]}", item_id not in TRAIN_ITEMS, tail[item_id])
+        for item_id in ITEMS
     }
+    assert 0 < sum(tail.values()) < len(ITEMS)  # both head and tail items are flagged
     config = ServiceConfig(
         port=0,
         model_endpoint=f"127.0.0.1:{server.grpc_port}",
