@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make test             run the whole test suite (builds the environment on first use)"
-	@echo "make demo [DATA=dir] [TRAINER_CONFIG='{\"epochs\": 4}']  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default)"
+	@echo "make demo [DATA=dir] [TRAINER_CONFIG='{\"epochs\": 4}'] [LOGS=demo-run/logs]  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default; LOGS: train on the service's logs too)"
 	@echo "make eval DATA=dir [OUT=eval-out]  offline evaluation: baselines + our system (evaluation/harness.py)"
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
@@ -36,7 +36,7 @@ lint:
 
 demo:
 	$(ENV) python -m pipeline.demo --output $(OUTPUT) $(if $(DATA),--data $(DATA)) \
-		$(if $(TRAINER_CONFIG),--trainer-config '$(TRAINER_CONFIG)')
+		$(if $(TRAINER_CONFIG),--trainer-config '$(TRAINER_CONFIG)') $(if $(LOGS),--logs $(LOGS))
 
 compile:
 	$(ENV) python -m pipeline.kubeflow_runner --output tailtower_pipeline.json

@@ -3,6 +3,8 @@
 Counts arrive from the Beam pipeline as a dict with tuple keys:
   ("rows_read", file)  ("rejected", file, reason)  ("below_rating_threshold", file)
   ("users",)  ("positives", split)  ("negatives", split)  ("examples", split)
+  and, with service logs: ("log_requests",) ("log_positives",) ("log_negatives",) ("log_unknown_items",)
+  ("log_orphan_events",)
 `build_summary` turns them into the JSON-ready summary.json; `check_summary` raises `BadInputError` when a
 file's share of rejected rows exceeds `max_bad_share` or when nothing usable was produced.
 """
@@ -27,8 +29,10 @@ def build_summary(
     sources: Sequence[str],
     num_negatives: int,
     rejected_path: str,
+    logs: Any = None,
 ) -> dict[str, Any]:
-    """The summary.json content. Every file, reason and split appears, with 0 when nothing was counted."""
+    """The summary.json content. Every file, reason and split appears, with 0 when nothing was counted.
+    `logs` (example_gen.LogSpans, or None without service logs) adds a "logs" section."""
     files = {source: _file_summary(counts, source) for source in sources}
     positives = {split: counts.get(("positives", split), 0) for split in SPLITS}
     negatives = {split: counts.get(("negatives", split), 0) for split in SPLITS}
@@ -43,6 +47,20 @@ def build_summary(
         "negatives_short": {s: positives[s] * num_negatives - negatives[s] for s in SPLITS},
         "examples": {split: counts.get(("examples", split), 0) for split in (*SPLITS, CATALOG)},
         "rejected_path": rejected_path,
+        "logs": None if logs is None else _logs_summary(counts, logs),
+    }
+
+
+def _logs_summary(counts: Mapping[tuple[str, ...], int], logs: Any) -> dict[str, Any]:
+    """What the service's logs added: train positives (taken items) and real negatives (shown, not taken)."""
+    return {
+        "logs_dir": logs.logs_dir,
+        "served_spans": list(logs.served),
+        "events_spans": list(logs.events),
+        **{
+            key: counts.get((f"log_{key}",), 0)
+            for key in ("requests", "positives", "negatives", "unknown_items", "orphan_events")
+        },
     }
 
 
@@ -75,6 +93,7 @@ def check_summary(summary: Mapping[str, Any], max_bad_share: float) -> None:
         problems.append("no train examples were produced (every user has a single positive, or none)")
     if problems:
         raise BadInputError(
-            "bad input data: " + "; ".join(problems)
+            "bad input data: "
+            + "; ".join(problems)
             + f". Every rejected row is listed with its reason in {summary['rejected_path']}"
         )

@@ -34,7 +34,7 @@ def item_example(item: Item) -> tf.train.Example:
 
 
 def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.Example:
-    """An interaction example: user, history, timestamp and label, plus the features of `item`.
+    """An interaction example: user, history, timestamp, label (and position), plus the features of `item`.
 
     `item` is `item_example(...)` of `stub.item_id`, built once per item and copied (a fast C++ copy)
     for each of its examples.
@@ -48,4 +48,6 @@ def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.E
     feature[features.HISTORY].bytes_list.value.extend(h.encode("utf-8") for h in stub.history)
     feature[features.TIMESTAMP].int64_list.value.append(stub.timestamp)
     feature[features.LABEL].float_list.value.append(stub.label)
+    if stub.position >= 0:  # a logged display (components/log_examples.py); absent otherwise
+        feature[features.POSITION].int64_list.value.append(stub.position)
     return example

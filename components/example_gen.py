@@ -38,10 +38,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.artifact import Artifact
 
-from components import data_files, data_report, example_encoding, interactions
+from components import data_files, data_report, example_encoding, interactions, log_examples
 from components.data_files import DatasetFiles, Interaction, Item, RawRow, Rejected
 from components.example_gen_config import ExampleGenConfig
 from components.interactions import NegativeSampler
+from serving import event_log
 
 REJECTED = "rejected"
 BELOW = "below"
@@ -55,6 +56,29 @@ class RejectedRows(Artifact):
     """Rows the example generator refused, with reasons: rejected.jsonl and summary.json."""
 
     TYPE_NAME = "tailtower.RejectedRows"  # KFP v2 wants custom type names as "<namespace>.<Name>"
+
+
+class LogSpans(NamedTuple):
+    """The service log spans an example generation reads."""
+
+    logs_dir: str
+    served: tuple[int, ...]
+    events: tuple[int, ...]
+
+    @classmethod
+    def choose(cls, logs_dir: str, last: int) -> "LogSpans":
+        """The `last` closed spans of served records (0: all of them), and every closed events span from the
+        first of those on (a click can land in the span after its list's)."""
+        if not os.path.isdir(logs_dir):
+            raise FileNotFoundError(f"logs_dir {logs_dir!r} is not a folder (the service's --output/logs)")
+        served = event_log.spans(logs_dir, event_log.SERVED)
+        served = served[-last:] if last else served
+        first = served[0] if served else float("inf")
+        events = [span for span in event_log.spans(logs_dir, event_log.EVENTS) if span >= first]
+        return cls(logs_dir, tuple(served), tuple(events))
+
+    def of(self, kind: str) -> tuple[int, ...]:
+        return self.served if kind == event_log.SERVED else self.events
 
 
 class OutputUris(NamedTuple):
@@ -153,6 +177,26 @@ def _user_examples(
         yield beam.pvalue.TaggedOutput(COUNTS, (key, n))
 
 
+def _request_examples(kv: tuple[str, dict[str, list]], shown: str) -> Iterator[Any]:
+    """One request id's served record and events → its log-derived stubs; counts tagged COUNTS."""
+    _, grouped = kv
+    served, events = list(grouped[event_log.SERVED]), list(grouped[event_log.EVENTS])
+    if not served:
+        yield beam.pvalue.TaggedOutput(COUNTS, (("log_orphan_events",), len(events)))
+        return
+    yield beam.pvalue.TaggedOutput(COUNTS, (("log_requests",), 1))
+    yield from log_examples.request_examples(served, events, shown)
+
+
+def _log_example(stub: interactions.ExampleStub, item_examples: dict[str, tf.train.Example]) -> Iterator[Any]:
+    item = item_examples.get(stub.item_id)
+    if item is None:  # no longer in the catalog: nothing to describe it with
+        yield beam.pvalue.TaggedOutput(COUNTS, (("log_unknown_items",), 1))
+        return
+    yield example_encoding.interaction_example(stub, item).SerializeToString()
+    yield beam.pvalue.TaggedOutput(COUNTS, (("log_positives" if stub.label else "log_negatives",), 1))
+
+
 def _item_example(kv: tuple[str, Item]) -> tuple[str, tf.train.Example]:
     return kv[0], example_encoding.item_example(kv[1])
 
@@ -188,8 +232,12 @@ def _valid_items(p: beam.Pipeline, files: DatasetFiles, counts: list, rejected: 
 
 
 def _positives(
-    p: beam.Pipeline, files: DatasetFiles, items: beam.PCollection, config: ExampleGenConfig,
-    counts: list, rejected: list,
+    p: beam.Pipeline,
+    files: DatasetFiles,
+    items: beam.PCollection,
+    config: ExampleGenConfig,
+    counts: list,
+    rejected: list,
 ) -> beam.PCollection:
     """Interaction of every valid positive row."""
     source = posixpath.basename(files.interactions)
@@ -200,7 +248,8 @@ def _positives(
     joined = (
         {"item": items, "rows": parsed.rows}
         | "JoinCatalog" >> beam.CoGroupByKey()
-        | "KeepKnown" >> beam.FlatMap(_keep_known, source, config.rating_threshold).with_outputs(
+        | "KeepKnown"
+        >> beam.FlatMap(_keep_known, source, config.rating_threshold).with_outputs(
             REJECTED, BELOW, main="positives"
         )
     )
@@ -237,9 +286,43 @@ def _negative_sampler(sequences: beam.PCollection, config: ExampleGenConfig) -> 
     )
 
 
-def _write_examples(
-    sequences: beam.PCollection, items: beam.PCollection, config: ExampleGenConfig, uris: OutputUris,
+def _read_logs(p: beam.Pipeline, logs: LogSpans, kind: str) -> beam.PCollection:
+    """(request_id, record) of every `kind` record in the chosen closed spans."""
+    return (
+        p
+        | f"Log{kind}Spans" >> beam.Create(logs.of(kind))
+        | f"Read{kind}" >> beam.FlatMap(lambda span: event_log.read_records(logs.logs_dir, kind, [span]))
+        | f"Key{kind}" >> beam.Map(lambda record: (record[event_log.REQUEST_ID], record))
+    )
+
+
+def _log_examples(
+    p: beam.Pipeline,
+    logs: LogSpans,
+    item_examples: beam.PCollection,
+    config: ExampleGenConfig,
     counts: list,
+) -> beam.PCollection:
+    """Serialized train examples from the service's logs (components/log_examples.py)."""
+    stubs = (
+        {kind: _read_logs(p, logs, kind) for kind in event_log.KINDS}
+        | "JoinLogs" >> beam.CoGroupByKey()
+        | "LogStubs" >> beam.FlatMap(_request_examples, config.log_shown).with_outputs(COUNTS, main="stubs")
+    )
+    examples = stubs.stubs | "LogExamples" >> beam.FlatMap(
+        _log_example, beam.pvalue.AsDict(item_examples)
+    ).with_outputs(COUNTS, main="examples")
+    counts += [stubs[COUNTS], examples[COUNTS]]
+    return examples.examples
+
+
+def _write_examples(
+    sequences: beam.PCollection,
+    items: beam.PCollection,
+    config: ExampleGenConfig,
+    uris: OutputUris,
+    counts: list,
+    logs: LogSpans | None = None,
 ) -> None:
     """Writes the train/eval splits and the catalog.
 
@@ -253,21 +336,31 @@ def _write_examples(
         _user_examples, sampler, beam.pvalue.AsDict(item_examples), config
     ).with_outputs(COUNTS, *interactions.SPLITS)
     counts.append(encoded[COUNTS])
+    splits = {split: encoded[split] for split in interactions.SPLITS}
+    if logs is not None and logs.served:
+        from_logs = _log_examples(sequences.pipeline, logs, item_examples, config, counts)
+        splits[interactions.TRAIN] = (splits[interactions.TRAIN], from_logs) | "WithLogs" >> beam.Flatten()
     catalog = item_examples | "SerializeCatalog" >> beam.Map(lambda kv: kv[1].SerializeToString())
-    for split, pcoll in [*((s, encoded[s]) for s in interactions.SPLITS), (data_report.CATALOG, catalog)]:
+    for split, pcoll in [*splits.items(), (data_report.CATALOG, catalog)]:
         write = beam.io.WriteToTFRecord(uris.split_prefix(split), file_name_suffix=".gz")
         _ = pcoll | f"Write{split}" >> write
         counts.append(_count(pcoll, f"Examples{split}", ("examples", split)))
 
 
-def build_pipeline(p: beam.Pipeline, files: DatasetFiles, config: ExampleGenConfig, uris: OutputUris) -> None:
+def build_pipeline(
+    p: beam.Pipeline,
+    files: DatasetFiles,
+    config: ExampleGenConfig,
+    uris: OutputUris,
+    logs: LogSpans | None = None,
+) -> None:
     """Adds the whole example generation to `p`; summary.json is written by the pipeline itself."""
     counts: list[beam.PCollection] = []
     rejected: list[beam.PCollection] = []
     items = _valid_items(p, files, counts, rejected)
     positives = _positives(p, files, items, config, counts, rejected)
     sequences = _user_sequences(positives, config)
-    _write_examples(sequences, items, config, uris, counts)
+    _write_examples(sequences, items, config, uris, counts, logs)
     counts.append(_count(sequences, "Users", ("users",)))
     all_rejected = rejected | "FlattenRejected" >> beam.Flatten()
     counts.append(_count(all_rejected, "Rejected", lambda r: ("rejected", r.source, r.reason)))
@@ -282,27 +375,45 @@ def build_pipeline(p: beam.Pipeline, files: DatasetFiles, config: ExampleGenConf
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountDict" >> beam.combiners.ToDict()
-        | "Summary" >> beam.Map(data_report.build_summary, sources, config.num_negatives, uris.rejected_path)
+        | "Summary"
+        >> beam.Map(data_report.build_summary, sources, config.num_negatives, uris.rejected_path, logs)
         | "SummaryJson" >> beam.Map(lambda s: json.dumps(s, indent=2, sort_keys=True))
         | "WriteSummary" >> beam.io.WriteToText(uris.summary_path, num_shards=1, shard_name_template="")
     )
 
 
 def generate(
-    pipeline: beam.Pipeline, data_dir: str, config: ExampleGenConfig, uris: OutputUris
+    pipeline: beam.Pipeline, data_dir: str, config: ExampleGenConfig, uris: OutputUris, logs_dir: str = ""
 ) -> dict[str, Any]:
     """Runs the pipeline, logs the counts, checks the bad share; returns summary.json's content."""
     files = data_files.find_dataset_files(data_dir)
     logging.info("InteractionsExampleGen: reading %s (%s layout) with %s", data_dir, files.layout, config)
+    logs = LogSpans.choose(logs_dir, config.log_spans) if logs_dir else None
+    if logs is not None:
+        logging.info(
+            "InteractionsExampleGen: service logs %s: served spans %s, events spans %s",
+            logs_dir,
+            list(logs.served),
+            list(logs.events),
+        )
     with pipeline as p:
-        build_pipeline(p, files, config, uris)
+        build_pipeline(p, files, config, uris, logs)
     with FileSystems.open(uris.summary_path) as f:
         summary = json.load(f)
     for source, counts in summary["files"].items():
-        logging.info("InteractionsExampleGen: %s: %d rows read, %d rejected, %d kept", source,
-                     counts["rows_read"], counts["rows_rejected"], counts["rows_kept"])
-    logging.info("InteractionsExampleGen: rejected by reason %s; %d users; examples %s",
-                 summary["rejected"], summary["users"], summary["examples"])
+        logging.info(
+            "InteractionsExampleGen: %s: %d rows read, %d rejected, %d kept",
+            source,
+            counts["rows_read"],
+            counts["rows_rejected"],
+            counts["rows_kept"],
+        )
+    logging.info(
+        "InteractionsExampleGen: rejected by reason %s; %d users; examples %s",
+        summary["rejected"],
+        summary["users"],
+        summary["examples"],
+    )
     data_report.check_summary(summary, config.max_bad_share)
     return summary
 
@@ -321,14 +432,17 @@ def InteractionsExampleGen(  # noqa: N802 -- TFX names components by their funct
     rejected: tfx.dsl.components.OutputArtifact[RejectedRows],
     data_dir: tfx.dsl.components.Parameter[str],
     config: tfx.dsl.components.Parameter[str] = "{}",
+    logs_dir: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Reads `data_dir` (see components/data_files.py) and writes examples, catalog and rejected rows.
 
-    `config` is `ExampleGenConfig.to_json()`; fields it leaves out take the dataclass defaults. Fails with
-    BadInputError when a file's share of rejected rows exceeds `max_bad_share`.
+    `config` is `ExampleGenConfig.to_json()`; fields it leaves out take the dataclass defaults. `logs_dir`,
+    when given, is the recommendation service's logs folder: the last `log_spans` closed spans add train
+    examples (components/log_examples.py). Fails with BadInputError when a file's share of rejected rows
+    exceeds `max_bad_share`.
     """
     uris = OutputUris(examples.uri, catalog.uri, rejected.uri)
-    generate(beam_pipeline, data_dir, ExampleGenConfig.from_json(config), uris)
+    generate(beam_pipeline, data_dir, ExampleGenConfig.from_json(config), uris, logs_dir)
     _mark_examples(examples, list(interactions.SPLITS))
     _mark_examples(catalog, [data_report.CATALOG])

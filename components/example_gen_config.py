@@ -15,6 +15,7 @@ import dataclasses
 import json
 
 from components import interactions
+from serving.log_fields import SHOWN, SHOWN_IMPRESSIONS
 from trainer import features
 from trainer.config import from_mapping, parse_json_object
 
@@ -36,17 +37,24 @@ class ExampleGenConfig:
     # The run fails when a file's share of rejected rows exceeds this.
     max_bad_share: float = 0.05
     seed: int = 0
+    # With the service's logs (the component's logs_dir): how many of the newest closed spans are read (0 =
+    # all), and what counts as displayed (a real negative when not taken): impression events, or "served":
+    # every served slot (for shops that send no impressions).
+    log_spans: int = 0
+    log_shown: str = SHOWN_IMPRESSIONS
 
     def __post_init__(self) -> None:
         checks = {
             "history_length must be >= 0": self.history_length >= 0,
             "num_negatives must be >= 0": self.num_negatives >= 0,
-            f"negative_sampling must be one of {interactions.SAMPLING_MODES}":
-                self.negative_sampling in interactions.SAMPLING_MODES,
-            f"split_mode must be one of {interactions.SPLIT_MODES}":
-                self.split_mode in interactions.SPLIT_MODES,
+            f"negative_sampling must be one of {interactions.SAMPLING_MODES}": self.negative_sampling
+            in interactions.SAMPLING_MODES,
+            f"split_mode must be one of {interactions.SPLIT_MODES}": self.split_mode
+            in interactions.SPLIT_MODES,
             "eval_time_quantile must be in (0, 1)": 0.0 < self.eval_time_quantile < 1.0,
             "max_bad_share must be in [0, 1]": 0.0 <= self.max_bad_share <= 1.0,
+            "log_spans must be >= 0": self.log_spans >= 0,
+            f"log_shown must be one of {SHOWN}": self.log_shown in SHOWN,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:

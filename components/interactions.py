@@ -44,6 +44,7 @@ class ExampleStub(NamedTuple):
     history: tuple[str, ...]
     timestamp: int
     label: float
+    position: int = -1  # the slot it was displayed in, for examples from the service's logs; -1: none
 
 
 def time_cut(times: Sequence[int], quantile: float) -> int | None:

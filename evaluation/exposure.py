@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation import metrics
+from serving.event_log import EVENT_TYPES, REQUEST_ID, TS, TYPE
 from trainer import features
 
-IMPRESSION, CLICK = "impression", "click"  # serving.event_log.EVENT_TYPES' display and click types
-REQUEST_ID, TYPE, TS = "request_id", "type", "ts"  # log fields (serving.service_api owns the API names)
+IMPRESSION, CLICK = EVENT_TYPES[:2]
 Slot = tuple[str, str]  # (request_id, item_id)
 
 

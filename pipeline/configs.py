@@ -73,6 +73,9 @@ class PipelineConfig:
 
     data_dir: str
     output_dir: str
+    # The recommendation service's logs folder (its --output/logs): clicks, carts and purchases become train
+    # positives, displayed-not-taken items real negatives (components/log_examples.py). "" = none.
+    logs_dir: str = ""
     # Its `bert` is the BERT name or folder; the runner resolves it, Transform and Trainer get the folder.
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     example_gen: ExampleGenConfig = field(default_factory=ExampleGenConfig)

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARN
 
 import argparse
 
-from pipeline import configs
+from pipeline import configs, local_runner
 from trainer.config import DEFAULT_BERT
 
 # Where the Dockerfile puts the pretrained MiniLM folder inside the image: it runs
@@ -54,12 +54,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
     )
     parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
     parser.add_argument("--beam-arg", action="append", default=[], help="Beam pipeline arg (repeatable)")
+    local_runner.add_logs_flags(parser)  # --logs gs://…/logs: the service's logs the workers can read
     args = parser.parse_args(argv)
     try:
         # The workers read BERT from the image: a folder, never a name to fetch.
         trainer = configs.trainer_config(args.trainer_config, args.bert_dir, default_bert=IMAGE_BERT_DIR)
         config = configs.PipelineConfig(
-            data_dir=args.data, output_dir=args.run_root, trainer=trainer, beam_pipeline_args=args.beam_arg
+            data_dir=args.data,
+            output_dir=args.run_root,
+            trainer=trainer,
+            beam_pipeline_args=args.beam_arg,
+            **local_runner.logs_config(args),
         )
     except ValueError as e:
         parser.error(str(e))

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARN
 
 import argparse
 
+from components.example_gen_config import ExampleGenConfig
 from pipeline import configs
 from pipeline.runs import progress
 from trainer.config import TrainerConfig
@@ -52,6 +53,21 @@ def add_trainer_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
 
 
+def add_logs_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--logs", default="", help="the recommendation service's logs folder to train on too")
+    parser.add_argument(
+        "--log-spans", type=int, default=ExampleGenConfig.log_spans, help="newest closed spans read (0 = all)"
+    )
+
+
+def logs_config(args: argparse.Namespace) -> dict:
+    """PipelineConfig fields of the logs flags."""
+    return {
+        "logs_dir": args.logs if not args.logs or "://" in args.logs else os.path.abspath(args.logs),
+        "example_gen": ExampleGenConfig(log_spans=args.log_spans),
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -59,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
     parser.add_argument("--data", required=True, help="dataset folder (interactions + items)")
     parser.add_argument("--output", required=True, help="run folder: pipeline root, metadata, serving/")
     add_trainer_flags(parser)
+    add_logs_flags(parser)
     parser.add_argument("--direct-num-workers", type=int, default=configs.DEFAULT_DIRECT_NUM_WORKERS)
     parser.add_argument(
         "--beam-arg", action="append", default=[], help="extra Beam pipeline arg (repeatable)"
@@ -72,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> configs.PipelineConfig:
             trainer=configs.trainer_config(args.trainer_config, args.bert),
             beam_pipeline_args=beam_args(args.direct_num_workers, args.beam_arg),
             enable_cache=args.enable_cache,
+            **logs_config(args),
         )
     except ValueError as e:
         parser.error(str(e))

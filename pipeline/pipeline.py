@@ -30,8 +30,11 @@ def create_pipeline(
     configs.check_top_k(config)  # again: the config may have been changed since it was built
     paths = configs.run_paths(config.output_dir)
 
-    # Joins interactions with the catalog, splits per user by time, adds history and sampled negatives.
-    example_gen = InteractionsExampleGen(data_dir=config.data_dir, config=config.example_gen.to_json())
+    # Joins interactions with the catalog, splits per user by time, adds history and sampled negatives (and,
+    # with the service's logs, what was shown and taken).
+    example_gen = InteractionsExampleGen(
+        data_dir=config.data_dir, config=config.example_gen.to_json(), logs_dir=config.logs_dir
+    )
 
     # Computes statistics over the interaction examples, for the schema and the validator.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

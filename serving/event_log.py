@@ -1,7 +1,7 @@
 """The service's logs: one schema module, its writer and its readers.
 
-Today the service writes here and forget-user and the tests read; the pipeline's training from these logs, the
-report and live metrics (issue 12) are planned to read through `read_table` / `read_records`.
+The service writes here; forget-user, the example generator (components/log_examples.py: training on the
+logs), live exposure and the report read through `read_table` / `read_records`.
 
 Two record kinds, schema version SCHEMA_VERSION (every record carries it in `schema_version`; the Parquet
 files also in their metadata under `tailtower.log_schema_version`):
@@ -68,18 +68,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
-from serving.service_config import ServiceConfig
+from serving.log_fields import (  # noqa: F401  (re-exported: the log's names, owned by log_fields)
+    EVENT_TYPES,
+    EVENTS,
+    KINDS,
+    MAX_PENDING_RECORDS,
+    POSITIONS,
+    REQUEST_ID,
+    SCHEMA_VERSION_FIELD,
+    SERVED,
+    SHOWN,
+    SHOWN_IMPRESSIONS,
+    SHOWN_SERVED,
+    TS,
+    TYPE,
+    USER_PSEUDONYM,
+)
 from trainer import features
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-SERVED = "served"
-EVENTS = "events"
-KINDS = (SERVED, EVENTS)
-EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
-SCHEMA_VERSION_FIELD = "schema_version"
-USER_PSEUDONYM = "user_pseudonym"
 _META_KEY = b"tailtower.log_schema_version"
 JOURNAL_DIR = ".journal"
 TMP_DIR = ".tmp"
@@ -89,16 +98,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     SERVED: pa.schema(
         [
             (SCHEMA_VERSION_FIELD, pa.int32()),
-            ("request_id", pa.string()),
+            (REQUEST_ID, pa.string()),
             (USER_PSEUDONYM, pa.string()),
-            ("ts", pa.float64()),
+            (TS, pa.float64()),
             ("model_name", pa.string()),
             ("model_version", pa.int64()),
             ("surface", pa.string()),
             ("knobs", pa.string()),
             (features.HISTORY, pa.list_(pa.string())),
             (features.ITEM_IDS, pa.list_(pa.string())),
-            ("positions", pa.list_(pa.int32())),
+            (POSITIONS, pa.list_(pa.int32())),
             (features.SCORES, pa.list_(pa.float64())),
             (features.IS_TAIL, pa.list_(pa.bool_())),
             (features.IS_NEW, pa.list_(pa.bool_())),
@@ -108,11 +117,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     EVENTS: pa.schema(
         [
             (SCHEMA_VERSION_FIELD, pa.int32()),
-            ("request_id", pa.string()),
+            (REQUEST_ID, pa.string()),
             (USER_PSEUDONYM, pa.string()),
             (features.ITEM_ID, pa.string()),
-            ("type", pa.string()),
-            ("ts", pa.float64()),
+            (TYPE, pa.string()),
+            (TS, pa.float64()),
         ],
         metadata={_META_KEY: str(SCHEMA_VERSION).encode()},
     ),
@@ -172,7 +181,7 @@ class EventLog:
         self,
         logs_dir: str,
         span: int | None = None,
-        max_pending: int = ServiceConfig.max_pending_records,
+        max_pending: int = MAX_PENDING_RECORDS,
         linger_s: float = 0.0,
         registry: CollectorRegistry | None = None,
         clock=time.time,

@@ -18,8 +18,7 @@ from prometheus_client.registry import Collector
 
 from evaluation.exposure import Catalog, summarize
 from serving.catalog_metadata import ItemInfo
-from serving.event_log import EVENTS, SERVED
-from serving.service_config import SHOWN, SHOWN_IMPRESSIONS, SHOWN_SERVED
+from serving.event_log import EVENTS, SERVED, SHOWN, SHOWN_IMPRESSIONS, SHOWN_SERVED
 
 
 class ExposureWindow:

@@ -21,6 +21,7 @@ from serving.config import (
     MODEL_NAME,
     SERVING_DIRNAME,
 )
+from serving.log_fields import MAX_PENDING_RECORDS, SHOWN, SHOWN_IMPRESSIONS
 from trainer import features
 
 SERVICE_PORT = 8080
@@ -28,9 +29,6 @@ SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
 LOGS_DIR = "logs"  # <output>/logs/: served and events spans
 SQLITE, REDIS = "sqlite", "redis"
 HISTORY_BACKENDS = (SQLITE, REDIS)
-# What counts as displayed for live exposure: impression events, or every served slot (shops that send none).
-SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"
-SHOWN = (SHOWN_IMPRESSIONS, SHOWN_SERVED)
 IN_PROCESS = "in-process"  # --model_endpoint: load the model in this process (serving/in_process_model.py)
 
 
@@ -61,7 +59,7 @@ class ServiceConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"  # redis[s]://[user:password@]host:port/db or unix:///path
     model_timeout_s: float = DEFAULT_TIMEOUT_S
     ready_poll_s: float = 0.5
-    max_pending_records: int = 10_000  # log queue bound (503 beyond)
+    max_pending_records: int = MAX_PENDING_RECORDS  # log queue bound (503 beyond)
     log_linger_s: float = 0.0  # group commit: extra wait for more appends before an fsync
     log_wait_s: float = 30.0  # an events batch not confirmed durable by then answers 503, never 200
     workers: int = 16  # threads for model calls, history and log waits (they mostly block)

@@ -14,6 +14,7 @@ from components import example_gen as eg
 from components import interactions as it
 from components.data_files import Interaction
 from components.example_gen_config import ExampleGenConfig
+from serving.event_log import EVENTS, SERVED, EventLog
 from trainer import features
 
 TRAIN, EVAL = it.TRAIN, it.EVAL
@@ -118,8 +119,9 @@ def test_config_json_round_trip_and_errors():
     assert ExampleGenConfig.from_json("{}") == ExampleGenConfig()
     assert ExampleGenConfig.from_json('{"num_negatives": 3.0}').num_negatives == 3  # JSON numbers
     with pytest.raises(ValueError, match=r"Unknown example gen config keys \['negatives'\]; known keys: "
-                       r"\['eval_time_quantile', 'history_length', 'max_bad_share', 'negative_sampling', "
-                       r"'num_negatives', 'rating_threshold', 'seed', 'split_mode'\]"):
+                       r"\['eval_time_quantile', 'history_length', 'log_shown', 'log_spans', "
+                       r"'max_bad_share', 'negative_sampling', 'num_negatives', 'rating_threshold', 'seed', "
+                       r"'split_mode'\]"):
         ExampleGenConfig.from_json('{"negatives": 3}')
     with pytest.raises(ValueError, match="ExampleGenConfig.num_negatives must be an integer, got 2.5"):
         ExampleGenConfig.from_json('{"num_negatives": 2.5}')
@@ -184,13 +186,15 @@ def _write_dataset(folder: Path, bad_interactions: list[str] = (), bad_items: li
     return str(folder)
 
 
-def _run(data_dir: str, out: Path, **params) -> dict:
+def _run(data_dir: str, out: Path, logs_dir: str = "", **params) -> dict:
     outputs = {"examples": standard_artifacts.Examples(), "catalog": standard_artifacts.Examples(),
                "rejected": eg.RejectedRows()}
     for key, artifact in outputs.items():
         artifact.uri = str(out / key)
     executor = eg.InteractionsExampleGen.EXECUTOR_SPEC.executor_class()
     exec_properties = {"data_dir": data_dir, "config": ExampleGenConfig(**params).to_json()}
+    if logs_dir:
+        exec_properties["logs_dir"] = logs_dir
     executor.Do({}, {k: [v] for k, v in outputs.items()}, exec_properties)
     return outputs
 
@@ -223,7 +227,8 @@ def test_component_writes_splits_catalog_and_split_names(toy_run):
     # negatives), u2 can only draw a (1 per positive), u3 can only draw b.
     train, evals = _read_split(toy_run["examples"], TRAIN), _read_split(toy_run["examples"], EVAL)
     assert (len(train), len(evals)) == (3 + 1, 3 + 2)
-    assert all(set(e) == {*features.ITEM_FEATURES, *features.INTERACTION_FEATURES} for e in train + evals)
+    dataset_features = {*features.ITEM_FEATURES, *features.INTERACTION_FEATURES} - {features.POSITION}
+    assert all(set(e) == dataset_features for e in train + evals)  # position: logged displays only
     u1_eval = [e for e in evals if e[features.USER_ID] == [b"u1"]]
     assert len(u1_eval) == 1
     assert u1_eval[0][features.HISTORY] == [b"a", b"b"]
@@ -263,3 +268,67 @@ def test_component_global_time_split(tmp_path):
     assert len(_read_split(outputs["examples"], TRAIN)) == 4
     assert sorted((e[features.USER_ID][0], e[features.ITEM_ID][0]) for e in evals) == [
         (b"u1", b"c"), (b"u3", b"a")]
+
+
+# --- the service's logs as training data ---------------------------------------------------------------
+def _served(request_id: str, items: list[str], ts: float) -> dict:
+    return {
+        "request_id": request_id, "user_pseudonym": "p1", "ts": ts, "model_name": "m", "model_version": 1,
+        "surface": "default", "knobs": "{}", "history": ["c"], "item_ids": items,
+        "positions": list(range(len(items))), "scores": [0.0] * len(items), "is_tail": [False] * len(items),
+        "is_new": [False] * len(items),
+    }
+
+
+def _event(request_id: str, item: str, kind: str, ts: float) -> dict:
+    return {"request_id": request_id, "user_pseudonym": "p1", "item_id": item, "type": kind, "ts": ts}
+
+
+def _write_logs(folder: Path) -> str:
+    """Span 1: r0 (its click lands in span 2); span 2: r1, r2 and orphan events; span 3: open, not read."""
+    log = EventLog(str(folder), span=1)
+    try:
+        log.append(SERVED, [_served("r0", ["a", "b"], 10.0)])
+        log.append(EVENTS, [_event("r0", "a", "impression", 11.0), _event("r0", "b", "impression", 11.0)])
+        log.rotate()
+        log.append(EVENTS, [_event("r0", "b", "click", 20.0)])
+        log.append(SERVED, [_served("r1", ["d", "zzz", "a"], 30.0), _served("r2", ["b"], 40.0)])
+        log.append(EVENTS, [_event("r1", "zzz", "click", 31.0), _event("r1", "a", "impression", 31.0)])
+        log.append(EVENTS, [_event("gone", "a", "click", 32.0), _event("gone", "b", "click", 33.0)])
+        log.rotate()
+        log.append(SERVED, [_served("r3", ["a"], 50.0)])  # the open span: not a complete file yet
+        log.append(EVENTS, [_event("r3", "a", "click", 51.0)])
+    finally:
+        log.close()
+    return str(folder)
+
+
+def test_logs_add_train_positives_and_real_negatives_with_positions(tmp_path):
+    data_dir = _write_dataset(tmp_path / "data")
+    logs_dir = _write_logs(tmp_path / "logs")
+    outputs = _run(data_dir, tmp_path / "out", logs_dir=logs_dir, num_negatives=0)
+    logged = [e for e in _read_split(outputs["examples"], TRAIN) if features.POSITION in e]
+    assert sorted(
+        (e[features.ITEM_ID], e[features.LABEL], e[features.POSITION], e[features.TIMESTAMP]) for e in logged
+    ) == [
+        ([b"a"], [0.0], [0], [10]),  # r0: shown, not taken
+        ([b"a"], [0.0], [2], [30]),  # r1: shown, not taken
+        ([b"b"], [1.0], [1], [20]),  # r0: clicked in the next span
+    ]
+    assert all(e[features.USER_ID] == [b"p1"] and e[features.HISTORY] == [b"c"] for e in logged)
+    assert [e for e in _read_split(outputs["examples"], EVAL) if features.POSITION in e] == []
+    summary = json.loads((Path(outputs["rejected"].uri) / "summary.json").read_text())
+    assert summary["logs"] == {
+        "logs_dir": logs_dir, "served_spans": [1, 2], "events_spans": [1, 2], "requests": 3,
+        "positives": 1, "negatives": 2, "unknown_items": 1, "orphan_events": 2,
+    }  # r1's zzz: clicked but not in the catalog; r2: nothing displayed
+    last = _run(data_dir, tmp_path / "last", logs_dir=logs_dir, num_negatives=0, log_spans=1)
+    summary = json.loads((Path(last["rejected"].uri) / "summary.json").read_text())
+    assert (summary["logs"]["served_spans"], summary["logs"]["negatives"]) == ([2], 1)
+
+
+def test_without_logs_the_summary_says_so_and_a_missing_logs_dir_is_an_error(toy_run, tmp_path):
+    summary = json.loads((Path(toy_run["rejected"].uri) / "summary.json").read_text())
+    assert summary["logs"] is None
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        _run(_write_dataset(tmp_path / "data"), tmp_path / "out", logs_dir=str(tmp_path / "nope"))

@@ -8,7 +8,10 @@ Raw interaction example (splits `train` and `eval`), one per (user, item, label)
   item_id      bytes      [1]    the target (label 1) or a sampled negative (label 0)
   history      bytes      [<=N]  the user's last N item ids before this interaction, oldest first
   timestamp    int64      [1]    unix seconds or sequence position
-  label        float      [1]    1.0 positive, 0.0 sampled negative
+  label        float      [1]    1.0 positive, 0.0 sampled negative (or, from the service's logs, shown and
+                                 not taken)
+  position     int64      [0|1]  the slot (0 = first) the item was displayed in, for examples from the
+                                 service's logs only (absent otherwise)
   + the item features below, for `item_id`
 
 Raw item features (also the whole of a catalog example):
@@ -23,6 +26,7 @@ ITEM_ID = "item_id"
 HISTORY = "history"
 TIMESTAMP = "timestamp"
 LABEL = "label"
+POSITION = "position"
 
 # --- raw: item catalog ---------------------------------------------------------------------------
 TITLE = "title"
@@ -32,7 +36,7 @@ CATEGORIES = "categories"
 PRICE = "price"
 
 ITEM_FEATURES = (ITEM_ID, TITLE, TEXT, BRAND, CATEGORIES, PRICE)
-INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL)
+INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL, POSITION)
 
 # --- transformed --------------------------------------------------------------------------------
 USER_INDEX = "user_index"  # int64 [B]; vocabulary index, OOV bucket = user vocab size
@@ -45,6 +49,10 @@ CATEGORY_INDEX = "category_index"  # int64 [B, MAX_CATEGORIES]; -1 = padding
 PRICE_Z = "price_z"  # float32 [B]; z-score of log1p(price)
 ITEM_LOG_PROB = "item_log_prob"  # float32 [B]; log of the item's share of train interactions (logQ)
 ITEM_IS_TAIL = "item_is_tail"  # int64 [B]; 1 when the item is outside the head (see HEAD_SHARE)
+# int64 [B]; 0 = not a logged display (dataset examples, and always at serving), 1 + slot for a logged one
+# (slots past MAX_POSITION share the last bucket). The ranking head learns a position bias from it in
+# training only, so serving scores are position-free (the "shallow tower" of position-bias modelling).
+POSITION_BUCKET = "position_bucket"
 # LABEL passes through unchanged. ITEM_ID ([B] bytes) and HISTORY ([B, HISTORY_LENGTH] bytes, left-padded
 # with b"") pass through as raw strings too: the model keys its cached catalog text vectors by item id.
 
@@ -60,6 +68,7 @@ MAX_TOKENS = 64
 MAX_CATEGORIES = 4
 # Head = the most popular items that together hold this share of training interactions.
 HEAD_SHARE = 0.8
+MAX_POSITION = 20  # logged slots 0 .. MAX_POSITION - 1 get their own position bucket
 
 # --- custom_config keys shared between the pipeline and the user code -----------------------------
 BERT_VOCAB_CONFIG = "bert_vocab"  # Transform: path of the WordPiece vocab.txt

@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic data)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     local_runner.add_trainer_flags(parser)
+    local_runner.add_logs_flags(parser)
     parser.add_argument("--users", type=int, default=3, help="users to show recommendations for")
     args = parser.parse_args(argv)
     try:
@@ -87,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
             data_dir=data_dir_of(args),
             output_dir=os.path.abspath(args.output),
             trainer=configs.trainer_config(args.trainer_config, args.bert),
+            **local_runner.logs_config(args),
         )
     except ValueError as e:
         parser.error(str(e))

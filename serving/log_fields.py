@@ -1,0 +1,18 @@
+"""The names in the service's logs (record kinds, event types, field names), importing nothing heavy.
+
+serving/event_log.py owns the schema built from them and re-exports them; pipeline and example-generator
+configs import them from here without loading pyarrow.
+"""
+
+SERVED = "served"
+EVENTS = "events"
+KINDS = (SERVED, EVENTS)
+EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
+SCHEMA_VERSION_FIELD = "schema_version"
+USER_PSEUDONYM = "user_pseudonym"
+REQUEST_ID, TS, TYPE, POSITIONS = "request_id", "ts", "type", "positions"
+# What counts as displayed, for live exposure and for training negatives: impression events, or every
+# served slot (for shops that send no impressions).
+SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"
+SHOWN = (SHOWN_IMPRESSIONS, SHOWN_SERVED)
+MAX_PENDING_RECORDS = 10_000  # the log writer's queue bound by default (LogFull beyond: 503 in the service)
