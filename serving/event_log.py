@@ -235,7 +235,11 @@ class EventLog:
     def rotate(self, next_span: int | None = None) -> int:
         """Closes the open span of both kinds into Parquet and opens `next_span` (default: the open span + 1).
         Hourly spans stay hourly: the next hour still rotates on its own. Returns the new span."""
-        return self._control(("rotate", next_span)).result()
+        return self.submit_rotate(next_span).result()
+
+    def submit_rotate(self, next_span: int | None = None) -> Future:
+        """`rotate` without waiting: a future of the new span (ValueError if `next_span` is not later)."""
+        return self._control(("rotate", next_span))
 
     def flush(self) -> None:
         """Returns once every batch submitted before the call is durable."""
@@ -643,6 +647,11 @@ def spans(logs_dir: str, kind: str) -> list[int]:
     """The closed spans of `kind`, ascending."""
     found = glob.glob(os.path.join(logs_dir, kind, "span=*"))
     return sorted(int(os.path.basename(path).split("=", 1)[1]) for path in found)
+
+
+def next_free_span(logs_dir: str) -> int:
+    """The first span after every closed one (1 for a new folder): where a manually cut log starts."""
+    return max((s for kind in KINDS for s in spans(logs_dir, kind)), default=0) + 1
 
 
 def _span_files(logs_dir: str, kind: str, span: int) -> list[str]:

@@ -15,4 +15,8 @@ REQUEST_ID, TS, TYPE, POSITIONS = "request_id", "ts", "type", "positions"
 # served slot (for shops that send no impressions).
 SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"
 SHOWN = (SHOWN_IMPRESSIONS, SHOWN_SERVED)
+# How the service cuts spans: every UTC hour (YYYYMMDDHH), or only on POST /v1/logs/rotate (1, 2, 3, ...:
+# a simulation cuts one per simulated day).
+HOURLY_SPANS, MANUAL_SPANS = "hourly", "manual"
+SPAN_MODES = (HOURLY_SPANS, MANUAL_SPANS)
 MAX_PENDING_RECORDS = 10_000  # the log writer's queue bound by default (LogFull beyond: 503 in the service)

@@ -39,9 +39,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from serving import service_api
 from serving.catalog_metadata import CatalogMetadata
 from serving.client_error import ServingClientError
-from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull
+from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull, next_free_span
 from serving.exposure_window import ExposureCollector, ExposureWindow
 from serving.history_store import HistoryUnavailable, open_history_store
+from serving.log_fields import MANUAL_SPANS
 from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import knob_names, with_knobs_off
 from serving.server import run_until_signalled
@@ -94,6 +95,7 @@ class RecommendationService:
         self.metrics = ServiceMetrics(self.registry)
         self.log = EventLog(
             config.logs_dir,
+            span=next_free_span(config.logs_dir) if config.log_spans == MANUAL_SPANS else None,
             max_pending=config.max_pending_records,
             linger_s=config.log_linger_s,
             registry=self.registry,
@@ -137,6 +139,7 @@ class RecommendationService:
         app.router.add_post(service_api.RECOMMENDATIONS_PATH, self._recommendations)
         app.router.add_post(service_api.EVENTS_PATH, self._events)
         app.router.add_get(service_api.EXPOSURE_PATH, self._exposure)
+        app.router.add_post(service_api.ROTATE_PATH, self._rotate)
         self._runner = web.AppRunner(app, access_log=None)  # no request details in logs
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
@@ -265,6 +268,11 @@ class RecommendationService:
     async def _metrics_page(self, request: web.Request) -> web.Response:
         body = await self._run(generate_latest, self.registry)  # the exposure gauges compute at a scrape
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _rotate(self, request: web.Request) -> web.Response:
+        """Closes the open span (both kinds, into Parquet), opens the next: {"closed": n, "span": n + 1}."""
+        span = await asyncio.wrap_future(self.log.submit_rotate())  # the open span + 1
+        return _json({"closed": span - 1, "span": span})
 
     async def _exposure(self, request: web.Request) -> web.Response:
         doc = await self._run(self.exposure_summary)

@@ -25,6 +25,7 @@ from trainer import features
 RECOMMENDATIONS_PATH = "/v1/recommendations"
 EVENTS_PATH = "/v1/events"
 EXPOSURE_PATH = "/v1/exposure"
+ROTATE_PATH = "/v1/logs/rotate"
 
 DEFAULT_K = 10
 DEFAULT_SURFACE = "default"

@@ -21,7 +21,13 @@ from serving.config import (
     MODEL_NAME,
     SERVING_DIRNAME,
 )
-from serving.log_fields import MAX_PENDING_RECORDS, SHOWN, SHOWN_IMPRESSIONS
+from serving.log_fields import (
+    HOURLY_SPANS,
+    MAX_PENDING_RECORDS,
+    SHOWN,
+    SHOWN_IMPRESSIONS,
+    SPAN_MODES,
+)
 from trainer import features
 
 SERVICE_PORT = 8080
@@ -61,6 +67,7 @@ class ServiceConfig:
     ready_poll_s: float = 0.5
     max_pending_records: int = MAX_PENDING_RECORDS  # log queue bound (503 beyond)
     log_linger_s: float = 0.0  # group commit: extra wait for more appends before an fsync
+    log_spans: str = HOURLY_SPANS  # or "manual": spans 1, 2, ... cut by POST /v1/logs/rotate
     log_wait_s: float = 30.0  # an events batch not confirmed durable by then answers 503, never 200
     workers: int = 16  # threads for model calls, history and log waits (they mostly block)
     exposure_window_s: float = 3600.0  # live exposure metrics (GET /v1/exposure, /metrics) over this window
@@ -89,6 +96,7 @@ class ServiceConfig:
         _check("output", bool(self.output), "must not be empty")
         backends = list(HISTORY_BACKENDS)
         _check("history_backend", self.history_backend in backends, f"must be one of {backends}")
+        _check("log_spans", self.log_spans in SPAN_MODES, f"must be one of {list(SPAN_MODES)}")
         _check("exposure_shown", self.exposure_shown in SHOWN, f"must be one of {list(SHOWN)}")
         _check("redis_url", _redis_url_ok(self.redis_url), "must be redis[s]://host:port/db or unix:///path")
 

@@ -442,6 +442,28 @@ def test_live_exposure_of_served_lists_and_events(stack, tmp_path):
         service.stop()
 
 
+def test_manual_spans_are_cut_by_the_rotate_call(stack, tmp_path):
+    settings = dict(port=0, output=str(tmp_path / "out"), model_endpoint=IN_PROCESS, log_spans="manual")
+    config = dataclasses.replace(stack.service.config, **settings)
+    service = RecommendationService(config).start()
+    url = f"http://127.0.0.1:{service.port}"
+    try:
+        wait_ready(url)
+        first = recommend(url, user_id="lee", k=1).json()["request_id"]
+        assert requests.post(url + "/v1/logs/rotate", timeout=10).json() == {"closed": 1, "span": 2}
+        second = recommend(url, user_id="lee", k=1).json()["request_id"]
+        assert [r["request_id"] for r in read_records(config.logs_dir, SERVED, [1])] == [first]
+        assert requests.post(url + "/v1/logs/rotate", timeout=10).json() == {"closed": 2, "span": 3}
+    finally:
+        service.stop()
+    assert [r["request_id"] for r in read_records(config.logs_dir, SERVED, [2])] == [second]
+    restarted = RecommendationService(config).start()  # continues after the closed spans
+    try:
+        assert restarted.log.span == 3
+    finally:
+        restarted.stop()
+
+
 def test_redis_history_down_falls_back_to_request_history_then_recovers(stack, tmp_path):
     (tmp_path / "redis").mkdir()
     redis_server = RedisServer(tmp_path / "redis").start()
