@@ -49,5 +49,5 @@ def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.E
     feature[features.TIMESTAMP].int64_list.value.append(stub.timestamp)
     feature[features.LABEL].float_list.value.append(stub.label)
     if stub.position >= 0:  # a logged display (components/log_examples.py); absent otherwise
-        feature[features.POSITION].int64_list.value.append(stub.position)
+        feature[features.SLOT].int64_list.value.append(stub.position)
     return example

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from components import interactions
+from components.drift_gate_config import DriftThresholds
 from components.example_gen_config import ExampleGenConfig
 from serving.config import MODEL_NAME, SERVING_DIRNAME
 from trainer.config import TrainerConfig, parse_json_object
@@ -81,6 +82,8 @@ class PipelineConfig:
     example_gen: ExampleGenConfig = field(default_factory=ExampleGenConfig)
     # None: the default gate, at K = trainer.top_k.
     eval_gate: EvalGateConfig | None = None
+    # Past these the run stops before training (components/drift_gate.py); <= 0 turns a check off.
+    drift_thresholds: DriftThresholds = field(default_factory=DriftThresholds)
     beam_pipeline_args: list[str] = field(
         default_factory=lambda: [f"--direct_num_workers={DEFAULT_DIRECT_NUM_WORKERS}"]
     )

@@ -1,7 +1,7 @@
 """The tailtower TFX pipeline: pure wiring of its parameters (runners build and run it).
 
-ExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator (→ AnomaliesGate) → Transform → Trainer
-→ Evaluator (against the latest blessed model) → Pusher.
+ExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator (→ AnomaliesGate) and DriftGate (against the
+previous run's statistics) → Transform → Trainer → Evaluator (against the latest blessed model) → Pusher.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import asdict
 from tfx import v1 as tfx
 
 from components.anomalies_gate import AnomaliesGate
+from components.drift_gate import DriftGate
 from components.example_gen import InteractionsExampleGen
 from components.trainer import Trainer
 from pipeline import configs, eval_config
@@ -36,8 +37,22 @@ def create_pipeline(
         data_dir=config.data_dir, config=config.example_gen.to_json(), logs_dir=config.logs_dir
     )
 
+    # Finds the previous run's statistics (resolved before this run's exist), for the drift gate.
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id("previous_statistics_resolver")
+
     # Computes statistics over the interaction examples, for the schema and the validator.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen.add_upstream_node(previous_statistics)
+
+    # Stops the run, naming feature and distance, when the train data drifted from the previous run's.
+    drift_gate = DriftGate(
+        statistics=statistics_gen.outputs["statistics"],
+        previous_statistics=previous_statistics.outputs["statistics"],
+        thresholds=config.drift_thresholds.to_json(),
+    )
 
     # Imports the curated raw schema (types, shapes, presence) that the data is validated against.
     schema_gen = tfx.components.ImportSchemaGen(schema_file=configs.SCHEMA_FILE)
@@ -58,6 +73,7 @@ def create_pipeline(
         splits_config=tfx.proto.SplitsConfig(analyze=config.train_splits, transform=["train", "eval"]),
     )
     transform.add_upstream_node(anomalies_gate)
+    transform.add_upstream_node(drift_gate)
 
     # Trains the TFRS retrieval + ranking model and exports the serving SavedModel.
     trainer = Trainer(
@@ -100,7 +116,9 @@ def create_pipeline(
         pipeline_root=paths["pipeline_root"],
         components=[
             example_gen,
+            previous_statistics,
             statistics_gen,
+            drift_gate,
             schema_gen,
             example_validator,
             anomalies_gate,

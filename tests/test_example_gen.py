@@ -227,7 +227,7 @@ def test_component_writes_splits_catalog_and_split_names(toy_run):
     # negatives), u2 can only draw a (1 per positive), u3 can only draw b.
     train, evals = _read_split(toy_run["examples"], TRAIN), _read_split(toy_run["examples"], EVAL)
     assert (len(train), len(evals)) == (3 + 1, 3 + 2)
-    dataset_features = {*features.ITEM_FEATURES, *features.INTERACTION_FEATURES} - {features.POSITION}
+    dataset_features = {*features.ITEM_FEATURES, *features.INTERACTION_FEATURES} - {features.SLOT}
     assert all(set(e) == dataset_features for e in train + evals)  # position: logged displays only
     u1_eval = [e for e in evals if e[features.USER_ID] == [b"u1"]]
     assert len(u1_eval) == 1
@@ -307,16 +307,16 @@ def test_logs_add_train_positives_and_real_negatives_with_positions(tmp_path):
     data_dir = _write_dataset(tmp_path / "data")
     logs_dir = _write_logs(tmp_path / "logs")
     outputs = _run(data_dir, tmp_path / "out", logs_dir=logs_dir, num_negatives=0)
-    logged = [e for e in _read_split(outputs["examples"], TRAIN) if features.POSITION in e]
+    logged = [e for e in _read_split(outputs["examples"], TRAIN) if features.SLOT in e]
     assert sorted(
-        (e[features.ITEM_ID], e[features.LABEL], e[features.POSITION], e[features.TIMESTAMP]) for e in logged
+        (e[features.ITEM_ID], e[features.LABEL], e[features.SLOT], e[features.TIMESTAMP]) for e in logged
     ) == [
         ([b"a"], [0.0], [0], [10]),  # r0: shown, not taken
         ([b"a"], [0.0], [2], [30]),  # r1: shown, not taken
         ([b"b"], [1.0], [1], [20]),  # r0: clicked in the next span
     ]
     assert all(e[features.USER_ID] == [b"p1"] and e[features.HISTORY] == [b"c"] for e in logged)
-    assert [e for e in _read_split(outputs["examples"], EVAL) if features.POSITION in e] == []
+    assert [e for e in _read_split(outputs["examples"], EVAL) if features.SLOT in e] == []
     summary = json.loads((Path(outputs["rejected"].uri) / "summary.json").read_text())
     assert summary["logs"] == {
         "logs_dir": logs_dir, "served_spans": [1, 2], "events_spans": [1, 2], "requests": 3,

@@ -47,8 +47,9 @@ def _tokens(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {features.INPUT_IDS: ids * mask, features.INPUT_MASK: mask}
 
 
-def _batch(users, items, histories, labels) -> dict[str, tf.Tensor]:
-    """Transformed features for rows (user index, item index, history item indices, label)."""
+def _batch(users, items, histories, labels, position_buckets=None) -> dict[str, tf.Tensor]:
+    """Transformed features for rows (user index, item index, history item indices, label), with
+    POSITION_BUCKET when `position_buckets` is given."""
     batch = len(users)
     history_index = np.full([batch, H], -1, np.int64)
     history = np.full([batch, H], b"", dtype=object)
@@ -74,6 +75,8 @@ def _batch(users, items, histories, labels) -> dict[str, tf.Tensor]:
         features.LABEL: np.asarray(labels, np.float32),
         **_tokens(batch),
     }
+    if position_buckets is not None:
+        values[features.POSITION_BUCKET] = np.asarray(position_buckets, np.int64)
     return {key: tf.constant(value) for key, value in values.items()}
 
 
@@ -478,6 +481,48 @@ def test_ranking_only_and_retrieval_only_weights():
     assert float(retrieval_only.compute_loss(batch)) > 0
 
 
+def _bce(labels, logits) -> float:
+    labels, logits = np.asarray(labels, np.float64), np.asarray(logits, np.float64)
+    return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+
+
+def test_position_bias_enters_the_ranking_loss_and_bucket_zero_adds_nothing():
+    batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
+    model = _model(retrieval_weight=0.0, ranking_weight=1.0)
+    offsets = np.arange(1, features.MAX_POSITION + 1, dtype=np.float32) / 4  # buckets 1 .. MAX_POSITION
+    model.position_bias.bias.assign(offsets)
+    logits = model.ranking_logits(model.query_embedding(batch), model.candidate_embedding(batch)).numpy()
+    without = float(model.compute_loss(batch))
+    np.testing.assert_allclose(without, _bce(LABELS, logits), rtol=1e-4)
+    zeros = _batch(USERS, ITEMS, HISTORIES, LABELS, position_buckets=[0] * len(USERS))
+    np.testing.assert_allclose(float(model.compute_loss(zeros)), without, rtol=1e-6)
+    buckets = [0, 1, 2, 5, features.MAX_POSITION, features.MAX_POSITION + 3, 0, 1]  # past the last: clipped
+    logged = _batch(USERS, ITEMS, HISTORIES, LABELS, position_buckets=buckets)
+    offset = np.concatenate([[0.0], offsets])[np.minimum(buckets, features.MAX_POSITION)]
+    np.testing.assert_allclose(float(model.compute_loss(logged)), _bce(LABELS, logits + offset), rtol=1e-4)
+
+
+def test_position_bias_learns_the_slot_effect_and_serving_ignores_it():
+    # Every (user, item, history) is shown twice: taken at slot 0 (bucket 1), not taken at slot 5 (bucket 6).
+    # Only the position tells the two apart.
+    n = len(USERS)
+    slot_0, slot_5 = 1, 6
+    batch = _batch(USERS * 2, ITEMS * 2, HISTORIES * 2, [1] * n + [0] * n, [slot_0] * n + [slot_5] * n)
+    model = _model()
+    model.compile(tf.keras.optimizers.Adam(0.05))
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(10), verbose=0)
+    bias = model.position_bias.values.numpy()
+    assert bias.shape == (features.MAX_POSITION + 1,)
+    assert bias[slot_0] > 0.1 and bias[slot_5] < -0.1, bias
+    unseen = np.setdiff1d(np.arange(len(bias)), [slot_0, slot_5])
+    np.testing.assert_array_equal(bias[unseen], 0.0)  # bucket 0 is fixed; no example has the others
+    served = model(batch).numpy()
+    moved = dict(batch, **{features.POSITION_BUCKET: tf.fill([2 * n], tf.constant(slot_5, tf.int64))})
+    without = {key: value for key, value in batch.items() if key != features.POSITION_BUCKET}
+    np.testing.assert_array_equal(model(moved).numpy(), served)
+    np.testing.assert_array_equal(model(without).numpy(), served)
+
+
 def test_detached_ranking_head_leaves_the_towers_to_retrieval():
     batch = _batch(USERS, ITEMS, HISTORIES, LABELS)
     ranking_only = _model(retrieval_weight=0.0, ranking_trains_towers=False)
@@ -533,12 +578,15 @@ def test_trains_under_mirrored_strategy_with_mixed_precision(pooling):
     assert model.query_tower.item_vectors.text_projection.compute_dtype == "float16"
     if pooling == "attention":
         assert model.query_tower.pooling.blocks[0].attention.compute_dtype == "float16"
-    batch = tf.data.Dataset.from_tensors(_batch(USERS, ITEMS, HISTORIES, LABELS))
+    buckets = [1, 2, 3, 0, 6, 7, 8, 0]  # the position bias trains under the float16 policy too
+    batch = tf.data.Dataset.from_tensors(_batch(USERS, ITEMS, HISTORIES, LABELS, buckets))
     before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
     model.fit(batch.repeat(20), epochs=1, verbose=0)
     after = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
     assert after < before, (before, after)
     assert model.query_embedding(next(iter(batch))).dtype == tf.float32
+    assert model.position_bias.bias.dtype == tf.float32
+    assert np.abs(model.position_bias.values.numpy()[[1, 6]]).min() > 0
 
 
 def test_fine_tuned_text_encoder_gets_gradients():

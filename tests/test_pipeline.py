@@ -8,6 +8,7 @@ import tensorflow_data_validation as tfdv
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components.drift_gate_config import DriftThresholds
 from components.example_gen_config import ExampleGenConfig
 from pipeline import configs, kubeflow_runner
 from pipeline.pipeline import create_pipeline
@@ -20,6 +21,8 @@ COMPONENT_IDS = {
     "ImportSchemaGen",
     "ExampleValidator",
     "AnomaliesGate",
+    "previous_statistics_resolver",
+    "DriftGate",
     "Transform",
     "Trainer",
     "latest_blessed_model_resolver",
@@ -47,10 +50,14 @@ def test_curated_schema_covers_exactly_the_raw_features():
     assert {f.name for f in schema.feature} == set(features.INTERACTION_FEATURES + features.ITEM_FEATURES)
 
 
-def test_transform_waits_for_the_anomalies_gate(tmp_path):
+def test_transform_waits_for_the_anomalies_and_drift_gates(tmp_path):
     pipeline = create_pipeline(_config(tmp_path), bert_dir="/models/bert")
-    transform = next(c for c in pipeline.components if c.id == "Transform")
-    assert "AnomaliesGate" in {node.id for node in transform.upstream_nodes}
+    nodes = {c.id: c for c in pipeline.components}
+    assert {"AnomaliesGate", "DriftGate"} <= {node.id for node in nodes["Transform"].upstream_nodes}
+    # The previous run's statistics are resolved before this run's StatisticsGen writes new ones.
+    assert "previous_statistics_resolver" in {node.id for node in nodes["StatisticsGen"].upstream_nodes}
+    thresholds = DriftThresholds.from_json(nodes["DriftGate"].exec_properties["thresholds"])
+    assert thresholds == DriftThresholds()
 
 
 def test_kubeflow_v2_spec_compiles_and_loads(tmp_path):
@@ -95,7 +102,8 @@ def test_trainer_and_transform_get_the_resolved_bert_folder(tmp_path):
 def test_example_gen_gets_the_whole_config_as_one_json_parameter(tmp_path):
     example_gen = ExampleGenConfig(num_negatives=2, rating_threshold=3.0)
     component = _components(_config(tmp_path, example_gen=example_gen))["InteractionsExampleGen"]
-    assert set(component.exec_properties) == {"data_dir", "config"}
+    assert set(component.exec_properties) == {"data_dir", "config", "logs_dir"}
+    assert component.exec_properties["logs_dir"] == ""  # no service logs unless asked
     assert ExampleGenConfig.from_json(component.exec_properties["config"]) == example_gen
 
 

@@ -25,6 +25,7 @@ RAW_SPEC = {
     features.BRAND: tf.io.FixedLenFeature([], tf.string),
     features.CATEGORIES: tf.io.VarLenFeature(tf.string),
     features.PRICE: tf.io.FixedLenFeature([], tf.float32),
+    features.SLOT: tf.io.VarLenFeature(tf.int64),  # as the schema's optional `slot` parses
 }
 ITEM_ONLY = (features.ITEM_ID, features.TITLE, features.TEXT, features.BRAND, features.CATEGORIES,
              features.PRICE)
@@ -41,6 +42,9 @@ CATEGORIES = [["office", "paper", "desk", "pens", "ink"], ["office", "paper", "d
 PRICES = [0.0 if i % 2 == 0 else math.exp(2.0) - 1.0 for i in range(12)]
 HISTORIES = [["a", "x", "b"], ["d"] + ["a"] * 23 + ["c"], []] + [["a"]] * 9
 TEXTS = ["Office Staplers!", " ".join(["office"] * 70)] + ["stapler"] * 10
+# Displayed slots of logged examples ([] = absent): slots 0 and 3, the last own bucket, one past it.
+LAST = features.MAX_POSITION
+POSITIONS = [[], [0], [3], [LAST - 1], [LAST + 7]] + [[]] * 7
 
 # A WordPiece vocabulary laid out like BERT uncased: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102.
 VOCAB = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -53,7 +57,7 @@ def _rows() -> list[dict]:
         {features.USER_ID: USERS[i], features.ITEM_ID: ITEMS[i], features.HISTORY: HISTORIES[i],
          features.TIMESTAMP: i, features.LABEL: LABELS[i], features.TITLE: f"title {i}",
          features.TEXT: TEXTS[i], features.BRAND: BRANDS[i], features.CATEGORIES: CATEGORIES[i],
-         features.PRICE: PRICES[i]}
+         features.PRICE: PRICES[i], features.SLOT: POSITIONS[i]}
         for i in range(len(ITEMS))
     ]
 
@@ -62,6 +66,8 @@ def _serialize(row: dict) -> bytes:
     feature = {}
     for key, value in row.items():
         values = value if isinstance(value, list) else [value]
+        if not values:  # absent, which every VarLenFeature reads as empty
+            continue
         if isinstance(values[0] if values else "", str):
             feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
         elif isinstance(values[0], int):
@@ -149,6 +155,12 @@ def test_user_brand_category_and_price(analyzed):
     np.testing.assert_allclose(out[features.PRICE_Z], [-1.0, 1.0] * 6, atol=1e-5)
 
 
+def test_position_bucket_is_zero_when_absent_else_one_plus_the_capped_slot(analyzed):
+    buckets = analyzed["out"][features.POSITION_BUCKET]
+    assert buckets.dtype == np.int64
+    np.testing.assert_array_equal(buckets, [0, 1, 4, LAST, LAST] + [0] * 7)
+
+
 def test_unseen_user_and_item_go_to_oov(analyzed):
     row = dict(_rows()[0], **{features.USER_ID: "u9", features.ITEM_ID: "zz", features.HISTORY: ["zz"]})
     out = _transform(analyzed["dir"], [row])
@@ -215,6 +227,14 @@ def test_scalar_accepts_dense_column_and_sparse():
     np.testing.assert_array_equal(preprocessing._scalar(tf.constant([[1.0], [2.0]]), 0.0), [1.0, 2.0])
     sparse = tf.SparseTensor([[1, 0]], [b"x"], [2, 1])
     np.testing.assert_array_equal(preprocessing._scalar(sparse, ""), [b"", b"x"])
+
+
+def test_position_bucket_without_the_raw_feature_or_with_a_dense_one():
+    # A raw spec from before the service's logs has no `position`: every example reads as not logged.
+    no_position = {features.ITEM_ID: tf.constant([[b"a"], [b"b"]])}
+    np.testing.assert_array_equal(preprocessing.position_bucket(no_position), [0, 0])
+    dense = {features.SLOT: tf.constant([[0], [LAST + 1], [-2]], tf.int64)}
+    np.testing.assert_array_equal(preprocessing.position_bucket(dense), [1, LAST, 0])  # negative: invalid
 
 
 def test_special_token_ids(tmp_path):

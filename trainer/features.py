@@ -10,7 +10,7 @@ Raw interaction example (splits `train` and `eval`), one per (user, item, label)
   timestamp    int64      [1]    unix seconds or sequence position
   label        float      [1]    1.0 positive, 0.0 sampled negative (or, from the service's logs, shown and
                                  not taken)
-  position     int64      [0|1]  the slot (0 = first) the item was displayed in, for examples from the
+  slot         int64      [0|1]  the position (0 = first) the item was displayed at, for examples from the
                                  service's logs only (absent otherwise)
   + the item features below, for `item_id`
 
@@ -26,7 +26,7 @@ ITEM_ID = "item_id"
 HISTORY = "history"
 TIMESTAMP = "timestamp"
 LABEL = "label"
-POSITION = "position"
+SLOT = "slot"
 
 # --- raw: item catalog ---------------------------------------------------------------------------
 TITLE = "title"
@@ -36,7 +36,7 @@ CATEGORIES = "categories"
 PRICE = "price"
 
 ITEM_FEATURES = (ITEM_ID, TITLE, TEXT, BRAND, CATEGORIES, PRICE)
-INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL, POSITION)
+INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL, SLOT)
 
 # --- transformed --------------------------------------------------------------------------------
 USER_INDEX = "user_index"  # int64 [B]; vocabulary index, OOV bucket = user vocab size

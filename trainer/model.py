@@ -164,6 +164,30 @@ class IdEmbedding(tf.keras.layers.Layer):
         return vectors * tf.cast(known, vectors.dtype)[..., tf.newaxis]
 
 
+class PositionBias(tf.keras.layers.Layer):
+    """The "shallow tower" of position-bias modelling: POSITION_BUCKET [B] → float32 logit offset [B].
+
+    One learned scalar per logged slot's bucket (1 .. buckets - 1), starting at zero; bucket 0 (not a
+    logged display) is a constant zero, so examples without a position learn and get nothing from it.
+    Larger buckets clip to the last. Float32 whatever the global policy, like the logits it is added to.
+    """
+
+    def __init__(self, buckets: int = features.MAX_POSITION + 1, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.buckets = buckets
+        # Made here, not in build: it exists (and is saved) however the model has been called.
+        self.bias = self.add_weight(name="bias", shape=[buckets - 1], initializer="zeros", trainable=True)
+
+    @property
+    def values(self) -> tf.Tensor:
+        """[buckets] the offset of each bucket, 0 for bucket 0."""
+        return tf.concat([tf.zeros([1], self.bias.dtype), self.bias], axis=0)
+
+    def call(self, bucket: tf.Tensor) -> tf.Tensor:
+        bucket = tf.clip_by_value(tf.reshape(tf.cast(bucket, tf.int64), [-1]), 0, self.buckets - 1)
+        return tf.gather(self.values, bucket)
+
+
 class TextVectorCache(tf.keras.layers.Layer):
     """Frozen text vectors of the catalog items, looked up by raw item id.
 
@@ -438,6 +462,10 @@ def retrieval_loss(
 class TailTowerModel(tfrs.Model):
     """Two towers + ranking MLP; loss = retrieval_weight · retrieval + ranking_weight · ranking.
 
+    The ranking loss reads the head's logit plus a learned `PositionBias` of the example's POSITION_BUCKET
+    (0 when the inputs lack it), so that the head learns what was taken apart from where it was shown;
+    `call` and `ranking_logits`, which serving uses, leave the position out.
+
     Args:
       config: embedding_dim, user_embedding, the history pooling settings, temperature, logq_beta,
         mixed_negatives, id_dropout, the two loss weights and ranking_trains_towers are read.
@@ -478,6 +506,7 @@ class TailTowerModel(tfrs.Model):
                 tf.keras.layers.Dense(1, dtype="float32"),
             ]
         )
+        self.position_bias = PositionBias(features.MAX_POSITION + 1)
         self.retrieval_task = tfrs.tasks.Retrieval(
             remove_accidental_hits=True, temperature=config.temperature or None
         )
@@ -518,11 +547,12 @@ class TailTowerModel(tfrs.Model):
         return self.normalize_embedding(self.candidate_tower(inputs, text, training=training))
 
     def ranking_logits(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
-        """[B, D] query, [B, D] candidate → [B] click logits."""
+        """[B, D] query, [B, D] candidate → [B] click logits, position-free (what serving scores)."""
         return tf.squeeze(self.ranking_head(tf.concat([query, candidate], axis=-1)), axis=-1)
 
     def call(self, inputs: Features, training: bool = False) -> tf.Tensor:
-        """Transformed features → [B] probability that the user takes the item (ranking head)."""
+        """Transformed features → [B] probability that the user takes the item (ranking head, whatever
+        its POSITION_BUCKET)."""
         query = self.query_embedding(inputs)
         candidate = self.candidate_embedding(inputs, training=training)
         return tf.sigmoid(self.ranking_logits(query, candidate))
@@ -558,14 +588,21 @@ class TailTowerModel(tfrs.Model):
         )
         if not self.config.ranking_trains_towers:
             query, candidate = tf.stop_gradient(query), tf.stop_gradient(candidate)
+        logits = self.ranking_logits(query, candidate) + self.position_bias(self._position_bucket(inputs))
         ranking = self.ranking_task(
-            labels=labels[:, tf.newaxis],
-            predictions=self.ranking_logits(query, candidate)[:, tf.newaxis],
+            labels=labels[:, tf.newaxis], predictions=logits[:, tf.newaxis]
         ) / tf.cast(tf.shape(labels)[0], tf.float32)
         self.retrieval_loss_metric.update_state(retrieval)
         self.ranking_loss_metric.update_state(ranking)
         # Both parts are always computed so every layer is built and exportable, whatever the weights.
         return self.config.retrieval_weight * retrieval + self.config.ranking_weight * ranking
+
+    @staticmethod
+    def _position_bucket(inputs: Features) -> tf.Tensor:
+        """POSITION_BUCKET [B]; all 0 (not logged) for inputs without it (transforms from before it)."""
+        if features.POSITION_BUCKET in inputs:
+            return inputs[features.POSITION_BUCKET]
+        return tf.zeros_like(inputs[features.LABEL], tf.int64)
 
     def train_step(self, inputs: Features) -> dict[str, tf.Tensor]:
         """tfrs.Model.train_step via `optimizer.minimize`, which scales the loss under mixed precision.

@@ -7,6 +7,7 @@ must not contain spaces (the space separates count and id in that file).
 
 Item outputs (ITEM_INDEX, ITEM_LOG_PROB, ITEM_IS_TAIL, INPUT_IDS/MASK, BRAND_INDEX, CATEGORY_INDEX,
 PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own.
+POSITION_BUCKET is 0 for every example without a POSITION (dataset and catalog examples, serving requests).
 """
 
 import contextlib
@@ -38,6 +39,7 @@ def preprocessing_fn(inputs: Mapping[str, Tensor], custom_config: Mapping[str, A
     outputs.update(_item_features(inputs))
     outputs.update(_text_features(_scalar(inputs[features.TEXT], ""), custom_config[BERT_VOCAB]))
     outputs.update(_attribute_features(inputs))
+    outputs[features.POSITION_BUCKET] = position_bucket(inputs)
     return outputs
 
 
@@ -198,6 +200,21 @@ def special_token_ids(vocab_path: str) -> tuple[int, int]:
     if missing:
         raise ValueError(f"{vocab_path} lacks {missing}")
     return lines.index(_CLS), lines.index(_SEP)
+
+
+# --------------------------------------------------------------------------------------- position
+def position_bucket(inputs: Mapping[str, Tensor]) -> tf.Tensor:
+    """POSITION_BUCKET int64 [B]: 0 where the example has no POSITION, else 1 + min(slot, MAX_POSITION - 1).
+
+    A raw spec without POSITION at all (a schema or transform graph from before the service's logs) reads as
+    every example lacking it. Negative slots (invalid; the schema's int domain flags them) count as absent.
+    """
+    if features.SLOT in inputs:
+        slot = tf.cast(_scalar(inputs[features.SLOT], -1), tf.int64)
+    else:
+        slot = tf.fill(tf.shape(_scalar(inputs[features.ITEM_ID], "")), tf.constant(-1, tf.int64))
+    bucket = 1 + tf.minimum(slot, features.MAX_POSITION - 1)
+    return tf.where(slot >= 0, bucket, tf.zeros_like(bucket))
 
 
 # ------------------------------------------------------------------------------------- attributes
