@@ -5,12 +5,13 @@ TRAINER_CONFIG ?=
 OUTPUT ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast lint demo compile clean eval
+.PHONY: help env test test-fast lint demo compile clean eval loop
 
 help:
 	@echo "make test             run the whole test suite (builds the environment on first use)"
 	@echo "make demo [DATA=dir] [TRAINER_CONFIG='{\"epochs\": 4}'] [LOGS=demo-run/logs]  run the TFX pipeline locally into ./$(OUTPUT)/ (synthetic data by default; LOGS: train on the service's logs too)"
 	@echo "make eval DATA=dir [OUT=eval-out]  offline evaluation: baselines + our system (evaluation/harness.py)"
+	@echo "make loop [DATA=dir] [DAYS=3]  pipeline, service, simulated shoppers, retrain on the logs, hot swap, more days (into ./$(OUTPUT)/)"
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
@@ -79,6 +80,12 @@ forget-user:
 
 bench-service:
 	$(ENV) python -m serving.bench_service --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-service.md
+
+# The production loop on one machine (pipeline/loop/__main__.py): everything under $(OUTPUT), as make demo.
+DAYS ?= 3
+loop:
+	$(ENV) python -m pipeline.loop --output $(OUTPUT) --days $(DAYS) $(if $(DATA),--data $(DATA)) \
+		$(if $(TRAINER_CONFIG),--trainer-config '$(TRAINER_CONFIG)')
 
 # Offline evaluation: baselines + our system on one dataset (see evaluation/harness.py for the options).
 # make eval DATA=/work/shared/data/amazon-office OUT=eval-out [K=10] [PROTOCOLS=standard] [SYSTEMS=baselines]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation import metrics
-from serving.event_log import EVENT_TYPES, REQUEST_ID, TS, TYPE
+from serving.event_log import EVENT_TYPES, MODEL_VERSION, REQUEST_ID, TS, TYPE
 from trainer import features
 
 IMPRESSION, CLICK = EVENT_TYPES[:2]
@@ -81,6 +81,22 @@ def _slots(served: Iterable[Mapping]) -> tuple[_Slots, list[list[bool]], list[li
             slots.is_tail.append(tail)
             slots.is_new.append(new)
     return slots, lists_tail, lists_ids
+
+
+def arrivals(served: Iterable[Mapping], new_items: Mapping[int, Iterable[str]]) -> dict[str, float]:
+    """item id → when it arrived: the first served list of the first model version listing it as new.
+
+    `new_items`: model version → its new items (catalog metadata `is_new`), for the logs' long view (the
+    live window uses when the service first saw the version instead)."""
+    first_served: dict[int, float] = {}
+    for record in served:
+        version = int(record[MODEL_VERSION])
+        first_served[version] = min(first_served.get(version, np.inf), float(record[TS]))
+    result: dict[str, float] = {}
+    for version, ts in sorted(first_served.items(), key=lambda kv: kv[1]):
+        for item in new_items.get(version, ()):
+            result.setdefault(item, ts)
+    return result
 
 
 def _rate(numerator: int, denominator: int) -> float | None:

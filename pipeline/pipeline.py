@@ -17,6 +17,8 @@ from components.trainer import Trainer
 from pipeline import configs, eval_config
 from trainer import features
 
+STATISTICS_GEN_ID = "StatisticsGen"  # its node id: the drift gate's resolver filters on it
+
 
 def create_pipeline(
     config: configs.PipelineConfig,
@@ -37,14 +39,21 @@ def create_pipeline(
         data_dir=config.data_dir, config=config.example_gen.to_json(), logs_dir=config.logs_dir
     )
 
-    # Finds the previous run's statistics (resolved before this run's exist), for the drift gate.
+    # Finds the previous run's statistics (resolved before this run's exist), for the drift gate. Only
+    # StatisticsGen's: Transform writes ExampleStatistics too (pre/post transform, without splits).
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        statistics=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ExampleStatistics,
+            producer_component_id=STATISTICS_GEN_ID,
+            output_key="statistics",
+        ),
     ).with_id("previous_statistics_resolver")
 
     # Computes statistics over the interaction examples, for the schema and the validator.
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
+        STATISTICS_GEN_ID
+    )
     statistics_gen.add_upstream_node(previous_statistics)
 
     # Stops the run, naming feature and distance, when the train data drifted from the previous run's.

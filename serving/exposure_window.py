@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from evaluation.exposure import Catalog, summarize
 from serving.catalog_metadata import ItemInfo
-from serving.event_log import EVENTS, SERVED, SHOWN, SHOWN_IMPRESSIONS, SHOWN_SERVED
+from serving.event_log import EVENTS, MODEL_VERSION, SERVED, SHOWN, SHOWN_IMPRESSIONS, SHOWN_SERVED
 
 
 class ExposureWindow:
@@ -59,7 +59,7 @@ class ExposureWindow:
             events = [record for _, record in self._records[EVENTS]]
             catalog = self._catalog_of(version, items)
         doc = summarize(served, events, catalog, served_as_shown=self.shown == SHOWN_SERVED, since=start)
-        return {"window_s": self.window_s, "shown": self.shown, "model_version": version, **doc}
+        return {"window_s": self.window_s, "shown": self.shown, MODEL_VERSION: version, **doc}
 
     def _catalog_of(self, version: int, items: Mapping[str, ItemInfo]) -> Catalog:
         if self._catalog is None or self._catalog[:2] != (version, len(self._arrivals)):
@@ -80,7 +80,7 @@ class ExposureCollector(Collector):
         if doc is None:
             return
         for name, value in doc.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and name != "model_version":
+            if isinstance(value, int | float) and not isinstance(value, bool) and name != MODEL_VERSION:
                 yield GaugeMetricFamily(f"tailtower_exposure_{name}", _HELP.get(name, name), value=value)
 
 

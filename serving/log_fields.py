@@ -11,6 +11,7 @@ EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
 SCHEMA_VERSION_FIELD = "schema_version"
 USER_PSEUDONYM = "user_pseudonym"
 REQUEST_ID, TS, TYPE, POSITIONS = "request_id", "ts", "type", "positions"
+MODEL_VERSION = "model_version"
 # What counts as displayed, for live exposure and for training negatives: impression events, or every
 # served slot (for shops that send no impressions).
 SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"

@@ -39,7 +39,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from serving import service_api
 from serving.catalog_metadata import CatalogMetadata
 from serving.client_error import ServingClientError
-from serving.event_log import EVENTS, SERVED, USER_PSEUDONYM, EventLog, LogFull, next_free_span
+from serving.event_log import (
+    EVENTS,
+    MODEL_VERSION,
+    SERVED,
+    USER_PSEUDONYM,
+    EventLog,
+    LogFull,
+    next_free_span,
+)
 from serving.exposure_window import ExposureCollector, ExposureWindow
 from serving.history_store import HistoryUnavailable, open_history_store
 from serving.log_fields import MANUAL_SPANS
@@ -396,7 +404,7 @@ def _served_record(request_id, user, version, ask, knobs, history, items, config
         USER_PSEUDONYM: user,
         service_api.TS: time.time(),
         "model_name": config.model_name,
-        "model_version": version,
+        MODEL_VERSION: version,
         service_api.SURFACE: ask.surface,
         service_api.KNOBS: json.dumps(knobs, sort_keys=True),
         features.HISTORY: history,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evaluation.exposure import Catalog, summarize
+from evaluation.exposure import Catalog, arrivals, summarize
 
 # a: head; b: tail; c: tail, new (arrived at 100); d: head, new (at 50); e: tail, never served
 CATALOG = Catalog.from_items(
@@ -85,3 +85,14 @@ def test_unknown_arrival_is_left_out_of_the_wait():
     catalog = Catalog(CATALOG.item_ids, CATALOG.is_tail, CATALOG.is_new, np.full(5, np.nan))
     summary = summarize(SERVED, EVENTS, catalog)
     assert summary["new_items_shown"] == 2 and summary["time_to_first_impression_s"] is None
+
+
+def test_an_item_arrives_with_the_first_list_of_the_first_version_that_lists_it_new():
+    served = [
+        {"model_version": 2, "ts": 50.0},
+        {"model_version": 1, "ts": 10.0},
+        {"model_version": 1, "ts": 5.0},
+        {"model_version": 2, "ts": 40.0},
+    ]
+    new = {1: ["c"], 2: ["c", "d"], 3: ["e"]}  # version 3 never served: e has not arrived
+    assert arrivals(served, new) == {"c": 5.0, "d": 40.0}

@@ -39,8 +39,10 @@ TRAINER_CONFIG = {"epochs": 10, "batch_size": 128, "embedding_dim": 16}
 LENIENT_GATE = configs.EvalGateConfig(min_auc=0.0, min_tail_coverage=0.0)
 # Unreachable: AUC 1.0 means every positive scored above every negative (this model: about 0.66).
 STRICT_GATE = configs.EvalGateConfig(min_auc=1.0)
-# Everything upstream of the Evaluator: the second run changes only the gate, so TFX reuses these.
-CACHED_ON_RERUN = COMPONENT_IDS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}
+# Everything upstream of the Evaluator: the second run changes only the gate, so TFX reuses these. The
+# resolvers always run, and the drift gate now has the first run's statistics to compare with.
+RERUN = {"latest_blessed_model_resolver", "previous_statistics_resolver", "DriftGate", "Evaluator", "Pusher"}
+CACHED_ON_RERUN = COMPONENT_IDS - RERUN
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +209,8 @@ def test_second_run_reuses_the_cache_and_an_unreachable_threshold_pushes_nothing
     states = _executions(strict_run)
     complete, cached = mlmd.proto.Execution.COMPLETE, mlmd.proto.Execution.CACHED
     assert {c for c, s in states.items() if s == [complete, cached]} == CACHED_ON_RERUN
-    for component in ("Evaluator", "Pusher"):  # a new gate: evaluated again, and the Pusher asked again
+    # A new gate: evaluated again, the Pusher asked again; the drift gate compared with the first run's data.
+    for component in ("DriftGate", "Evaluator", "Pusher"):
         assert states[component] == [complete, complete], component
 
     results = run_results.RunResults(strict_run.output_dir)

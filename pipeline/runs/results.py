@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Callable
 
@@ -35,6 +36,13 @@ class RunResults:
         if artifact is None:
             raise FileNotFoundError(f"no {type_name} artifact in this run's ML Metadata")
         return artifact.uri
+
+    def example_gen_summary(self) -> dict:
+        """The latest InteractionsExampleGen's summary.json (rows read and rejected, examples, logs)."""
+        from components.example_gen import SUMMARY_FILE, RejectedRows
+
+        with open(os.path.join(self._uri(RejectedRows.TYPE_NAME), SUMMARY_FILE), encoding="utf-8") as f:
+            return json.load(f)
 
     def blessed(self) -> bool:
         blessing = self.latest("ModelBlessing")
