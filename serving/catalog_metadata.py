@@ -1,11 +1,13 @@
-"""Item metadata (title, new-item flag) of the model version that answered, from the version's own folder.
+"""Item metadata (title, new and tail flags, brand, categories) of the model version that answered, from the
+version's own folder.
 
   <model_base_path>/<version>/assets.extra/catalog.jsonl   one JSON object per item, written by the Trainer's
   export (`trainer.export.write_catalog_metadata`; fields `trainer.features.CATALOG_METADATA_FIELDS`):
       {"item_id": "i003", "title": "…", "brand": "…", "categories": ["…"], "is_tail": true, "is_new": false}
 
 TF Serving ignores assets.extra/, so the file travels with the model and always matches it. A version without
-the file (exported before the Trainer wrote it) gets title "", is_new and is_tail false for every item.
+the file (exported before the Trainer wrote it) gets title "", is_new and is_tail false, no brand and no
+categories for every item.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ItemInfo:
     title: str = ""
     is_new: bool = False
     is_tail: bool = False
+    brand: str = ""
+    categories: tuple[str, ...] = ()
 
 
 UNKNOWN = ItemInfo()
@@ -74,6 +78,8 @@ class CatalogMetadata:
                         doc.get(features.TITLE, ""),
                         bool(doc.get(features.IS_NEW)),
                         bool(doc.get(features.IS_TAIL)),
+                        doc.get(features.BRAND) or "",
+                        tuple(doc.get(features.CATEGORIES) or ()),
                     )
         logger.info("model version %d: metadata of %d items", version, len(items))
         return items

@@ -76,11 +76,13 @@ from serving.log_fields import (  # noqa: F401  (re-exported: the log's names, o
     MODEL_VERSION,
     POSITIONS,
     REQUEST_ID,
+    RULES_FIRED,
     SCHEMA_VERSION_FIELD,
     SERVED,
     SHOWN,
     SHOWN_IMPRESSIONS,
     SHOWN_SERVED,
+    SPONSORED,
     TS,
     TYPE,
     USER_PSEUDONYM,
@@ -89,7 +91,7 @@ from trainer import features
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added served.sponsored and served.rules_fired (null in version-1 files)
 _META_KEY = b"tailtower.log_schema_version"
 JOURNAL_DIR = ".journal"
 TMP_DIR = ".tmp"
@@ -112,6 +114,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             (features.SCORES, pa.list_(pa.float64())),
             (features.IS_TAIL, pa.list_(pa.bool_())),
             (features.IS_NEW, pa.list_(pa.bool_())),
+            (SPONSORED, pa.list_(pa.bool_())),
+            (RULES_FIRED, pa.list_(pa.string())),
         ],
         metadata={_META_KEY: str(SCHEMA_VERSION).encode()},
     ),

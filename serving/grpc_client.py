@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 from serving import tensors
 from serving.client_error import ServingClientError
 from serving.config import DEFAULT_GRPC_TARGET, DEFAULT_TIMEOUT_S, MODEL_NAME
-from serving.recommend_request import Knob, Recommendations, recommend_inputs, typed_inputs
+from serving.recommend_request import Knob, Recommendations, filter_names, recommend_inputs, typed_inputs
 from trainer import features
 
 Dtypes = dict[str, np.dtype]  # {input name: numpy dtype} of one signature (object = DT_STRING)
@@ -128,7 +128,10 @@ class GrpcClient:
         version: int | None = None,
         **knobs: Knob,
     ) -> Recommendations:
-        inputs = recommend_inputs(users, histories, k, knobs)
+        # The filters the model declares (none before they existed); a version that adds them is seen at
+        # the metadata refresh its first refusal triggers (`predict`), so one request can fail at that swap.
+        declared = filter_names(self.input_dtypes(features.RECOMMEND_SIGNATURE, version))
+        inputs = recommend_inputs(users, histories, k, knobs, declared=declared)
         response = self.predict(inputs, features.RECOMMEND_SIGNATURE, version)
         outputs = {name: tensors.to_ndarray(proto) for name, proto in response.outputs.items()}
         return Recommendations(outputs, version=response.model_spec.version.value)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import error_codes_pb2
 
 from serving.client_error import ServingClientError
-from serving.recommend_request import Knob, Recommendations, recommend_inputs, typed_inputs
+from serving.recommend_request import Knob, Recommendations, filter_names, recommend_inputs, typed_inputs
 from trainer import features
 
 try:  # registers the TF Text ops the transform graph uses, as TF Serving links them into its binary
@@ -75,7 +75,8 @@ class LocalClient:
         """`version` must be None: this client has the one SavedModel it loaded."""
         if version is not None:
             raise ValueError(f"LocalClient serves only {self.model_dir}; got version={version}")
-        inputs = recommend_inputs(users, histories, k, knobs)
+        declared = filter_names(self._specs.get(features.RECOMMEND_SIGNATURE, {}))
+        inputs = recommend_inputs(users, histories, k, knobs, declared=declared)
         return Recommendations(self.predict(inputs, features.RECOMMEND_SIGNATURE), version=None)
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ SCHEMA_VERSION_FIELD = "schema_version"
 USER_PSEUDONYM = "user_pseudonym"
 REQUEST_ID, TS, TYPE, POSITIONS = "request_id", "ts", "type", "positions"
 MODEL_VERSION = "model_version"
+SPONSORED = "sponsored"  # served: per slot, placed by a sponsored rule (also the answer's item field)
+RULES_FIRED = "rules_fired"  # served: the ids of the rules that changed the list (serving/rules.py)
 # What counts as displayed, for live exposure and for training negatives: impression events, or every
 # served slot (for shops that send no impressions).
 SHOWN_IMPRESSIONS, SHOWN_SERVED = "impressions", "served"

@@ -10,42 +10,90 @@ is added here and nowhere else. No TensorFlow import: the REST client stays ligh
 
 History is right-padded with "" to a rectangle and never truncated: the model keeps the most recent
 `features.HISTORY_LENGTH` items for the query and excludes every item it is sent.
+
+Item filters (`features.FILTER_MAX_WIDTH`: exclude_ids, allowed_ids, categories, brands) are required inputs
+of `recommend` (TF Serving has no optional inputs), so every request carries all of them: a filter not given
+is a [B, 1] column of "" (no restriction; [B, 0] has no JSON form), given ones are padded like history.
+Through a client they ride with the knobs: `client.recommend(users, histories, k, exclude_ids=[["i3"], []],
+**knobs)`. For a model exported before the filters, pass `declared=filter_names(<its recommend inputs>)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from trainer import features
 
-PAD = ""  # history padding, as the recommend signature expects
+PAD = ""  # history and filter padding, as the recommend signature expects
 KNOB_OFF = 0  # a re-ranking knob at 0 gives the base ranking (trainer/features.py)
 
 Knob = float | int | str
 
 
-def pad_histories(histories: Sequence[Sequence[str]]) -> list[list[str]]:
+def pad_rows(rows: Sequence[Sequence[str]]) -> list[list[str]]:
     """Right-pads with "" to a rectangle ([B, H], H >= 1: a [B, 0] tensor has no JSON form)."""
-    width = max([1, *(len(h) for h in histories)])
-    return [list(h) + [PAD] * (width - len(h)) for h in histories]
+    width = max([1, *(len(row) for row in rows)])
+    return [list(row) + [PAD] * (width - len(row)) for row in rows]
+
+
+pad_histories = pad_rows  # the history's padding is every string row's
 
 
 def recommend_inputs(
-    users: Sequence[str], histories: Sequence[Sequence[str]], k: int, knobs: Mapping[str, Knob]
+    users: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    k: int,
+    knobs: Mapping[str, Knob | Sequence[Sequence[str]]],
+    filters: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    declared: Collection[str] = tuple(features.FILTER_MAX_WIDTH),
 ) -> dict:
     """The named inputs of `recommend` as JSON-ready values: user_id [B], history [B, H], k and every knob
-    as scalars."""
+    as scalars, and every filter of `declared` as [B, X] ("" padding; [B, 1] of "" when not given).
+
+    Args:
+      filters: {filter name: one list of strings per user}; filters may also come among `knobs` (how the
+        clients pass them on).
+      declared: the filters the model's `recommend` has (`filter_names` of its inputs; default: all of
+        `features.FILTER_MAX_WIDTH`; a model exported before the filters has none).
+
+    Raises:
+      ValueError: a filter outside `declared`; not one history, or one list per filter, per user; a filter
+        row that is a string.
+    """
+    filters = {name: knobs[name] for name in features.FILTER_MAX_WIDTH if name in knobs} | dict(filters or {})
+    unknown = sorted(set(filters) - set(declared))
+    if unknown:
+        raise ValueError(f"recommend has no filter(s) {unknown}; its filters: {list(declared)}")
     if len(users) != len(histories):
         raise ValueError(f"{len(users)} users but {len(histories)} histories: one history per user")
     return {
         features.USER_ID: list(users),
-        features.HISTORY: pad_histories(histories),
+        features.HISTORY: pad_rows(histories),
         features.K: int(k),
-        **knobs,
+        **{name: value for name, value in knobs.items() if name not in filters},
+        **{
+            name: pad_rows(_per_user(name, filters.get(name, [[]] * len(users)), len(users)))
+            for name in declared
+        },
     }
+
+
+def filter_names(input_names: Iterable[str]) -> tuple[str, ...]:
+    """The item filters of `recommend` among its input names, in `features.FILTER_MAX_WIDTH` order."""
+    names = set(input_names)
+    return tuple(name for name in features.FILTER_MAX_WIDTH if name in names)
+
+
+def _per_user(name: str, rows: Sequence[Sequence[str]], users: int) -> Sequence[Sequence[str]]:
+    """`rows` once checked to be one list of strings per user."""
+    if len(rows) != users:
+        raise ValueError(f"{users} users but {len(rows)} rows of {name}: one list per user")
+    if any(isinstance(row, str | bytes) for row in rows):
+        raise ValueError(f"{name} needs one list of strings per user, not a string per user")
+    return rows
 
 
 def typed_inputs(inputs: Mapping[str, object], dtypes: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:

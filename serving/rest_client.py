@@ -5,7 +5,8 @@
   result.outputs["item_ids"]  # [[...10 ids...]]
 
 Columnar ("inputs") format, since `k` and the re-ranking knobs are scalars; `signature_name` always sent.
-JSON has no dtypes, so no metadata is read: the server types the values by the signature. urllib3's
+JSON has no dtypes: the server types the values by the signature. The metadata is read once, for the item
+filters `recommend` declares (a model exported before them has none). urllib3's
 connection pool rather than `requests`: the same keep-alive connection, ~1 ms less per call (measured
 against the local server), which `make bench-serve` would otherwise count as server latency.
 """
@@ -19,7 +20,7 @@ import urllib3
 
 from serving.client_error import ServingClientError
 from serving.config import DEFAULT_REST_URL, DEFAULT_TIMEOUT_S, MODEL_NAME
-from serving.recommend_request import Knob, Recommendations, recommend_inputs
+from serving.recommend_request import Knob, Recommendations, filter_names, recommend_inputs
 from trainer import features
 
 _JSON = {"Content-Type": "application/json"}
@@ -40,6 +41,7 @@ class RestClient:
         self._pool = urllib3.connection_from_url(
             self.url, timeout=timeout_s, retries=urllib3.Retry(0, read=False), maxsize=_MAX_KEPT
         )
+        self._declared_filters: tuple[str, ...] | None = None
 
     def _model_path(self, version: int | None) -> str:
         suffix = f"/versions/{version}" if version is not None else ""
@@ -72,8 +74,21 @@ class RestClient:
         version: int | None = None,
         **knobs: Knob,
     ) -> Recommendations:
-        inputs = recommend_inputs(users, histories, k, knobs)
-        return Recommendations.from_outputs(self.predict(inputs, features.RECOMMEND_SIGNATURE, version))
+        inputs = recommend_inputs(users, histories, k, knobs, declared=self._filters())
+        try:
+            outputs = self.predict(inputs, features.RECOMMEND_SIGNATURE, version)
+        except ServingClientError:
+            self._declared_filters = None  # another version may declare other filters: read them again
+            raise
+        return Recommendations.from_outputs(outputs)
+
+    def _filters(self) -> tuple[str, ...]:
+        """The item filters `recommend` declares, from the model metadata (read once, again after an
+        error): a model exported before the filters has none."""
+        if self._declared_filters is None:
+            signatures = self.metadata()["metadata"]["signature_def"]["signature_def"]
+            self._declared_filters = filter_names(signatures[features.RECOMMEND_SIGNATURE]["inputs"])
+        return self._declared_filters
 
     def status(self) -> dict:
         return self._call("GET", self._model_path(None))

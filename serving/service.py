@@ -37,12 +37,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from serving import service_api
-from serving.catalog_metadata import CatalogMetadata
+from serving.catalog_metadata import UNKNOWN, CatalogMetadata, ItemInfo
 from serving.client_error import ServingClientError
 from serving.event_log import (
     EVENTS,
     MODEL_VERSION,
+    RULES_FIRED,
     SERVED,
+    SPONSORED,
     USER_PSEUDONYM,
     EventLog,
     LogFull,
@@ -52,7 +54,8 @@ from serving.exposure_window import ExposureCollector, ExposureWindow
 from serving.history_store import HistoryUnavailable, open_history_store
 from serving.log_fields import MANUAL_SPANS
 from serving.pseudonym import Pseudonymizer
-from serving.recommend_request import knob_names, with_knobs_off
+from serving.recommend_request import filter_names, knob_names, with_knobs_off
+from serving.rules import NO_RULES, Candidate, RulesFile
 from serving.server import run_until_signalled
 from serving.service_api import ApiError
 from serving.service_config import IN_PROCESS, ServiceConfig, parse_args
@@ -69,6 +72,7 @@ _MODEL_DOWN = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")  # gRPC codes th
 class ModelState:
     version: int
     knobs: tuple[str, ...]
+    filters: tuple[str, ...]  # the item filters its recommend declares (none before they existed)
 
 
 class ServiceMetrics:
@@ -85,6 +89,12 @@ class ServiceMetrics:
         self.ready = Gauge("tailtower_service_ready", "1 when the model answers.", registry=registry)
         self.history_ready = Gauge(
             "tailtower_service_history_ready", "1 when the history store answers.", registry=registry
+        )
+        self.rules = Gauge("tailtower_service_rules", "Business rules in force.", registry=registry)
+        self.rules_file_error = Gauge(
+            "tailtower_service_rules_file_error",
+            "1 while the rules file on disk is refused (the rules in force stay).",
+            registry=registry,
         )
         self.history_fallbacks = Counter(
             "tailtower_service_history_fallbacks",
@@ -112,6 +122,9 @@ class RecommendationService:
         self.history_error: str | None = None  # why the history store is down; None while it answers
         self.metrics.history_ready.set(1)
         self.catalog = CatalogMetadata(config.versions_path)
+        self.rules = RulesFile(config.rules_path)
+        self.metrics.rules.set_function(lambda: len(self.rules.rules))
+        self.metrics.rules_file_error.set_function(lambda: self.rules.error is not None)
         self.exposure = ExposureWindow(
             config.exposure_window_s, config.exposure_max_records, config.exposure_shown
         )
@@ -189,8 +202,9 @@ class RecommendationService:
             version = max(available)
             if self.model is None or self.model.version != version:
                 knobs = knob_names(self.client.scalar_inputs(features.RECOMMEND_SIGNATURE))
+                filters = filter_names(self.client.input_dtypes(features.RECOMMEND_SIGNATURE))
                 self.exposure.note_version(version, self.catalog.items(version))
-                self.model = ModelState(version, knobs)
+                self.model = ModelState(version, knobs, filters)
                 logger.info("ready: %s version %d, knobs %s", self.config.model_name, version, list(knobs))
         except ServingClientError as e:
             self._not_ready(f"model server: {e}")
@@ -271,6 +285,8 @@ class RecommendationService:
         }
         if error is not None:
             doc["history_store_error"] = error
+        if self.rules.error is not None:  # the file on disk is refused: the rules in force stay
+            doc["rules_file_error"] = self.rules.error
         return _json(doc)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
@@ -306,14 +322,21 @@ class RecommendationService:
             knobs = with_knobs_off(ask.knobs, model.knobs)
         except ValueError as e:
             raise ApiError(f"knobs: {e}") from e
+        missing = sorted(set(ask.filters) - set(model.filters))
+        if missing:
+            detail = "has no such filter (exported before them)"
+            raise ApiError(f"{missing[0]}: model version {model.version} {detail}")
         return _json(await self._run(self._recommend, ask, knobs, model.version))
 
     def _recommend(self, ask: service_api.RecommendationRequest, knobs: dict, probed_version: int) -> dict:
         user = self.pseudonyms(ask.user_id)
         history = self._stored_history(user) + ask.history
+        rules = self.rules.current() if ask.rules else NO_RULES
+        pool_k = max(ask.k, self.config.rules_pool) if len(rules) else ask.k
         try:
             # The model sees the pseudonym too: models trained on the service's logs know users by it.
-            result = self.client.recommend([user], [history], ask.k, **knobs)
+            filters = {name: [values] for name, values in ask.filters.items()}
+            result = self.client.recommend([user], [history], pool_k, **knobs, **filters)
         except ServingClientError as e:
             if e.status in _MODEL_DOWN:
                 self._not_ready(f"model server: {e}")
@@ -326,19 +349,29 @@ class RecommendationService:
         rows = result.rows(0)
         if not all(math.isfinite(row[features.SCORES]) for row in rows):
             raise ApiError("the model answered a non-finite score: nothing served or logged", 502)
-        infos = [self.catalog.lookup(version, row[features.ITEM_IDS]) for row in rows]
+        catalog = self.catalog.items(version)
+        outcome = rules.apply(
+            [_candidate(row, catalog.get(row[features.ITEM_IDS], UNKNOWN)) for row in rows],
+            k=ask.k,
+            history=history,
+            surface=ask.surface,
+            lookup=catalog.get,
+        )
         items = [
             {
-                features.ITEM_ID: row[features.ITEM_IDS],
-                features.TITLE: info.title,
-                features.SCORE: float(row[features.SCORES]),
-                features.IS_TAIL: bool(row[features.IS_TAIL]),
-                features.IS_NEW: info.is_new,
+                features.ITEM_ID: placed.item_id,
+                features.TITLE: catalog.get(placed.item_id, UNKNOWN).title,
+                features.SCORE: placed.score,  # None: placed by a rule from outside the model's pool
+                features.IS_TAIL: placed.is_tail,
+                features.IS_NEW: placed.is_new,
+                SPONSORED: placed.sponsored,
             }
-            for row, info in zip(rows, infos, strict=True)
+            for placed in outcome.items
         ]
         request_id = uuid.uuid4().hex
-        record = _served_record(request_id, user, version, ask, knobs, history, items, self.config)
+        record = _served_record(
+            request_id, user, version, ask, knobs, history, items, outcome.fired, self.config
+        )
         self.log.submit(SERVED, [record])  # queued, not awaited: LogFull (503) still stops the answer
         self.exposure.add(SERVED, [record])
         return {service_api.REQUEST_ID: request_id, "model_version": str(version), "items": items}
@@ -398,7 +431,21 @@ def _model_client(config: ServiceConfig):
     return GrpcClient(config.model_endpoint, config.model_name, config.model_timeout_s)
 
 
-def _served_record(request_id, user, version, ask, knobs, history, items, config: ServiceConfig) -> dict:
+def _candidate(row: dict, info: ItemInfo) -> Candidate:
+    """A model answer's row as the rules see it."""
+    return Candidate(
+        row[features.ITEM_IDS],
+        float(row[features.SCORES]),
+        bool(row[features.IS_TAIL]),
+        info.is_new,
+        info.brand,
+        info.categories,
+    )
+
+
+def _served_record(
+    request_id, user, version, ask, knobs, history, items, fired, config: ServiceConfig
+) -> dict:
     return {
         service_api.REQUEST_ID: request_id,
         USER_PSEUDONYM: user,
@@ -413,6 +460,8 @@ def _served_record(request_id, user, version, ask, knobs, history, items, config
         features.SCORES: [item[features.SCORE] for item in items],
         features.IS_TAIL: [item[features.IS_TAIL] for item in items],
         features.IS_NEW: [item[features.IS_NEW] for item in items],
+        SPONSORED: [item[SPONSORED] for item in items],
+        RULES_FIRED: fired,
     }
 
 

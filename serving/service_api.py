@@ -1,7 +1,8 @@
 """The service's public JSON API: request bodies checked into typed requests (field names are public API).
 
   POST /v1/recommendations {"user_id": str, "k": int = 10, "history": [str] = [], "surface": str = "default",
-                            "knobs": {str: number | str} = {}}
+                            "knobs": {str: number | str} = {}, "rules": bool = true,
+                            "exclude_ids" | "allowed_ids" | "categories" | "brands": [str] = []}
   POST /v1/events {"events": [{"request_id": str, "user_id": str, "item_id": str,
                                "type": "impression" | "click" | "add_to_cart" | "purchase", "ts": number?}]}
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving.event_log import EVENT_TYPES
 from serving.service_config import ServiceConfig
@@ -35,6 +36,8 @@ HISTORY_EVENTS = ("click", "add_to_cart", "purchase")
 REQUEST_ID = "request_id"
 SURFACE = "surface"
 KNOBS = "knobs"
+RULES = "rules"  # request: false serves without the rules file
+FILTERS = tuple(features.FILTER_MAX_WIDTH)  # request: recommend's item filters, passed on as they are
 EVENTS = "events"
 TYPE = "type"
 TS = "ts"
@@ -55,6 +58,8 @@ class RecommendationRequest:
     history: list[str]
     surface: str
     knobs: dict[str, float | int | str]
+    rules: bool = True
+    filters: dict[str, list[str]] = field(default_factory=dict)  # recommend's item filters, as given
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,10 @@ def parse_json(body: bytes) -> dict:
 
 
 def recommendation_request(doc: Mapping, config: ServiceConfig) -> RecommendationRequest:
-    _known(doc, (features.USER_ID, features.K, features.HISTORY, SURFACE, KNOBS), "")
+    _known(doc, (features.USER_ID, features.K, features.HISTORY, SURFACE, KNOBS, RULES, *FILTERS), "")
+    rules = doc.get(RULES, True)
+    if not isinstance(rules, bool):
+        raise ApiError(f"rules: must be true or false, got {rules!r}")
     k = doc.get(features.K, DEFAULT_K)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= config.max_k:
         raise ApiError(f"k: must be an integer in [1, {config.max_k}], got {k!r}")
@@ -101,7 +109,21 @@ def recommendation_request(doc: Mapping, config: ServiceConfig) -> Recommendatio
         history=history,
         surface=_string(doc, SURFACE, "", DEFAULT_SURFACE),
         knobs=knobs,
+        rules=rules,
+        filters={name: _filter(doc, name) for name in FILTERS if name in doc},
     )
+
+
+def _filter(doc: Mapping, name: str) -> list[str]:
+    values = doc[name]
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ApiError(f"{name}: must be a list of non-empty strings")
+    limit = features.FILTER_MAX_WIDTH[name]
+    if len(values) > limit:
+        raise ApiError(f"{name}: at most {limit} values, got {len(values)}")
+    for i, value in enumerate(values):
+        _check_unicode(value, f"{name}[{i}]")
+    return values
 
 
 def events(doc: Mapping, config: ServiceConfig) -> list[Event]:

@@ -31,7 +31,8 @@ from serving.log_fields import (
 from trainer import features
 
 SERVICE_PORT = 8080
-SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store
+SERVICE_DIR = "service"  # <output>/service/: pseudonym key, history store, rules file
+RULES_FILE = "rules.yaml"
 LOGS_DIR = "logs"  # <output>/logs/: served and events spans
 SQLITE, REDIS = "sqlite", "redis"
 HISTORY_BACKENDS = (SQLITE, REDIS)
@@ -70,6 +71,10 @@ class ServiceConfig:
     log_spans: str = HOURLY_SPANS  # or "manual": spans 1, 2, ... cut by POST /v1/logs/rotate
     log_wait_s: float = 30.0  # an events batch not confirmed durable by then answers 503, never 200
     workers: int = 16  # threads for model calls, history and log waits (they mostly block)
+    # Business rules (serving/rules.py), re-read when the file changes; "" = <output>/service/rules.yaml. No
+    # file, an empty file: no rules.
+    rules_file: str = ""
+    rules_pool: int = 50  # items asked of the model when rules are in force: the pool they act on
     exposure_window_s: float = 3600.0  # live exposure metrics (GET /v1/exposure, /metrics) over this window
     exposure_max_records: int = 100_000  # served lists (and events) kept for them at most
     exposure_shown: str = SHOWN_IMPRESSIONS  # displayed = impression events, or "served": every served slot
@@ -82,6 +87,7 @@ class ServiceConfig:
             "history_length",
             "max_pending_records",
             "exposure_max_records",
+            "rules_pool",
         ):
             _check(name, getattr(self, name) >= 1, "must be >= 1")
         _check("workers", self.workers >= 1, "must be >= 1")
@@ -107,6 +113,10 @@ class ServiceConfig:
     @property
     def logs_dir(self) -> str:
         return os.path.join(self.output, LOGS_DIR)
+
+    @property
+    def rules_path(self) -> str:
+        return self.rules_file or os.path.join(self.service_dir, RULES_FILE)
 
     @property
     def versions_path(self) -> str:

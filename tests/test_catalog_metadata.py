@@ -14,6 +14,14 @@ def write_version(base: str, version: int) -> None:
     with open(path, "w", encoding="utf-8") as f:
         doc = {features.ITEM_ID: "i1", features.TITLE: f"v{version}", features.IS_NEW: version % 2 == 0}
         f.write(json.dumps(doc) + "\n")
+        doc = {
+            features.ITEM_ID: "i2",
+            features.TITLE: "pen",
+            features.BRAND: "acme",
+            features.CATEGORIES: ["office", "pens"],
+            features.IS_TAIL: True,
+        }
+        f.write(json.dumps(doc) + "\n")
 
 
 def test_versions_are_read_once_and_the_least_recently_used_is_evicted(tmp_path, monkeypatch):
@@ -35,6 +43,13 @@ def test_versions_are_read_once_and_the_least_recently_used_is_evicted(tmp_path,
     assert reads == [2, 3, 1, 2]
     assert list(metadata._versions) == [2, 1]
     assert metadata.lookup(3, "unknown") == ItemInfo()
+
+
+def test_brand_and_categories_are_read_and_default_to_none(tmp_path):
+    write_version(str(tmp_path), 1)
+    metadata = CatalogMetadata(str(tmp_path))
+    assert metadata.lookup(1, "i2") == ItemInfo("pen", False, True, "acme", ("office", "pens"))
+    assert metadata.lookup(1, "i1") == ItemInfo("v1", False, False, "", ())
 
 
 def test_a_version_without_the_file_has_no_metadata(tmp_path):

@@ -25,7 +25,7 @@ from tfx import v1 as tfx
 
 from serving.client_error import ServingClientError
 from serving.local_client import LocalClient
-from serving.recommend_request import pad_histories
+from serving.recommend_request import filter_names, pad_histories, recommend_inputs
 from tests.tiny_bert import write_tiny_bert
 from trainer import bert, blend, export, features, item_item, preprocessing, train
 
@@ -57,6 +57,15 @@ def _item(item_id: str) -> dict:
         features.BRAND: [b"acme" if n % 3 else b""],
         features.CATEGORIES: [b"office", b"pens" if n % 2 else b"paper"],
         features.PRICE: [float(n + 1)],
+    }
+
+
+def _item_metadata(item_ids: list[str]) -> dict:
+    """BRAND and CATEGORIES of the items, as `train.load_catalog` returns them."""
+    items = [_item(i) for i in item_ids]
+    return {
+        features.BRAND: [item[features.BRAND][0].decode() for item in items],
+        features.CATEGORIES: [[c.decode() for c in item[features.CATEGORIES]] for item in items],
     }
 
 
@@ -209,21 +218,25 @@ def local_client(trained):
     return LocalClient(trained.serving_dir)
 
 
+_DTYPES = {
+    features.K: tf.int32,
+    features.MMR_LAMBDA: tf.float32,
+    features.XQUAD_LAMBDA: tf.float32,
+    features.KEEP_HISTORY: tf.int32,
+}
+
+
 def _recommend_inputs(
-    users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0
+    users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0, filters=None
 ) -> dict[str, tf.Tensor]:
-    return {
-        features.USER_ID: tf.constant(users),
-        features.HISTORY: tf.constant(pad_histories(histories), tf.string),
-        features.K: tf.constant(k, tf.int32),
-        features.MMR_LAMBDA: tf.constant(mmr_lambda, tf.float32),
-        features.XQUAD_LAMBDA: tf.constant(xquad_lambda, tf.float32),
-        features.KEEP_HISTORY: tf.constant(keep_history, tf.int32),
-    }
+    """The request builder's inputs (empty filters unless given) as the signature's tensors."""
+    knobs = {features.MMR_LAMBDA: mmr_lambda, features.XQUAD_LAMBDA: xquad_lambda}
+    inputs = recommend_inputs(users, histories, k, knobs | {features.KEEP_HISTORY: keep_history}, filters)
+    return {name: tf.constant(value, _DTYPES.get(name, tf.string)) for name, value in inputs.items()}
 
 
-def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0):
-    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda, keep_history)
+def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0, filters=None):
+    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda, keep_history, filters)
     out = loaded.signatures[features.RECOMMEND_SIGNATURE](**inputs)
     return {name: value.numpy() for name, value in out.items()}
 
@@ -276,6 +289,131 @@ def test_recommend_keeps_history_items_rankable_only_with_keep_history_1(loaded)
         _recommend(loaded, users, histories, k=3, keep_history=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="keep_history must be 0 or 1"):
         _recommend(loaded, users, histories, k=3, keep_history=-1)
+
+
+def _ids(out: dict) -> list[list[str]]:
+    return out[features.ITEM_IDS].astype(str).tolist()
+
+
+def _padded(ids: list[str], k: int) -> list[str]:
+    return ids[:k] + [""] * (k - len(ids[:k]))
+
+
+def test_recommend_exclude_ids_are_never_returned_and_the_list_stays_full(loaded, local_client):
+    users, histories = ["u0", "stranger"], [["i0", "i2"], []]
+    full = _ids(_recommend(loaded, users, histories, k=10))
+    excluded = [full[0][:2] + ["nope"], [full[1][3]]]  # the two best and an unknown id; one further down
+    out = _ids(_recommend(loaded, users, histories, k=4, filters={features.EXCLUDE_IDS: excluded}))
+    for row in range(len(users)):
+        assert out[row] == [i for i in full[row] if i not in excluded[row]][:4] and "" not in out[row]
+    # Through a client the filters ride with the knobs (the request builder sorts them out).
+    knobs = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0, features.KEEP_HISTORY: 0}
+    assert local_client.recommend(users, histories, 4, exclude_ids=excluded, **knobs).item_ids() == out
+
+
+def test_recommend_allowed_ids_restrict_the_list_and_pad_it(loaded):
+    users, histories = ["u0", "u1", "stranger", "u3"], [["i1"], [], [], ["i2"]]
+    allowed = [["i1", "i5", "i7", "nope"], ["i2", "i3"], ["nope"], []]
+    full = _ids(_recommend(loaded, users, histories, k=10))
+    out = _recommend(loaded, users, histories, k=4, filters={features.ALLOWED_IDS: allowed})
+    ids = _ids(out)
+    assert ids[0] == _padded([i for i in full[0] if i in {"i5", "i7"}], 4)  # i1 is history
+    assert ids[1] == _padded([i for i in full[1] if i in {"i2", "i3"}], 4)
+    assert ids[2] == [""] * 4  # only unknown ids: nothing passes
+    assert ids[3] == full[3][:4]  # an empty row restricts nothing
+    assert (out[features.SCORES][2] == np.finfo(np.float32).min).all() and not out[features.IS_TAIL][2].any()
+
+
+def test_recommend_categories_and_brands_are_any_of(loaded):
+    # The fixture's catalog: i<n> has categories office + (pens if n odd else paper), brand acme unless 3 | n.
+    cases = [  # (categories, brands, which item numbers pass)
+        (["pens"], [], lambda n: n % 2 == 1),
+        (["paper", "pens"], [""], lambda n: True),
+        (["nope", "paper", ""], [], lambda n: n % 2 == 0),
+        ([], ["acme"], lambda n: n % 3 != 0),
+        (["pens"], ["acme", "nope"], lambda n: n % 2 == 1 and n % 3 != 0),
+        ([], ["nope"], lambda n: False),
+    ]
+    full = _ids(_recommend(loaded, ["stranger"], [[]], k=10))[0]
+    filters = {features.CATEGORIES: [c for c, _, _ in cases], features.BRANDS: [b for _, b, _ in cases]}
+    out = _ids(_recommend(loaded, ["stranger"] * len(cases), [[]] * len(cases), k=10, filters=filters))
+    for row, (_, _, passes) in enumerate(cases):
+        assert out[row] == _padded([i for i in full if passes(int(i[1:]))], 10), cases[row][:2]
+
+
+def test_recommend_filters_combine_with_history_exclusion_and_keep_history(loaded):
+    users, history = ["u1"], ["i1", "i3", "i4"]
+    filters = {features.EXCLUDE_IDS: [["i5"]], features.CATEGORIES: [["pens"]]}
+    full = _ids(_recommend(loaded, users, [history], k=10, keep_history=1))[0]  # the whole catalog
+    for keep, hidden in ((0, set(history)), (1, set())):
+        out = _ids(_recommend(loaded, users, [history], k=10, keep_history=keep, filters=filters))[0]
+        passing = [i for i in full if int(i[1:]) % 2 and i != "i5" and i not in hidden]
+        assert out == _padded(passing, 10), keep  # exclude_ids hold even with keep_history 1
+    # The re-rankers pick from the filtered pool: i1, i3 (kept history), i7, i9.
+    reranked = _recommend(loaded, users, [history], 4, 0.4, 0.4, keep_history=1, filters=filters)
+    assert sorted(_ids(reranked)[0]) == ["i1", "i3", "i7", "i9"]
+
+
+def test_empty_filters_give_exactly_the_unfiltered_lists(trained, loaded, monkeypatch):
+    # The previous behaviour: the same signature code traced without the filter mask, on the live module.
+    monkeypatch.setattr(export.ServingModule, "_passes_filters", lambda self, filters: True)
+    module = trained.module
+    unfiltered = _retraced(module, features.RECOMMEND_SIGNATURE)
+    users, histories = ["u0", "u1", "stranger", "u3"], [["i0", "i2"], ["i1"], [], ["nope", "i9", "i4"]]
+    zero_width = {name: tf.zeros([len(users), 0], tf.string) for name in features.FILTER_MAX_WIDTH}
+    blank = {name: tf.fill([len(users), 3], "") for name in features.FILTER_MAX_WIDTH}
+    for k, mmr, xquad, keep in ((3, 0.0, 0.0, 0), (50, 0.0, 0.0, 1), (8, 0.5, 0.0, 0), (5, 0.4, 0.4, 1)):
+        inputs = _recommend_inputs(users, histories, k, mmr, xquad, keep)  # the builder's [B, 1] of ""
+        expected = unfiltered(**inputs)
+        for sent in (inputs, inputs | zero_width, inputs | blank):
+            out = loaded.signatures[features.RECOMMEND_SIGNATURE](**sent)
+            assert set(out) == set(expected)
+            for name in expected:
+                np.testing.assert_array_equal(out[name].numpy(), expected[name].numpy(), err_msg=name)
+
+
+def test_oversized_filters_are_invalid_argument_naming_the_input_and_the_limit(loaded):
+    recommend = loaded.signatures[features.RECOMMEND_SIGNATURE]
+    for name, limit in features.FILTER_MAX_WIDTH.items():
+        inputs = _recommend_inputs(["u0"], [[]], 3)
+        assert recommend(**inputs | {name: tf.fill([1, limit], "")})[features.ITEM_IDS].shape == (1, 3)
+        message = rf"{name} has {limit + 1} values per row \(padding included\); at most {limit} are accepted"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            recommend(**inputs | {name: tf.fill([1, limit + 1], "")})
+
+
+def test_the_request_builder_sends_every_filter_and_rejects_malformed_ones():
+    knobs = {features.MMR_LAMBDA: 0.2, features.BRANDS: [["acme"], []]}  # as a client passes them on
+    inputs = recommend_inputs(
+        ["u1", "u2"], [["i3"], []], 5, knobs, {features.EXCLUDE_IDS: [["i1", "i2"], []]}
+    )
+    assert inputs == {
+        features.USER_ID: ["u1", "u2"],
+        features.HISTORY: [["i3"], [""]],
+        features.K: 5,
+        features.MMR_LAMBDA: 0.2,
+        features.EXCLUDE_IDS: [["i1", "i2"], ["", ""]],
+        features.ALLOWED_IDS: [[""], [""]],
+        features.CATEGORIES: [[""], [""]],
+        features.BRANDS: [["acme"], [""]],
+    }
+    with pytest.raises(ValueError, match=r"no filter\(s\) \['colour'\]; its filters: \['exclude_ids', "):
+        recommend_inputs(["u1"], [[]], 5, {}, {"colour": [["red"]]})
+    with pytest.raises(ValueError, match="2 users but 1 rows of allowed_ids: one list per user"):
+        recommend_inputs(["u1", "u2"], [[], []], 5, {}, {features.ALLOWED_IDS: [["i1"]]})
+    with pytest.raises(ValueError, match="categories needs one list of strings per user"):
+        recommend_inputs(["u1"], [[]], 5, {}, {features.CATEGORIES: ["pens"]})
+    # A model exported before the filters declares none: none are sent, and asking for one is an error.
+    older = filter_names([features.USER_ID, features.HISTORY, features.K, "boost"])
+    assert older == () and recommend_inputs(["u1"], [[]], 5, {"boost": 1.0}, declared=older) == {
+        features.USER_ID: ["u1"],
+        features.HISTORY: [[""]],
+        features.K: 5,
+        "boost": 1.0,
+    }
+    with pytest.raises(ValueError, match=r"no filter\(s\) \['brands'\]; its filters: \[\]"):
+        recommend_inputs(["u1"], [[]], 5, {features.BRANDS: [["acme"]]}, declared=older)
+    assert filter_names(reversed(features.FILTER_MAX_WIDTH)) == tuple(features.FILTER_MAX_WIDTH)
 
 
 def test_recommend_base_ranking_is_serving_default_top_k(trained, loaded):
@@ -375,6 +513,7 @@ def test_inputs_with_different_batch_sizes_are_invalid_argument(local_client, si
     if signature == features.RECOMMEND_SIGNATURE:
         inputs |= {features.K: 3, features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}
         inputs[features.KEEP_HISTORY] = 0
+        inputs |= {name: [[""]] * users for name in features.FILTER_MAX_WIDTH}
     else:
         inputs[features.ITEM_IDS] = [["i2", "i3"]] * item_lists
     with pytest.raises(ServingClientError) as raised:
@@ -383,15 +522,20 @@ def test_inputs_with_different_batch_sizes_are_invalid_argument(local_client, si
     assert f"{message} (every input needs one row per user)" in raised.value.message
 
 
+def _retraced(module: export.ServingModule, name: str) -> tf.types.experimental.GenericFunction:
+    """The module's signature method traced anew (so after a monkeypatch), with the signature's shapes."""
+    function = getattr(export.ServingModule, name)
+    return tf.function(function.python_function.__get__(module), input_signature=function.input_signature)
+
+
 def test_the_batch_check_leaves_well_formed_answers_unchanged(trained, loaded, monkeypatch):
     # The previous behaviour: the same signature code traced without the check, on the live exported module.
     monkeypatch.setattr(export, "same_rows", dict)
     module = trained.module
     unchecked = {
-        name: tf.function(getattr(export.ServingModule, name).python_function.__get__(module))
-        for name in (features.RECOMMEND_SIGNATURE, features.RANK_SIGNATURE)
+        name: _retraced(module, name) for name in (features.RECOMMEND_SIGNATURE, features.RANK_SIGNATURE)
     }
-    mismatched = _recommend_inputs(["u0", "u1"], [["i0"]], 3)
+    mismatched = _recommend_inputs(["u0"], [["i0"]], 3) | {features.USER_ID: tf.constant(["u0", "u1"])}
     assert unchecked[features.RECOMMEND_SIGNATURE](**mismatched)[features.ITEM_IDS].shape == (1, 3)  # the bug
     users, histories = ["u0", "u1", "stranger", "u3"], [["i0", "i2"], ["i1"], [], ["nope", "i9", "i4"]]
     for k, mmr, xquad in ((3, 0.0, 0.0), (50, 0.0, 0.0), (8, 0.5, 0.0), (4, 0.0, 0.5), (5, 0.4, 0.4)):
@@ -486,9 +630,12 @@ def test_saved_model_is_relocatable(trained, tmp_path):
         loaded = tf.saved_model.load({moved!r})
         out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i1", ""]]),
                                              k=tf.constant(3), mmr_lambda=tf.constant(0.3),
-                                             xquad_lambda=tf.constant(0.3), keep_history=tf.constant(0))
+                                             xquad_lambda=tf.constant(0.3), keep_history=tf.constant(0),
+                                             exclude_ids=tf.constant([["i2"]]),
+                                             allowed_ids=tf.constant([[""]]), categories=tf.constant([[""]]),
+                                             brands=tf.constant([[""]]))
         ids = out["item_ids"].numpy()
-        assert ids.shape == (1, 3) and b"i1" not in ids[0], ids
+        assert ids.shape == (1, 3) and b"i1" not in ids[0] and b"i2" not in ids[0], ids
         print("OK", ids.tolist())
     """)
     # Hide the original export, the transform graph, the BERT folder and vocab.txt while the copy runs
@@ -579,6 +726,7 @@ def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(tr
         served,
         TOP_K,
         RERANK_POOL,
+        _item_metadata([i.decode() for i in ids]),
     )
     history = ["i1", "i3"]
     inputs = _recommend_inputs(["u0"], [history], k=len(ids))

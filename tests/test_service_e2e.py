@@ -131,6 +131,7 @@ def stack(tmp_path_factory):
 
 
 def recommend(url: str, **body) -> requests.Response:
+    """POST /v1/recommendations with `body` as given (keys are the API's)."""
     return requests.post(url + "/v1/recommendations", json=body, timeout=10)
 
 
@@ -164,10 +165,11 @@ def test_a_click_changes_the_next_list_and_request_history_is_merged_after_it(st
     doc = first.json()
     assert set(doc) == {"request_id", "model_version", "items"}
     assert doc["model_version"] == "1"
+    organic = {"sponsored": False}
     assert doc["items"] == [
-        {"item_id": "#0", "title": "Zero", "score": 0.0, "is_tail": False, "is_new": True},
-        {"item_id": "#1", "title": "", "score": -1.0, "is_tail": True, "is_new": False},
-        {"item_id": "#2", "title": "", "score": -2.0, "is_tail": False, "is_new": False},
+        {"item_id": "#0", "title": "Zero", "score": 0.0, "is_tail": False, "is_new": True, **organic},
+        {"item_id": "#1", "title": "", "score": -1.0, "is_tail": True, "is_new": False, **organic},
+        {"item_id": "#2", "title": "", "score": -2.0, "is_tail": False, "is_new": False, **organic},
     ]
     request_id = doc["request_id"]
     impression = {"request_id": request_id, "user_id": "bob", "item_id": "#1", "type": "impression"}
@@ -197,7 +199,7 @@ def test_logs_hold_served_lists_and_events_under_pseudonyms_only(stack):
         r for r in read_records(logs, SERVED, include_open=True) if r["request_id"] == first["request_id"]
     ]
     assert served | {"ts": 0} == {
-        "schema_version": 1,
+        "schema_version": 2,
         "request_id": first["request_id"],
         "user_pseudonym": dave,
         "ts": 0,
@@ -211,12 +213,14 @@ def test_logs_hold_served_lists_and_events_under_pseudonyms_only(stack):
         "scores": [0.0, -1.0],
         "is_tail": [False, True],
         "is_new": [False, False],
+        "sponsored": [False, False],
+        "rules_fired": [],
     }
     assert abs(served["ts"] - time.time()) < 60
     events = [r for r in read_records(logs, EVENTS, include_open=True) if r["user_pseudonym"] == dave]
     assert events == [
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "request_id": first["request_id"],
             "user_pseudonym": dave,
             "item_id": "h1#0",
@@ -233,7 +237,10 @@ def test_logs_hold_served_lists_and_events_under_pseudonyms_only(stack):
 
 
 RECS, EVENTS_PATH = "/v1/recommendations", "/v1/events"
-KNOWN_REQUEST = "['user_id', 'k', 'history', 'surface', 'knobs']"
+KNOWN_REQUEST = (
+    "['user_id', 'k', 'history', 'surface', 'knobs', 'rules', 'exclude_ids', 'allowed_ids', 'categories', "
+    "'brands']"
+)
 KNOWN_EVENT = "['request_id', 'user_id', 'item_id', 'type', 'ts']"
 TYPES = "['impression', 'click', 'add_to_cart', 'purchase']"
 NOT_UNICODE = "must be valid Unicode text (it holds a lone surrogate)"
@@ -261,6 +268,10 @@ BAD_REQUESTS = {
     "event unknown field": (EVENTS_PATH, {"events": [erin(ip="1.2.3.4")]}, 400,
                             f"events[0].unknown field(s) ['ip']; known: {KNOWN_EVENT}"),
     "too many events": (EVENTS_PATH, {"events": [erin()] * 6}, 413, "events: at most 5 per batch, got 6"),
+    "filter the model lacks": (RECS, {"user_id": "u", "brands": ["acme"]}, 400,
+                               "brands: model version 1 has no such filter (exported before them)"),
+    "filter not a list": (RECS, {"user_id": "u", "exclude_ids": "i1"}, 400,
+                          "exclude_ids: must be a list of non-empty strings"),
     "string for a float knob": (RECS, {"user_id": "u", "knobs": {"boost": "high"}}, 400,
                                 "knobs: input 'boost': 'high' is not a float32"),
     "lone surrogate user": (RECS, {"user_id": "u\ud800"}, 400, f"user_id: {NOT_UNICODE}"),
@@ -462,6 +473,42 @@ def test_manual_spans_are_cut_by_the_rotate_call(stack, tmp_path):
         assert restarted.log.span == 3
     finally:
         restarted.stop()
+
+
+def test_the_rules_file_is_applied_hot_reloaded_and_a_broken_one_keeps_the_rules_in_force(stack, tmp_path):
+    settings = dict(port=0, output=str(tmp_path / "out"), model_endpoint=IN_PROCESS, rules_pool=5)
+    config = dataclasses.replace(stack.service.config, **settings)
+    os.makedirs(config.service_dir)
+    rules = tmp_path / "out" / "service" / "rules.yaml"
+    rules.write_text("rules:\n  - {kind: sponsored, item_id: '#0', position: 2}\n")
+    service = RecommendationService(config).start()
+    url = f"http://127.0.0.1:{service.port}"
+    try:
+        wait_ready(url)
+        answer = recommend(url, user_id="max", k=3, surface="home").json()
+        assert [(i["item_id"], i["sponsored"]) for i in answer["items"]] == [
+            ("#1", False),  # the model's pool was "#0" .. "#4": "#0" moves to the sponsored slot
+            ("#0", True),
+            ("#2", False),
+        ]
+        assert ids(recommend(url, user_id="max", k=3, rules=False)) == ["#0", "#1", "#2"]
+        rules.write_text("rules:\n  - {kind: bury, item_ids: ['#1'], factor: 0}\n")  # hot reload
+        assert ids(recommend(url, user_id="max", k=3)) == ["#0", "#2", "#3"]
+        rules.write_text("rules:\n  - {kind: bury, factor: 0}\n")  # no item, brand or category to match
+        assert ids(recommend(url, user_id="max", k=3)) == ["#0", "#2", "#3"]  # the rules in force stay
+        ready = requests.get(url + "/readyz", timeout=10).json()
+        assert ready["rules_file_error"].startswith(str(rules))
+        assert "tailtower_service_rules_file_error 1.0" in requests.get(url + "/metrics", timeout=10).text
+        service.log.flush()
+    finally:
+        service.stop()
+    served = read_records(config.logs_dir, SERVED, include_open=True)
+    assert [(r["rules_fired"], r["sponsored"]) for r in served] == [
+        (["sponsored#1"], [False, True, False]),
+        ([], [False, False, False]),
+        (["bury#1"], [False, False, False]),
+        (["bury#1"], [False, False, False]),
+    ]
 
 
 def test_redis_history_down_falls_back_to_request_history_then_recovers(stack, tmp_path):

@@ -42,6 +42,8 @@ SERVED_RECORD = {
     "scores": [0.5, 0.1428571492433548],  # float32 values, exact in float64
     "is_tail": [False, True],
     "is_new": [True, False],
+    "sponsored": [False, True],
+    "rules_fired": ["sponsored#1"],
 }
 
 
@@ -60,15 +62,15 @@ def test_hour_span():
 def test_round_trip_is_exact_and_carries_the_schema_version(log, tmp_path):
     log.append(SERVED, [SERVED_RECORD])
     log.append(EVENTS, [event(1), event(2, "purchase")])
-    expected_events = [{"schema_version": 1} | event(1), {"schema_version": 1} | event(2, "purchase")]
+    expected_events = [{"schema_version": 2} | event(1), {"schema_version": 2} | event(2, "purchase")]
     assert read_records(str(tmp_path), EVENTS, include_open=True) == expected_events
     assert read_records(str(tmp_path), EVENTS) == []  # the span is still open
     assert log.rotate() == 8
     assert spans(str(tmp_path), SERVED) == [7]
-    assert read_records(str(tmp_path), SERVED) == [{"schema_version": 1} | SERVED_RECORD]
+    assert read_records(str(tmp_path), SERVED) == [{"schema_version": 2} | SERVED_RECORD]
     assert read_records(str(tmp_path), EVENTS, span_ids=[7]) == expected_events
     (path,) = glob.glob(str(tmp_path / "events" / "span=7" / "*.parquet"))
-    assert pq.read_schema(path).metadata[b"tailtower.log_schema_version"] == b"1"
+    assert pq.read_schema(path).metadata[b"tailtower.log_schema_version"] == b"2"
     assert glob.glob(str(tmp_path / "*" / ".journal" / "*")) == []  # journals gone after the rename
 
 
@@ -212,7 +214,7 @@ def test_an_acknowledged_record_survives_sigkill_and_its_old_span_is_closed_on_s
     assert process.returncode == -signal.SIGKILL
     assert read_records(str(tmp_path), EVENTS, include_open=True) == [
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "request_id": "r1",
             "user_pseudonym": "p",
             "item_id": "i1",

@@ -32,6 +32,8 @@ def served(request_id: str, user: str) -> dict:
         "scores": [0.5, 0.25],
         "is_tail": [False, True],
         "is_new": [False, False],
+        "sponsored": [False, False],
+        "rules_fired": [],
     }
 
 
@@ -119,7 +121,7 @@ def test_forget_removes_the_user_everywhere_and_keeps_everyone_else(config):
         if path.endswith(HISTORY_FILE_NAME):  # nor her items (ben has only i9)
             assert [item for item in (b"i1", b"i2", b"i3", b"i9") if item in content] == [b"i9"]
     for path in glob.glob(os.path.join(config.logs_dir, "*", "span=*", "*.parquet")):
-        assert pq.read_schema(path).metadata[b"tailtower.log_schema_version"] == b"1"
+        assert pq.read_schema(path).metadata[b"tailtower.log_schema_version"] == b"2"
     assert glob.glob(os.path.join(config.logs_dir, "*", ".tmp", "*")) == []
     store = open_history_store(config)
     ben = forget_user.pseudonymizer(config)("ben")

@@ -76,7 +76,8 @@ def test_no_answer_is_unavailable():
     with pytest.raises(ServingClientError) as raised:
         RestClient("http://127.0.0.1:9", MODEL, timeout_s=2).recommend(["a"], [[]], k=2, boost=0.0)
     assert raised.value.status == "UNAVAILABLE"
-    assert raised.value.message.startswith(f"POST http://127.0.0.1:9/v1/models/{MODEL}:predict: ")
+    # The first call reads which item filters `recommend` declares: that is what finds no server.
+    assert raised.value.message.startswith(f"GET http://127.0.0.1:9/v1/models/{MODEL}/metadata: ")
 
 
 def test_the_local_client_serves_only_its_own_version(server):
@@ -93,11 +94,16 @@ def test_pad_histories():
 
 
 def test_recommend_inputs():
-    assert recommend_inputs(["u1", "u2"], [["i3"], []], 5, {"boost": 0.5}) == {
+    assert recommend_inputs(["u1", "u2"], [["i3"], []], 5, {"boost": 0.5}, declared=()) == {
         "user_id": ["u1", "u2"],
         "history": [["i3"], [""]],
         "k": 5,
         "boost": 0.5,
+    }
+    with_filters = recommend_inputs(["u1", "u2"], [[], []], 5, {}, {"brands": [["acme"], []]})
+    assert {name: with_filters[name] for name in ("exclude_ids", "brands")} == {
+        "exclude_ids": [[""], [""]],  # every declared filter (default: all of them) is sent
+        "brands": [["acme"], [""]],
     }
     with pytest.raises(ValueError, match="2 users but 1 histories"):
         recommend_inputs(["u1", "u2"], [["i3"]], 5, {})
@@ -106,7 +112,8 @@ def test_recommend_inputs():
 def test_typed_inputs_follow_the_declared_dtypes_exactly():
     strings = np.dtype(object)  # DT_STRING
     dtypes = {"user_id": strings, "history": strings, "k": np.dtype(np.int32), "boost": np.float32}
-    typed = typed_inputs(recommend_inputs(["u1"], [["i3", "i4"]], 5, {"boost": 1, "extra": 0.5}), dtypes)
+    inputs = recommend_inputs(["u1"], [["i3", "i4"]], 5, {"boost": 1, "extra": 0.5}, declared=())
+    typed = typed_inputs(inputs, dtypes)
     assert {name: (value.dtype, value.tolist()) for name, value in typed.items()} == {
         "user_id": (np.dtype(object), ["u1"]),
         "history": (np.dtype(object), [["i3", "i4"]]),

@@ -54,6 +54,8 @@ def test_pushed_model_loads_in_a_fresh_process_with_only_tensorflow_and_tensorfl
         for name, spec in specs.items():
             if spec.shape.rank == 0:  # k and the re-ranking knobs (0 = off)
                 inputs[name] = tf.constant(3 if name == "k" else 0, spec.dtype)
+            elif name not in inputs:  # the item filters: a row of "" = no restriction
+                inputs[name] = tf.constant([[""]])
         ids = recommend(**inputs)["item_ids"].numpy()
         assert ids.shape == (1, 3) and b"i1" not in ids[0], ids
         project = {{"trainer", "serving", "pipeline", "tensorflow_recommenders", "tensorflow_transform"}}
@@ -106,6 +108,7 @@ def test_server_serves_the_exported_model_over_rest_and_grpc(pushed, clients):
             history=tf.constant([["i0", "i2"], ["", ""]]),
             k=tf.constant(4),
             **knobs,
+            **{name: tf.constant([[""], [""]]) for name in features.FILTER_MAX_WIDTH},
         )[features.ITEM_IDS]
         .numpy()
         .astype(str)
@@ -128,6 +131,7 @@ def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients
         features.MMR_LAMBDA: np.array(0.0, np.float32),
         features.XQUAD_LAMBDA: np.array(1.0, np.float32),
         features.KEEP_HISTORY: np.array(1, np.int32),
+        **{name: np.array([[b""], [b""]], object) for name in features.FILTER_MAX_WIDTH},
     }
     request = clients[1].predict_request(inputs, features.RECOMMEND_SIGNATURE)  # gRPC (and the bench)
     assert set(request.inputs) == set(declared) == set(expected)
@@ -181,6 +185,7 @@ def test_mismatched_batch_sizes_are_a_400_over_rest(server):
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
         features.KEEP_HISTORY: 0,
+        **{name: [[""], [""]] for name in features.FILTER_MAX_WIDTH},
     }
     rank = {features.USER_ID: ["u0", "u1"], features.HISTORY: [["i0"]], features.ITEM_IDS: [["i1"], ["i2"]]}
     for signature, inputs in ((features.RECOMMEND_SIGNATURE, recommend), (features.RANK_SIGNATURE, rank)):
@@ -197,6 +202,7 @@ def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
         features.KEEP_HISTORY: 0,
+        **{name: [[""], [""]] for name in features.FILTER_MAX_WIDTH},
     }
     with pytest.raises(ServingClientError) as raised:
         clients[1].predict(inputs, features.RECOMMEND_SIGNATURE)
@@ -208,9 +214,16 @@ def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered
     # The export wrote assets.extra/catalog.jsonl; the copy in TF Serving's layout carries it.
     metadata = CatalogMetadata(pushed)
     with open(os.path.join(pushed, "1", CATALOG_FILE), encoding="utf-8") as f:
-        tail = {doc[features.ITEM_ID]: doc[features.IS_TAIL] for doc in map(json.loads, f)}
+        docs = {doc[features.ITEM_ID]: doc for doc in map(json.loads, f)}
+    tail = {item_id: doc[features.IS_TAIL] for item_id, doc in docs.items()}
     assert metadata.items(1) == {
-        item_id: ItemInfo(f"item {item_id[1:]}", item_id not in TRAIN_ITEMS, tail[item_id])
+        item_id: ItemInfo(
+            f"item {item_id[1:]}",
+            item_id not in TRAIN_ITEMS,
+            tail[item_id],
+            docs[item_id][features.BRAND],
+            tuple(docs[item_id][features.CATEGORIES]),
+        )
         for item_id in ITEMS
     }
     assert 0 < sum(tail.values()) < len(ITEMS)  # both head and tail items are flagged

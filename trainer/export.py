@@ -5,7 +5,8 @@
       num_tail_items [B] (the catalog's tail size, for TailCoverage@K)
   transform_features(examples [B]) → the transformed features (TFMA slices on item_is_tail)
   recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float,
-            keep_history scalar int32 0 | 1)
+            keep_history scalar int32 0 | 1, exclude_ids [B, E], allowed_ids [B, A], categories [B, C],
+            brands [B, R] (string filters, "" padding))
       → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64
   rank(user_id [B], history [B, H], item_ids [B, C] ("" padding)) → scores [B, C] ranking-head probability
       (0 for padding)
@@ -13,6 +14,15 @@
 
 The [B, ...] inputs of `recommend` and `rank` must have the same B, else the call fails with
 INVALID_ARGUMENT "user_id has 2 rows but history has 1 ..." (`same_rows`).
+
+`recommend`'s filters (`features.FILTER_MAX_WIDTH`: their names and widest rows, beyond which a call is
+INVALID_ARGUMENT naming the input and the limit) mask the catalog like the history exclusion, before the base
+top-k and the re-ranking pool: exclude_ids are never returned; allowed_ids (include-only) let only those items
+pass; categories and brands (include-only, any-of, the catalog's raw strings, held in the SavedModel) let an
+item pass when it has one of the row's categories / its brand is one of the row's brands. A row of only ""
+(or width 0) restricts nothing, so empty filters give exactly the unfiltered lists; unknown ids are ignored,
+and an include-only row of only unknown values lets nothing pass (that user's list is all padding).
+exclude_ids hold even with keep_history 1.
 
 Retrieval is a brute-force matmul against the candidate vectors of every catalog item, computed once here,
 followed by `tf.math.top_k`; the given history is excluded, except by `recommend` with keep_history 1,
@@ -41,7 +51,9 @@ Example:
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
                                  k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3),
-                                 keep_history=tf.constant(0))
+                                 keep_history=tf.constant(0), exclude_ids=tf.constant([["i7"]]),
+                                 allowed_ids=tf.constant([[""]]), categories=tf.constant([["pens"]]),
+                                 brands=tf.constant([[""]]))
 """
 
 from __future__ import annotations
@@ -166,6 +178,87 @@ def same_rows(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {name: tf.identity(value) for name, value in inputs.items()}
 
 
+def at_most_wide(inputs: Mapping[str, tf.Tensor], max_width: Mapping[str, int]) -> dict[str, tf.Tensor]:
+    """`inputs` (name → [B, X]) once each is checked to be at most `max_width[name]` wide, else an
+    INVALID_ARGUMENT naming the input, its width and the limit (like `same_rows`)."""
+    checks = []
+    for name, value in inputs.items():
+        width, limit = tf.shape(value)[1], max_width[name]
+        template = f"{name} has {{}} values per row (padding included); at most {limit} are accepted"
+        checks.append(tf.debugging.Assert(width <= limit, [tf.strings.format(template, (width,))]))
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(value) for name, value in inputs.items()}
+
+
+def row_hits(rows: tf.Tensor, width: int) -> tf.Tensor:
+    """rows [B, X] int64 (-1: none) → [B, width] bool, true at each row's listed positions."""
+    batch_index = tf.broadcast_to(tf.range(tf.shape(rows, out_type=tf.int64)[0])[:, None], tf.shape(rows))
+    hit = rows >= 0
+    indices = tf.stack([tf.boolean_mask(batch_index, hit), tf.boolean_mask(rows, hit)], axis=1)
+    shape = tf.stack([tf.shape(rows, out_type=tf.int64)[0], tf.constant(width, tf.int64)])
+    return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
+
+
+def unrestricted(values: tf.Tensor) -> tf.Tensor:
+    """values [B, X] string filter → [B, 1] bool: the row lists nothing (only "" padding, or width 0)."""
+    return tf.logical_not(tf.reduce_any(values != "", axis=1, keepdims=True))
+
+
+def facet_rows(values_per_item: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
+    """Each catalog item's brand ([s]) or categories → (vocabulary ["", values sorted...], rows [N, M] int64:
+    each item's values as vocabulary positions, padded with 0, the "" a request never sets)."""
+    vocabulary = ["", *sorted({value for values in values_per_item for value in values} - {""})]
+    position = {value: i for i, value in enumerate(vocabulary)}
+    width = max([1, *(len(values) for values in values_per_item)])
+    rows = np.zeros([len(values_per_item), width], np.int64)
+    for item, values in enumerate(values_per_item):
+        rows[item, : len(values)] = [position[value] for value in values]
+    return vocabulary, rows
+
+
+def _string_table(keys: Sequence[str]) -> tf.lookup.StaticHashTable:
+    """key → its position in `keys` (int64), -1 for any other string."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(np.asarray(keys, dtype=object), tf.string), tf.range(len(keys), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+
+
+class Facet(tf.Module):
+    """One include-only any-of filter (brands, categories) over the catalog's raw values.
+
+    Args:
+      values_per_item: per catalog row, the item's values ([brand], or its categories; "" = none).
+    """
+
+    def __init__(self, values_per_item: Sequence[Sequence[str]]):
+        super().__init__()
+        vocabulary, rows = facet_rows(values_per_item)
+        self._size = len(vocabulary)
+        self._items = len(rows)
+        self.table = _string_table(vocabulary)
+        self.item_rows = tf.Variable(rows, trainable=False)
+
+    def passes(self, requested: tf.Tensor) -> tf.Tensor:
+        """requested [B, X] string ("" padding) → [B, N] bool: the item has one of the row's values (every
+        item for a row without values)."""
+        free = unrestricted(requested)
+        # Skipped when no row filters (every unfiltered call): the gather is [B, N, M].
+        return tf.cond(
+            tf.reduce_all(free),
+            lambda: tf.ones(tf.stack([tf.shape(requested)[0], self._items]), tf.bool),
+            lambda: tf.logical_or(self._has_one_of(requested), free),
+        )
+
+    def _has_one_of(self, requested: tf.Tensor) -> tf.Tensor:
+        rows = self.table.lookup(requested)
+        none = -tf.ones_like(rows)
+        wanted = row_hits(tf.where(rows > 0, rows, none), self._size)  # [B, V]; "" (position 0) is padding
+        return tf.reduce_any(tf.gather(wanted, self.item_rows, axis=1), axis=-1)  # [B, N, M] → [B, N]
+
+
 def item_item_scores(
     sources: tf.Tensor,
     slot_weights: tf.Tensor,
@@ -215,6 +308,7 @@ class ServingModule(tf.Module):
       served: the served score's popularity and item-item terms (`trainer.blend`).
       top_k: length of the `serving_default` top-K lists.
       rerank_pool: base-ranking candidates `recommend` re-ranks (at least k).
+      item_metadata: BRAND (str) and CATEGORIES (list of str) per catalog row, for `recommend`'s filters.
     """
 
     def __init__(
@@ -230,8 +324,12 @@ class ServingModule(tf.Module):
         served: blend.ServedBlend,
         top_k: int,
         rerank_pool: int,
+        item_metadata: Mapping[str, Sequence],
     ):
         super().__init__()
+        sizes = {name: len(item_metadata[name]) for name in (features.BRAND, features.CATEGORIES)}
+        if set(sizes.values()) != {len(catalog_ids)}:
+            raise ValueError(f"item_metadata has {sizes} rows for {len(catalog_ids)} catalog items")
         self.model = model
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_feature_spec)
@@ -256,13 +354,9 @@ class ServingModule(tf.Module):
         self.history_slot_weights = tf.constant(
             item_item.position_weights(features.HISTORY_LENGTH, served.blend.recency)
         )
-        self.catalog_rows = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(np.asarray(catalog_ids, dtype=object), tf.string),
-                tf.range(len(catalog_ids), dtype=tf.int64),
-            ),
-            default_value=-1,
-        )
+        self.catalog_rows = _string_table(catalog_ids)
+        self.brands = Facet([[brand] for brand in item_metadata[features.BRAND]])
+        self.categories = Facet(item_metadata[features.CATEGORIES])
 
     def _transform(self, examples: tf.Tensor) -> dict:
         raw = tf.io.parse_example(examples, self._parse_spec)
@@ -299,19 +393,24 @@ class ServingModule(tf.Module):
             self.fill_weights,
         )
 
-    def _excluded(self, exclude_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
-        """exclude_ids [B, H] → [B, N] bool, true at the catalog rows of those ids."""
-        rows = self.catalog_rows.lookup(exclude_ids)  # [B, H], -1 = not in the catalog / padding
-        batch_index = tf.broadcast_to(tf.range(tf.shape(rows, out_type=tf.int64)[0])[:, None], tf.shape(rows))
-        hit = rows >= 0
-        indices = tf.stack([tf.boolean_mask(batch_index, hit), tf.boolean_mask(rows, hit)], axis=1)
-        shape = tf.stack([num_rows, tf.constant(self._size, tf.int64)])
-        return tf.scatter_nd(indices, tf.ones([tf.shape(indices)[0]]), shape) > 0
+    def _listed(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """item_ids [B, H] → [B, N] bool, true at the catalog rows of those ids (others are ignored)."""
+        return row_hits(self.catalog_rows.lookup(item_ids), self._size)  # -1: outside the catalog / padding
+
+    def _passes_filters(self, filters: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """`recommend`'s filters (name → [B, X] string) → [B, N] bool, the catalog items they let through."""
+        allowed = filters[features.ALLOWED_IDS]
+        return (
+            ~self._listed(filters[features.EXCLUDE_IDS])
+            & (self._listed(allowed) | unrestricted(allowed))
+            & self.categories.passes(filters[features.CATEGORIES])
+            & self.brands.passes(filters[features.BRANDS])
+        )
 
     def _top_k(self, query: tf.Tensor, history: tf.Tensor, k: tf.Tensor):
         """query [B, D], history [B, HISTORY_LENGTH] (excluded) → ids, scores, is_tail [B, min(k, N)]."""
         scores = self._scores(query, history)  # [B, N]
-        excluded = self._excluded(history, tf.shape(scores, tf.int64)[0])
+        excluded = self._listed(history)
         scores = tf.where(excluded, _EXCLUDED_SCORE, scores)
         k = tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1])
         top_scores, top_rows = tf.math.top_k(scores, k=k)
@@ -357,6 +456,10 @@ class ServingModule(tf.Module):
             tf.TensorSpec([], tf.float32, name=features.MMR_LAMBDA),
             tf.TensorSpec([], tf.float32, name=features.XQUAD_LAMBDA),
             tf.TensorSpec([], tf.int32, name=features.KEEP_HISTORY),
+            tf.TensorSpec([None, None], tf.string, name=features.EXCLUDE_IDS),
+            tf.TensorSpec([None, None], tf.string, name=features.ALLOWED_IDS),
+            tf.TensorSpec([None, None], tf.string, name=features.CATEGORIES),
+            tf.TensorSpec([None, None], tf.string, name=features.BRANDS),
         ]
     )
     def recommend(
@@ -367,8 +470,25 @@ class ServingModule(tf.Module):
         mmr_lambda: tf.Tensor,
         xquad_lambda: tf.Tensor,
         keep_history: tf.Tensor,
+        exclude_ids: tf.Tensor,
+        allowed_ids: tf.Tensor,
+        categories: tf.Tensor,
+        brands: tf.Tensor,
     ) -> dict:
-        user_id, history = same_rows({features.USER_ID: user_id, features.HISTORY: history}).values()
+        filters = {
+            features.EXCLUDE_IDS: exclude_ids,
+            features.ALLOWED_IDS: allowed_ids,
+            features.CATEGORIES: categories,
+            features.BRANDS: brands,
+        }
+        checked = same_rows(
+            {
+                features.USER_ID: user_id,
+                features.HISTORY: history,
+                **at_most_wide(filters, features.FILTER_MAX_WIDTH),
+            }
+        )
+        user_id, history = checked.pop(features.USER_ID), checked.pop(features.HISTORY)
         query, recent = self._query(user_id, history)
         scores = self._scores(query, recent)  # [B, N]
         # Checked rather than read as "nonzero = keep": a client sending 2 or -1 meant something else.
@@ -379,8 +499,8 @@ class ServingModule(tf.Module):
         ]
         with tf.control_dependencies(checks):
             keep = tf.equal(keep_history, 1)
-        excluded = self._excluded(history, tf.shape(scores, tf.int64)[0])
-        eligible = tf.logical_or(keep, tf.logical_not(excluded))  # keep_history 1: every catalog item
+        kept = keep | ~self._listed(history)  # keep_history 1: every catalog item
+        eligible = kept & self._passes_filters(checked)  # the filters hold whatever keep_history says
         k = tf.minimum(k, self._size)  # k > catalog: clamp; k < 1 is rejected by greedy_rerank
         pool = tf.minimum(tf.maximum(k, self._pool), self._size)
         pool_scores, pool_rows = tf.math.top_k(tf.where(eligible, scores, _EXCLUDED_SCORE), k=pool)
@@ -545,6 +665,7 @@ def export_serving_model(
         served,
         top_k,
         rerank_pool,
+        item_metadata,
     )
     signatures = {
         features.SERVING_DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),

@@ -97,6 +97,18 @@ XQUAD_LAMBDA = "xquad_lambda"  # float in [0, 1]: weight of head/tail coverage (
 # int32, 0 or 1: 1 keeps the sent history rankable (RecBole's full-catalog protocol, as the text-based
 # sequential recommenders report it); 0 = history items are never returned (every client's default)
 KEEP_HISTORY = "keep_history"
+# recommend item filters, [B, X] string each ("" padding; a row of only "" or width 0 restricts nothing). They
+# mask catalog items before top-k and re-ranking, so a list stays full while enough items pass.
+EXCLUDE_IDS = "exclude_ids"  # these items are never returned (unknown ids are ignored)
+# include-only: just these items may be returned (e.g. the in-stock set); a row of only unknown ids lets no
+# item pass, so that user's list is all padding
+ALLOWED_IDS = "allowed_ids"
+# CATEGORIES (the raw feature's name): include-only, an item passes if it has at least one of the row's
+# categories; BRANDS: include-only, an item passes if its brand is one of the row's brands. Raw strings, as
+# in the catalog; an item without a brand passes no brand filter.
+BRANDS = "brands"
+# filter input → the most values a row may have, padding included (more is INVALID_ARGUMENT naming both)
+FILTER_MAX_WIDTH = {EXCLUDE_IDS: 1_000, ALLOWED_IDS: 10_000, CATEGORIES: 100, BRANDS: 100}
 # rank inputs: USER_ID, HISTORY, ITEM_IDS [B, C] string ("" padding); item_embeddings input: ITEM_IDS [N]
 ITEM_IDS = "item_ids"  # also the recommend output [B, k] string ("" = padding when too few items)
 SCORES = "scores"  # recommend: float [B, k] retrieval score; rank: float [B, C] ranking-head probability
