@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "redis>=5.0,<9",
     "requests>=2.31,<3",
     "urllib3>=1.26,<3",
+    "pyyaml>=6,<7",  # serving/rules.py: the rules file
 ]
 
 EXTRAS_REQUIRE = {
