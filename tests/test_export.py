@@ -248,6 +248,8 @@ def test_recommend_excludes_history_and_handles_unknowns(loaded):
         features.ITEM_IDS: (2, 4),
         features.SCORES: (2, 4),
         features.IS_TAIL: (2, 4),
+        features.BECAUSE: (2, 4),
+        features.REASON: (2, 4),
     }
     ids = out[features.ITEM_IDS]
     known = {i.encode() for i in ITEMS}
@@ -468,6 +470,138 @@ def test_recommend_xquad_follows_the_reference_on_the_base_pool(loaded):
         assert out[features.ITEM_IDS][0].tolist() == base[features.ITEM_IDS][0][expected].tolist()
         reordered += expected != [0, 1, 2, 3]
     assert reordered  # the case discriminates: xQuAD changed at least one list
+
+
+def _catalog_rows(trained) -> dict[str, dict]:
+    """item id → its assets.extra catalog metadata row (IS_NEW, IS_TAIL as the model flags them)."""
+    path = os.path.join(trained.serving_dir, features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA_FILE)
+    with open(path, encoding="utf-8") as f:
+        return {row[features.ITEM_ID]: row for row in map(json.loads, f)}
+
+
+def _pooling_weights(trained) -> np.ndarray:
+    """[HISTORY_LENGTH] the slot weights the fixture's query tower pools with (position pooling)."""
+    pooling = trained.module.model.query_tower.position_pooling
+    one_hot = tf.eye(features.HISTORY_LENGTH)[tf.newaxis]  # item j's vector is e_j: pooled[j] = weight j
+    return pooling(one_hot, tf.ones([1, features.HISTORY_LENGTH], tf.bool)).numpy()[0]
+
+
+def _expected_explanation(loaded, weights, catalog, history, ids) -> list[tuple[set[str], str]]:
+    """numpy reference of one row: per slot, the acceptable `because` ids (ties within 1e-5), the reason."""
+    recent = ([""] * features.HISTORY_LENGTH + history)[-features.HISTORY_LENGTH :]  # what the tower reads
+    out = loaded.signatures[features.ITEM_EMBEDDINGS_SIGNATURE](
+        **{features.ITEM_IDS: tf.constant(recent + ids)}
+    )
+    vectors, found = out[features.EMBEDDINGS].numpy(), out[features.FOUND].numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    usable = found[: len(recent)]
+    support = np.where(usable, unit[len(recent) :] @ unit[: len(recent)].T * weights, -np.inf)  # [k, H]
+    expected = []
+    for item, row in zip(ids, support, strict=True):
+        if item == "":
+            expected.append(({""}, ""))
+            continue
+        because = {recent[h] for h in np.flatnonzero(row >= row.max() - 1e-5)} if usable.any() else {""}
+        flags = catalog[item]
+        if flags[features.IS_NEW]:
+            reason = features.REASON_NEW_ITEM
+        elif because != {""}:
+            reason = features.REASON_TAIL_DISCOVERY if flags[features.IS_TAIL] else features.REASON_SIMILAR_TO
+        else:
+            reason = features.REASON_POPULAR
+        expected.append((because, reason))
+    return expected
+
+
+def _explanations(out: dict) -> list[list[tuple[str, str]]]:
+    """[B][k] (because, reason) of a recommend answer."""
+    because, reason = out[features.BECAUSE].astype(str), out[features.REASON].astype(str)
+    return [list(zip(b, r, strict=True)) for b, r in zip(because.tolist(), reason.tolist(), strict=True)]
+
+
+def test_recommend_explains_every_slot_of_the_final_list(trained, loaded):
+    """because / reason follow the numpy definition per slot, under filters, MMR, xQuAD and padding."""
+    catalog, weights = _catalog_rows(trained), _pooling_weights(trained)
+    users = ["u0", "u1", "stranger", "u3"]
+    histories = [["i0", "i2", "i8"], ["i1", "nope", "i3", "i5"], ["i9"], ["i4", "i7"]]
+    filters = {
+        features.EXCLUDE_IDS: [["i4"], [], ["i1"], []],
+        features.ALLOWED_IDS: [[], [], [], ["i1", "i9"]],
+    }
+    seen = set()
+    for k, mmr, xquad in ((4, 0.0, 0.0), (5, 0.5, 0.0), (8, 0.3, 0.4)):
+        out = _recommend(loaded, users, histories, k, mmr, xquad, filters=filters)
+        for row, (history, ids) in enumerate(zip(histories, _ids(out), strict=True)):
+            expected = _expected_explanation(loaded, weights, catalog, history, ids)
+            for slot, (because, reason) in enumerate(_explanations(out)[row]):
+                assert because in expected[slot][0] and reason == expected[slot][1], (row, slot, ids[slot])
+                assert because in {"", *history}
+                seen.add(reason)
+        assert _ids(out)[3][2:] == [""] * (k - 2)  # padding: its ("", "") is checked above
+    assert seen == {features.REASON_NEW_ITEM, features.REASON_TAIL_DISCOVERY, features.REASON_SIMILAR_TO, ""}
+
+
+def test_recommend_because_is_the_most_similar_history_item(trained, loaded):
+    """One recommended item (allowed_ids) and two history items, one clearly more similar to it (in the
+    item_embeddings vectors): that one is the because, whichever slot it is in."""
+    catalog, weights = _catalog_rows(trained), _pooling_weights(trained)
+    known = [i for i in ITEMS if not catalog[i][features.IS_NEW]]
+    out = loaded.signatures[features.ITEM_EMBEDDINGS_SIGNATURE](**{features.ITEM_IDS: tf.constant(known)})
+    vectors = out[features.EMBEDDINGS].numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, np.nan)
+    target = int(np.nanargmax(np.nanmax(cosine, axis=1) - np.nanmin(cosine, axis=1)))  # the widest gap
+    near, far = known[int(np.nanargmax(cosine[target]))], known[int(np.nanargmin(cosine[target]))]
+    # More similar than the two newest slots' weights could undo, in either order.
+    last_two = weights[-2:] / weights[-2:].max()
+    assert np.nanmax(cosine[target]) * last_two.min() > np.nanmin(cosine[target]) * last_two.max() + 0.1
+    for history in ([near, far], [far, near]):
+        allowed = {features.ALLOWED_IDS: [[known[target]]]}
+        answer = _recommend(loaded, ["u0"], [history], k=2, filters=allowed)
+        assert _ids(answer) == [[known[target], ""]]
+        assert answer[features.BECAUSE].astype(str).tolist() == [[near, ""]]
+
+
+def test_recommend_explains_one_item_unknown_and_empty_histories(trained, loaded):
+    catalog = _catalog_rows(trained)
+    users = ["u0", "u1", "stranger", "u2"]
+    out = _recommend(loaded, users, [["i1"], ["nope", "i4"], [], ["nope"]], k=10)
+    for row, (ids, explained) in enumerate(zip(_ids(out), _explanations(out), strict=True)):
+        assert ids.count("") == (1 if row < 2 else 0)  # the one catalog history item is excluded
+        for item, (because, reason) in zip(ids, explained, strict=True):
+            if item == "":
+                assert (because, reason) == ("", "")
+            elif catalog[item][features.IS_NEW]:  # cold: i8, i9
+                assert reason == features.REASON_NEW_ITEM
+            elif row < 2:  # one usable history item explains every item
+                assert reason == (
+                    features.REASON_TAIL_DISCOVERY
+                    if catalog[item][features.IS_TAIL]
+                    else features.REASON_SIMILAR_TO
+                )
+            else:  # no history item in the catalog
+                assert reason == features.REASON_POPULAR
+            if item:
+                assert because == {0: "i1", 1: "i4"}.get(row, "")
+    assert {features.REASON_NEW_ITEM, features.REASON_POPULAR} <= set(out[features.REASON][2].astype(str))
+
+
+def test_supporting_slots_weigh_cosine_by_slot_and_skip_unusable_slots():
+    items = tf.constant([[[1.0, 0.0], [0.0, 1.0]]])  # [1, 2, 2]
+    history = tf.constant([[[3.0, 3.0], [1.0, 0.1], [0.0, -1.0]]])  # cosine to item 0: 0.71, 0.995, 0
+    usable = tf.constant([[True, True, True]])
+    equal = export.supporting_slots(items, history, usable, tf.ones([3]))
+    assert equal.numpy().tolist() == [[1, 0]]  # cosine, not the dot product (3 for slot 0)
+    weighted = export.supporting_slots(items, history, usable, tf.constant([2.0, 1.0, 1.0]))
+    assert weighted.numpy().tolist() == [[0, 0]]  # 2 · 0.71 > 0.995
+    masked = export.supporting_slots(items, history, tf.constant([[False, True, True]]), tf.ones([3]))
+    assert masked.numpy().tolist() == [[1, 1]]
+
+
+def test_the_exported_slot_weights_are_the_position_poolings(trained):
+    exported = trained.module._pooling_weights().numpy()
+    np.testing.assert_allclose(exported / exported.sum(), _pooling_weights(trained), rtol=1e-5)
 
 
 def test_rank_matches_serving_default_score(trained, loaded):
@@ -721,6 +855,7 @@ def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(tr
         ids,
         vectors,
         module.catalog_is_tail.numpy(),
+        module.catalog_is_new.numpy(),
         module.unknown_vector.numpy(),
         float(module.tail_prior.numpy()),
         served,

@@ -7,7 +7,8 @@
   recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float,
             keep_history scalar int32 0 | 1, exclude_ids [B, E], allowed_ids [B, A], categories [B, C],
             brands [B, R] (string filters, "" padding))
-      → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64
+      → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64,
+        because [B, k'] and reason [B, k'] string (why each item, `explain`)
   rank(user_id [B], history [B, H], item_ids [B, C] ("" padding)) → scores [B, C] ranking-head probability
       (0 for padding)
   item_embeddings(item_ids [N]) → embeddings [N, D] candidate-tower vectors, found [N] bool
@@ -33,6 +34,10 @@ text vectors, xQuAD over head/tail with the user's tail share from history, else
 train interactions); both λ = 0 give exactly the base ranking. k' = min(k, catalog size); a user with fewer
 than k' eligible items gets "" ids, the lowest float32 score and is_tail 0 in the remaining slots. An
 unknown user embeds to the zero user vector, so history (and the model's learned popularity) decides.
+
+Each recommended item comes with `because` (the history item that supports it most) and a `reason` code
+(`features.REASONS`: new_item > tail_discovery > similar_to > popular), computed on the final list, so they
+follow item_ids slot by slot ("" in padding slots); see `explain` and `features.BECAUSE`.
 
 Items outside the catalog (in `rank` / `item_embeddings`) all get one shared vector: the candidate tower on
 the OOV item id, no text, no brand or categories, price_z 0. Catalog items that are OOV to the item
@@ -295,6 +300,49 @@ def item_item_scores(
     return cf / tf.maximum(tf.reduce_max(cf, axis=1, keepdims=True), item_item.FLOOR)
 
 
+def supporting_slots(
+    items: tf.Tensor, history: tf.Tensor, usable: tf.Tensor, slot_weights: tf.Tensor
+) -> tf.Tensor:
+    """The history slot that supports each item most: the usable slot with the largest weight × cosine.
+
+    Args:
+      items: [B, k, D] vectors of the recommended items; history: [B, H, D] vectors of the history slots.
+      usable: [B, H] bool, the slots that may be chosen; slot_weights: [H] positive.
+
+    Returns:
+      [B, k] int64 slot indices (0 in a row without a usable slot).
+    """
+    unit_items, unit_history = tf.math.l2_normalize(items, axis=-1), tf.math.l2_normalize(history, axis=-1)
+    cosine = tf.matmul(unit_items, unit_history, transpose_b=True)  # [B, k, H]
+    return tf.argmax(tf.where(usable[:, tf.newaxis, :], -cosine * slot_weights, -np.inf), axis=-1)
+
+
+def explain(
+    history: tf.Tensor,
+    slots: tf.Tensor,
+    usable: tf.Tensor,
+    valid: tf.Tensor,
+    is_new: tf.Tensor,
+    is_tail: tf.Tensor,
+) -> dict[str, tf.Tensor]:
+    """`features.BECAUSE` and `features.REASON` [B, k] of a list.
+
+    Args:
+      history: [B, H] ids; slots: [B, k] each item's supporting slot (`supporting_slots`); usable: [B, H].
+      valid: [B, k] false in padding slots (both outputs ""); is_new, is_tail: [B, k] bool per item.
+    """
+    explained = valid & tf.reduce_any(usable, axis=1, keepdims=True)
+    reason = tf.where(
+        explained,
+        tf.where(is_tail, features.REASON_TAIL_DISCOVERY, features.REASON_SIMILAR_TO),
+        features.REASON_POPULAR,
+    )
+    return {
+        features.BECAUSE: tf.where(explained, tf.gather(history, slots, batch_dims=1), ""),
+        features.REASON: tf.where(valid, tf.where(is_new, features.REASON_NEW_ITEM, reason), ""),
+    }
+
+
 class ServingModule(tf.Module):
     """Holds what the signatures need; its tf.functions are the signatures.
 
@@ -302,7 +350,8 @@ class ServingModule(tf.Module):
       model: the trained model.
       tft_layer: `tf_transform_output.transform_features_layer()`.
       raw_feature_spec: the transform's raw feature spec.
-      catalog_ids: [N] unique item ids; candidate_vectors: [N, D]; catalog_is_tail: [N] 0/1.
+      catalog_ids: [N] unique item ids; candidate_vectors: [N, D]; catalog_is_tail: [N] 0/1;
+      catalog_is_new: [N] bool (`new_items`).
       unknown_vector: [D], the candidate vector of any item outside the catalog.
       tail_prior: P(tail | u) for a user without known history (xQuAD).
       served: the served score's popularity and item-item terms (`trainer.blend`).
@@ -319,6 +368,7 @@ class ServingModule(tf.Module):
         catalog_ids: np.ndarray,
         candidate_vectors: np.ndarray,
         catalog_is_tail: np.ndarray,
+        catalog_is_new: np.ndarray,
         unknown_vector: np.ndarray,
         tail_prior: float,
         served: blend.ServedBlend,
@@ -343,6 +393,7 @@ class ServingModule(tf.Module):
         self.candidate_vectors = tf.Variable(np.asarray(candidate_vectors, np.float32), trainable=False)
         self.unknown_vector = tf.Variable(np.asarray(unknown_vector, np.float32), trainable=False)
         self.catalog_is_tail = tf.Variable(np.asarray(catalog_is_tail, np.int64), trainable=False)
+        self.catalog_is_new = tf.Variable(np.asarray(catalog_is_new, bool), trainable=False)
         self._blend = served.blend
         self._pop_weight = served.blend.gamma * served.pop_scale
         self.item_log_prob = tf.Variable(np.asarray(served.log_prob, np.float32), trainable=False)
@@ -415,6 +466,30 @@ class ServingModule(tf.Module):
         k = tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1])
         top_scores, top_rows = tf.math.top_k(scores, k=k)
         return (tf.gather(self.catalog_ids, top_rows), top_scores, tf.gather(self.catalog_is_tail, top_rows))
+
+    def _pooling_weights(self) -> tf.Tensor:
+        """[HISTORY_LENGTH] the query tower's weight of each history slot, up to a common factor: its
+        softmax weights with position pooling, else equal (attention has no per-slot weight)."""
+        pooling = self.model.query_tower.position_pooling
+        if pooling is None:
+            return tf.ones([features.HISTORY_LENGTH])
+        logits = tf.cast(pooling.position_logits, tf.float32)
+        return tf.exp(logits - tf.reduce_max(logits))  # a row's softmax denominator changes no argmax
+
+    def _explain(self, history: tf.Tensor, rows: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
+        """history [B, HISTORY_LENGTH] (the ids the query tower read), rows [B, k] catalog rows of the list,
+        valid [B, k] → `explain`'s BECAUSE and REASON, from candidate vectors (history outside the catalog
+        is not usable)."""
+        history_rows = self.catalog_rows.lookup(history)
+        usable = history_rows >= 0
+        slots = supporting_slots(
+            tf.gather(self.candidate_vectors, rows),
+            tf.gather(self.candidate_vectors, tf.maximum(history_rows, 0)),
+            usable,
+            self._pooling_weights(),
+        )
+        is_new, is_tail = tf.gather(self.catalog_is_new, rows), tf.gather(self.catalog_is_tail, rows) > 0
+        return explain(history, slots, usable, valid, is_new, is_tail)
 
     def _tail_prob(self, history: tf.Tensor) -> tf.Tensor:
         """history [B, H] → P(tail | u) [B] from the catalog items among it (else the prior)."""
@@ -525,6 +600,7 @@ class ServingModule(tf.Module):
             features.IS_TAIL: tf.where(
                 chosen_valid, tf.gather(self.catalog_is_tail, rows), tf.constant(0, tf.int64)
             ),
+            **self._explain(recent, rows, chosen_valid),
         }
 
     @tf.function(
@@ -585,6 +661,11 @@ def tail_interaction_share(catalog: Mapping[str, np.ndarray]) -> float:
     return float(mass[tail].sum() / mass.sum())
 
 
+def new_items(catalog: Mapping[str, np.ndarray], num_items: int) -> np.ndarray:
+    """[N] bool, `features.IS_NEW` of each catalog item: its ITEM_INDEX is the OOV bucket `num_items`."""
+    return np.asarray(catalog[features.ITEM_INDEX]).reshape(-1) >= num_items
+
+
 def catalog_metadata(
     catalog: Mapping[str, np.ndarray], item_metadata: Mapping[str, Sequence], num_items: int
 ) -> list[dict]:
@@ -601,7 +682,7 @@ def catalog_metadata(
         features.BRAND: item_metadata[features.BRAND],
         features.CATEGORIES: item_metadata[features.CATEGORIES],
         features.IS_TAIL: (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0).tolist(),
-        features.IS_NEW: (np.asarray(catalog[features.ITEM_INDEX]).reshape(-1) >= num_items).tolist(),
+        features.IS_NEW: new_items(catalog, num_items).tolist(),
     }
     sizes = {name: len(values) for name, values in columns.items()}
     if len(set(sizes.values())) != 1:
@@ -649,7 +730,7 @@ def export_serving_model(
 
     Args:
       catalog: transformed catalog features, [N, ...] arrays keyed by `trainer.features` names (ITEM_ID
-        unique); ITEM_IS_TAIL gives the tail flags, ITEM_LOG_PROB the xQuAD prior.
+        unique); ITEM_IS_TAIL gives the tail flags, ITEM_INDEX the new ones, ITEM_LOG_PROB the xQuAD prior.
       item_metadata: the raw TITLE, BRAND, CATEGORIES of the same N rows, as `train.load_catalog` returns.
     """
     vectors = candidate_vectors(model, catalog, batch_size)
@@ -660,6 +741,7 @@ def export_serving_model(
         catalog[features.ITEM_ID],
         vectors,
         np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1),
+        new_items(catalog, model.item_vectors.num_items),
         unknown_item_vector(model),
         tail_interaction_share(catalog),
         served,

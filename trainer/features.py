@@ -115,6 +115,21 @@ SCORES = "scores"  # recommend: float [B, k] retrieval score; rank: float [B, C]
 IS_TAIL = "is_tail"  # recommend: int64 [B, k]
 EMBEDDINGS = "embeddings"  # item_embeddings: float [N, D] candidate-tower vectors
 FOUND = "found"  # item_embeddings: bool [N], false = not in the catalog (the shared OOV vector is returned)
+# recommend's explanation of each slot: string [B, k] each, slot by slot with ITEM_IDS ("" in padding slots).
+# BECAUSE: the user's history item that supports the recommended item most, among the history the query tower
+# reads (the last HISTORY_LENGTH sent) that is in the catalog: the largest pooling weight × cosine of the two
+# items' candidate vectors (the `item_embeddings` vectors; the catalog's own notion of similar items). Pooling
+# weight: the query tower's learned softmax weight of the slot with "position" pooling; equal with "mean", and
+# with "attention" (whose weights depend on the whole sequence). "" when no history item is in the catalog.
+BECAUSE = "because"
+# REASON: one code per slot, the first of REASONS that holds.
+REASON = "reason"
+REASON_NEW_ITEM = "new_item"  # the item is new (IS_NEW: out of the item vocabulary, known by its text)
+REASON_TAIL_DISCOVERY = "tail_discovery"  # a tail item (IS_TAIL), with a BECAUSE
+REASON_SIMILAR_TO = "similar_to"  # a head item similar to its BECAUSE
+# no BECAUSE (no history item in the catalog): ranked by what needs no history (popularity, user embedding)
+REASON_POPULAR = "popular"
+REASONS = (REASON_NEW_ITEM, REASON_TAIL_DISCOVERY, REASON_SIMILAR_TO, REASON_POPULAR)  # in precedence order
 
 # --- catalog metadata, written into every exported model folder --------------------------------------
 # <model dir>/ASSETS_EXTRA_DIR/CATALOG_METADATA_FILE: one JSON object per catalog item, in the order of the

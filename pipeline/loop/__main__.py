@@ -228,6 +228,8 @@ def pushed_versions(output_dir: str) -> list[int]:
 
 
 def run_loop(options: LoopOptions) -> LoopReport:
+    from pipeline.runs import results as run_results
+
     config = options.config
     output_dir = config.output_dir
     _stage(f"pipeline, first run, into {output_dir}")
@@ -254,7 +256,9 @@ def run_loop(options: LoopOptions) -> LoopReport:
             retrained = after[-1] if after[-1] not in before else None
             swap_s = None
             if retrained is None:
-                print(f"the retrained model was not blessed: version {before[-1]} keeps serving")
+                print(f"the retrained model was not blessed: version {before[-1]} keeps serving. Why:")
+                print("  " + "\n  ".join(run_results.RunResults(output_dir).validation_failures()))
+                print(run_results.RunResults(output_dir).evaluation_table())
             else:
                 swap_s = wait_for_version(service, retrained)
                 print(f"version {retrained} pushed; served {_fmt(swap_s)} s later, no restart")

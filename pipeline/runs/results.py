@@ -44,6 +44,21 @@ class RunResults:
         with open(os.path.join(self._uri(RejectedRows.TYPE_NAME), SUMMARY_FILE), encoding="utf-8") as f:
             return json.load(f)
 
+    def validation_failures(self) -> list[str]:
+        """Why the latest evaluation did not bless: one line per failed threshold (slice, metric, value)."""
+        result = tfma.load_validation_result(self._uri("ModelEvaluation"))
+        lines = []
+        for per_slice in result.metric_validations_per_slice:
+            keys = per_slice.slice_key.single_slice_keys
+            where = ", ".join(
+                f"{k.column}={k.int64_value or k.bytes_value.decode() or k.float_value}" for k in keys
+            )
+            for failure in per_slice.failures:
+                name = failure.metric_key.name + (" change" if failure.metric_key.is_diff else "")
+                value = failure.metric_value.double_value.value
+                lines.append(f"{where or 'overall'}: {name} {value:+.4f} (threshold {_threshold(failure)})")
+        return lines
+
     def blessed(self) -> bool:
         blessing = self.latest("ModelBlessing")
         return bool(blessing and blessing.custom_properties["blessed"].int_value == 1)
@@ -115,6 +130,13 @@ class RunResults:
 
 
 RecommendedList = tuple[list[str], list[float], list[int]]  # item ids, scores, tail flags
+
+
+def _threshold(failure) -> str:
+    threshold = failure.metric_threshold
+    if threshold.HasField("change_threshold"):
+        return f"change >= {threshold.change_threshold.absolute.value:+g}"
+    return f">= {threshold.value_threshold.lower_bound.value:g}"
 
 
 def load_recommend(model_dir: str) -> Callable[..., RecommendedList]:
