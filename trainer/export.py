@@ -314,7 +314,7 @@ def supporting_slots(
     """
     unit_items, unit_history = tf.math.l2_normalize(items, axis=-1), tf.math.l2_normalize(history, axis=-1)
     cosine = tf.matmul(unit_items, unit_history, transpose_b=True)  # [B, k, H]
-    return tf.argmax(tf.where(usable[:, tf.newaxis, :], -cosine * slot_weights, -np.inf), axis=-1)
+    return tf.argmax(tf.where(usable[:, tf.newaxis, :], cosine * slot_weights, -np.inf), axis=-1)
 
 
 def explain(

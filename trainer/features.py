@@ -121,6 +121,7 @@ FOUND = "found"  # item_embeddings: bool [N], false = not in the catalog (the sh
 # items' candidate vectors (the `item_embeddings` vectors; the catalog's own notion of similar items). Pooling
 # weight: the query tower's learned softmax weight of the slot with "position" pooling; equal with "mean", and
 # with "attention" (whose weights depend on the whole sequence). "" when no history item is in the catalog.
+# With keep_history 1, a history item recommended again is compared with itself like any other (cosine 1).
 BECAUSE = "because"
 # REASON: one code per slot, the first of REASONS that holds.
 REASON = "reason"
