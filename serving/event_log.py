@@ -75,6 +75,7 @@ from serving.log_fields import (  # noqa: F401  (re-exported: the log's names, o
     MAX_PENDING_RECORDS,
     MODEL_VERSION,
     POSITIONS,
+    REASONS,
     REQUEST_ID,
     RULES_FIRED,
     SCHEMA_VERSION_FIELD,
@@ -91,7 +92,8 @@ from trainer import features
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2 added served.sponsored and served.rules_fired (null in version-1 files)
+# 2 added served.sponsored, reasons, because and rules_fired (null in version-1 files)
+SCHEMA_VERSION = 2
 _META_KEY = b"tailtower.log_schema_version"
 JOURNAL_DIR = ".journal"
 TMP_DIR = ".tmp"
@@ -115,6 +117,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             (features.IS_TAIL, pa.list_(pa.bool_())),
             (features.IS_NEW, pa.list_(pa.bool_())),
             (SPONSORED, pa.list_(pa.bool_())),
+            (REASONS, pa.list_(pa.string())),
+            (features.BECAUSE, pa.list_(pa.string())),
             (RULES_FIRED, pa.list_(pa.string())),
         ],
         metadata={_META_KEY: str(SCHEMA_VERSION).encode()},

@@ -13,6 +13,7 @@ USER_PSEUDONYM = "user_pseudonym"
 REQUEST_ID, TS, TYPE, POSITIONS = "request_id", "ts", "type", "positions"
 MODEL_VERSION = "model_version"
 SPONSORED = "sponsored"  # served: per slot, placed by a sponsored rule (also the answer's item field)
+REASONS = "reasons"  # served: per slot, the reason code shown (serving/explanations.py; "" = none)
 RULES_FIRED = "rules_fired"  # served: the ids of the rules that changed the list (serving/rules.py)
 # What counts as displayed, for live exposure and for training negatives: impression events, or every
 # served slot (for shops that send no impressions).

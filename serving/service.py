@@ -42,6 +42,7 @@ from serving.client_error import ServingClientError
 from serving.event_log import (
     EVENTS,
     MODEL_VERSION,
+    REASONS,
     RULES_FIRED,
     SERVED,
     SPONSORED,
@@ -50,12 +51,13 @@ from serving.event_log import (
     LogFull,
     next_free_span,
 )
+from serving.explanations import reason_code, reason_text
 from serving.exposure_window import ExposureCollector, ExposureWindow
 from serving.history_store import HistoryUnavailable, open_history_store
 from serving.log_fields import MANUAL_SPANS
 from serving.pseudonym import Pseudonymizer
 from serving.recommend_request import filter_names, knob_names, with_knobs_off
-from serving.rules import NO_RULES, Candidate, RulesFile
+from serving.rules import NO_RULES, Candidate, Placed, RulesFile
 from serving.server import run_until_signalled
 from serving.service_api import ApiError
 from serving.service_config import IN_PROCESS, ServiceConfig, parse_args
@@ -357,6 +359,7 @@ class RecommendationService:
             surface=ask.surface,
             lookup=catalog.get,
         )
+        explained = {row[features.ITEM_IDS]: row for row in rows}
         items = [
             {
                 features.ITEM_ID: placed.item_id,
@@ -365,6 +368,7 @@ class RecommendationService:
                 features.IS_TAIL: placed.is_tail,
                 features.IS_NEW: placed.is_new,
                 SPONSORED: placed.sponsored,
+                service_api.REASON: _reason(placed, explained.get(placed.item_id, {}), catalog),
             }
             for placed in outcome.items
         ]
@@ -431,6 +435,17 @@ def _model_client(config: ServiceConfig):
     return GrpcClient(config.model_endpoint, config.model_name, config.model_timeout_s)
 
 
+def _reason(placed: Placed, row: dict, catalog: dict[str, ItemInfo]) -> dict | None:
+    """The answer's reason of one item: the rules' placement, else the model's explanation (none from a model
+    exported before explanations)."""
+    code = reason_code(row.get(features.REASON, ""), placed.sponsored, placed.model_score is None)
+    if code is None:
+        return None
+    because = row.get(features.BECAUSE, "") if code in features.REASONS else ""
+    title = catalog.get(because, UNKNOWN).title or because
+    return {service_api.CODE: code, service_api.TEXT: reason_text(code, title), features.BECAUSE: because}
+
+
 def _candidate(row: dict, info: ItemInfo) -> Candidate:
     """A model answer's row as the rules see it."""
     return Candidate(
@@ -461,6 +476,8 @@ def _served_record(
         features.IS_TAIL: [item[features.IS_TAIL] for item in items],
         features.IS_NEW: [item[features.IS_NEW] for item in items],
         SPONSORED: [item[SPONSORED] for item in items],
+        REASONS: [(item[service_api.REASON] or {}).get(service_api.CODE, "") for item in items],
+        features.BECAUSE: [(item[service_api.REASON] or {}).get(features.BECAUSE, "") for item in items],
         RULES_FIRED: fired,
     }
 

@@ -276,7 +276,8 @@ def _served(request_id: str, items: list[str], ts: float) -> dict:
         "request_id": request_id, "user_pseudonym": "p1", "ts": ts, "model_name": "m", "model_version": 1,
         "surface": "default", "knobs": "{}", "history": ["c"], "item_ids": items,
         "positions": list(range(len(items))), "scores": [0.0] * len(items), "is_tail": [False] * len(items),
-        "is_new": [False] * len(items), "sponsored": [False] * len(items), "rules_fired": [],
+        "is_new": [False] * len(items), "sponsored": [False] * len(items),
+        "reasons": [""] * len(items), "because": [""] * len(items), "rules_fired": [],
     }
 
 

@@ -165,7 +165,7 @@ def test_a_click_changes_the_next_list_and_request_history_is_merged_after_it(st
     doc = first.json()
     assert set(doc) == {"request_id", "model_version", "items"}
     assert doc["model_version"] == "1"
-    organic = {"sponsored": False}
+    organic = {"sponsored": False, "reason": None}  # the toy model explains nothing
     assert doc["items"] == [
         {"item_id": "#0", "title": "Zero", "score": 0.0, "is_tail": False, "is_new": True, **organic},
         {"item_id": "#1", "title": "", "score": -1.0, "is_tail": True, "is_new": False, **organic},
@@ -214,6 +214,8 @@ def test_logs_hold_served_lists_and_events_under_pseudonyms_only(stack):
         "is_tail": [False, True],
         "is_new": [False, False],
         "sponsored": [False, False],
+        "reasons": ["", ""],  # the toy model explains nothing
+        "because": ["", ""],
         "rules_fired": [],
     }
     assert abs(served["ts"] - time.time()) < 60

@@ -43,6 +43,8 @@ SERVED_RECORD = {
     "is_tail": [False, True],
     "is_new": [True, False],
     "sponsored": [False, True],
+    "reasons": ["similar_to", "sponsored"],
+    "because": ["i1", ""],
     "rules_fired": ["sponsored#1"],
 }
 

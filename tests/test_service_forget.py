@@ -33,6 +33,8 @@ def served(request_id: str, user: str) -> dict:
         "is_tail": [False, True],
         "is_new": [False, False],
         "sponsored": [False, False],
+        "reasons": ["", ""],
+        "because": ["", ""],
         "rules_fired": [],
     }
 

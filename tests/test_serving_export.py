@@ -263,3 +263,12 @@ def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered
     shown = {item[features.ITEM_ID]: (item[features.TITLE], item[features.IS_NEW]) for item in doc["items"]}
     assert len(doc["items"]) == len(shown)  # no repeats
     assert shown == {item_id: (f"item {item_id[1:]}", item_id not in TRAIN_ITEMS) for item_id in ITEMS}
+    # No history: every item's reason is the model's "popular" (or "new_item"), with no supporting item.
+    assert {item[service_api.REASON][service_api.CODE] for item in doc["items"]} <= {"popular", "new_item"}
+    # With history ["i0"]: the one history item supports every explained item, and the text names its title.
+    for item in with_history[0].json()["items"]:
+        reason = item[service_api.REASON]
+        if reason[service_api.CODE] in ("similar_to", "tail_discovery"):
+            assert reason[features.BECAUSE] == "i0" and "“item 0”" in reason[service_api.TEXT]
+    codes = [item[service_api.REASON][service_api.CODE] for item in with_history[0].json()["items"]]
+    assert {"similar_to", "tail_discovery"} & set(codes)
