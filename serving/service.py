@@ -443,7 +443,7 @@ def _reason(placed: Placed, row: dict, catalog: dict[str, ItemInfo]) -> dict | N
         return None
     because = row.get(features.BECAUSE, "") if code in features.REASONS else ""
     title = catalog.get(because, UNKNOWN).title or because
-    return {service_api.CODE: code, service_api.TEXT: reason_text(code, title), features.BECAUSE: because}
+    return {service_api.CODE: code, service_api.MESSAGE: reason_text(code, title), features.BECAUSE: because}
 
 
 def _candidate(row: dict, info: ItemInfo) -> Candidate:

@@ -269,6 +269,6 @@ def test_the_service_shows_the_titles_and_new_flags_of_the_version_that_answered
     for item in with_history[0].json()["items"]:
         reason = item[service_api.REASON]
         if reason[service_api.CODE] in ("similar_to", "tail_discovery"):
-            assert reason[features.BECAUSE] == "i0" and "“item 0”" in reason[service_api.TEXT]
+            assert reason[features.BECAUSE] == "i0" and "“item 0”" in reason[service_api.MESSAGE]
     codes = [item[service_api.REASON][service_api.CODE] for item in with_history[0].json()["items"]]
     assert {"similar_to", "tail_discovery"} & set(codes)
