@@ -350,14 +350,19 @@ def crash_during_events(settings: Settings, service: Process, config: ServiceCon
         thread.join()
     sessions.close()
     service.start()
-    logged = [
-        record[api.REQUEST_ID]
-        for record in read_records(config.logs_dir, EVENTS, include_open=True)
-        if record[api.REQUEST_ID].startswith(CRASH_TAG + "-")
-    ]
+    logged = logged_request_ids(config.logs_dir, CRASH_TAG)
     return Crash(
         frozenset(sent), frozenset(acknowledged), frozenset(logged), len(logged), counts["failed"], in_flight
     )
+
+
+def logged_request_ids(logs_dir: str, tag: str) -> list[str]:
+    """Request ids of one step's events ("<tag>-...") in the logs, open journal included, once per record."""
+    return [
+        record[api.REQUEST_ID]
+        for record in read_records(logs_dir, EVENTS, include_open=True)
+        if record[api.REQUEST_ID].startswith(tag + "-")
+    ]
 
 
 def model_server_outage(model_server, url: str) -> Outage:
@@ -498,11 +503,7 @@ def _redis_outage(
         load.stop()
         service.stop()
         server.stop()
-    logged = [
-        record[api.REQUEST_ID]
-        for record in read_records(config.logs_dir, EVENTS, include_open=True)
-        if record[api.REQUEST_ID].startswith(REDIS_TAG + "-")
-    ]
+    logged = logged_request_ids(config.logs_dir, REDIS_TAG)
     return RedisOutage(
         load.calls, readyz.status_code, readyz.json(), recovered_s, stored_users, frozenset(logged)
     )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # loads TensorFlow and TFX: imported once the flags are check
 DATA_DIRNAME = "data"  # <output>/data: the synthetic dataset, when no --data is given
 
 
-def _stage(message: str) -> None:
+def stage(message: str) -> None:
     print(f"\n=== {message}", flush=True)
 
 
@@ -102,19 +102,19 @@ def main(argv: list[str] | None = None) -> None:
     progress.show_progress()
     output_dir = config.output_dir
     started = time.time()
-    _stage("data")
+    stage("data")
     prepare_data(args, config.data_dir)
-    _stage(f"running the TFX pipeline (LocalDagRunner, Beam DirectRunner) into {output_dir}")
+    stage(f"running the TFX pipeline (LocalDagRunner, Beam DirectRunner) into {output_dir}")
     local_runner.run(config)
     results = run_results.RunResults(output_dir)
 
-    _stage("evaluation (TFMA, eval split)")
+    stage("evaluation (TFMA, eval split)")
     print(results.evaluation_table())
     blessed = results.blessed()
     print(f"\nblessed: {blessed}")
     if blessed:
         print(f"pushed:  {results.pushed_model_dir()}")
-        _stage("example recommendations (pushed model, `recommend` signature; * = the held-out item)")
+        stage("example recommendations (pushed model, `recommend` signature; * = the held-out item)")
         show_recommendations(results, args.users, config.eval_gate.top_k)
     else:
         pushed = sorted(glob.glob(os.path.join(configs.run_paths(output_dir)["serving_model_dir"], "*")))

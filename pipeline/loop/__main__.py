@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 from components.data_files import Interaction, find_dataset_files, parse_interaction, read_raw_rows
 from pipeline import configs, local_runner
-from pipeline.demo.__main__ import data_dir_of, prepare_data
+from pipeline.demo.__main__ import data_dir_of, prepare_data, stage
 from pipeline.loop.simulator import DayStats, ShopSimulator, SimulatorConfig
 from serving.config import DEFAULT_OUTPUT
-from serving.log_fields import EVENTS, MANUAL_SPANS, SERVED
+from serving.log_fields import EVENTS, MANUAL_SPANS, MODEL_VERSION, SERVED
 from trainer import features
 
 LOOP_REPORT = "loop.md"
@@ -176,7 +176,7 @@ def day_exposure(service, span: int, first_shown: set[str]) -> tuple[int, dict]:
 
     logs = service.config.logs_dir
     served, events = read_records(logs, SERVED, [span]), read_records(logs, EVENTS, [span])
-    versions = [int(r["model_version"]) for r in served] or [service.model.version]
+    versions = [int(r[MODEL_VERSION]) for r in served] or [service.model.version]
     version = max(set(versions), key=versions.count)
     items = service.catalog.items(version)
     everything = read_records(logs, SERVED)
@@ -232,7 +232,7 @@ def run_loop(options: LoopOptions) -> LoopReport:
 
     config = options.config
     output_dir = config.output_dir
-    _stage(f"pipeline, first run, into {output_dir}")
+    stage(f"pipeline, first run, into {output_dir}")
     local_runner.run(config)
     before = pushed_versions(output_dir)
     if not before:
@@ -243,11 +243,11 @@ def run_loop(options: LoopOptions) -> LoopReport:
         url = f"http://127.0.0.1:{service.port}"
         print(f"service on {url}, version {service.model.version}; {imported} users' histories imported")
         first_shown: set[str] = set()
-        _stage(f"{options.days} simulated days")
+        stage(f"{options.days} simulated days")
         print(_row(COLUMNS))
         with ShopSimulator(config.data_dir, url, options.simulator) as simulator:
             days = simulate_days(service, simulator, range(1, options.days + 1), first_shown)
-            _stage("retraining on the dataset + the service's logs")
+            stage("retraining on the dataset + the service's logs")
             logs_dir = service.config.logs_dir
             local_runner.run(dataclasses.replace(config, logs_dir=logs_dir))
             counts = log_counts(output_dir)
@@ -262,7 +262,7 @@ def run_loop(options: LoopOptions) -> LoopReport:
             else:
                 swap_s = wait_for_version(service, retrained)
                 print(f"version {retrained} pushed; served {_fmt(swap_s)} s later, no restart")
-            _stage(f"{options.days} more simulated days")
+            stage(f"{options.days} more simulated days")
             print(_row(COLUMNS))
             more = range(options.days + 1, 2 * options.days + 1)
             days += simulate_days(service, simulator, more, first_shown)
@@ -272,13 +272,9 @@ def run_loop(options: LoopOptions) -> LoopReport:
     text = "\n".join(report.table()) + "\n"
     with open(os.path.join(output_dir, LOOP_REPORT), "w", encoding="utf-8") as f:
         f.write(text)
-    _stage(f"per day and per model version (also in {os.path.join(output_dir, LOOP_REPORT)})")
+    stage(f"per day and per model version (also in {os.path.join(output_dir, LOOP_REPORT)})")
     print(text)
     return report
-
-
-def _stage(message: str) -> None:
-    print(f"\n=== {message}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoopOptions]:
