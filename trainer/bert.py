@@ -248,25 +248,38 @@ def encode_in_batches(
     batch_size: int = 256,
     log_every: int = 10,
 ) -> np.ndarray:
-    """Encodes [N, T] token ids/mask in batches -> float32 [N, hidden], logging progress every few batches."""
-    spec = tf.TensorSpec([None, input_ids.shape[1]], tf.int64)
+    """Encodes [N, T] token ids/mask in batches -> float32 [N, hidden], logging progress every few batches.
 
-    @tf.function(input_signature=[spec, spec])
+    Every batch has the shape [batch_size, T]: the last one is filled up with copies of its last row, whose
+    outputs are dropped. The kernels behind BERT's matmuls can depend on the batch's shape, and a row's
+    vector must not depend on how many rows are encoded with it: `trainer.encoding_cache` mixes vectors of
+    several runs and promises the bytes of an uncached run (for the same batch_size and hardware).
+    """
+    n, tokens = np.shape(input_ids)
+    spec = tf.TensorSpec([batch_size, tokens], tf.int64)
+
+    # No autograph: the call has no tensor-dependent Python control flow, and converting transformers'
+    # code costs seconds on first use (5 s of 5.3 s for the tiny test BERT; same graph, same bytes).
+    @tf.function(input_signature=[spec, spec], autograph=False)
     def encode(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         return encoder({features.INPUT_IDS: ids, features.INPUT_MASK: mask}, training=False)
 
-    n = len(input_ids)
     num_batches = -(-n // batch_size)
     chunks, start = [], time.monotonic()
     for b, lo in enumerate(range(0, n, batch_size)):
-        ids = np.asarray(input_ids[lo : lo + batch_size], np.int64)
-        mask = np.asarray(input_mask[lo : lo + batch_size], np.int64)
-        chunks.append(encode(ids, mask).numpy())
+        rows = min(batch_size, n - lo)
+        ids, mask = (_fill_batch(x[lo : lo + rows], batch_size) for x in (input_ids, input_mask))
+        chunks.append(encode(ids, mask).numpy()[:rows])
         if (b + 1) % log_every == 0 or b + 1 == num_batches:
-            logging.info("Encoded %d/%d texts (%.1f s)", min(lo + batch_size, n), n, time.monotonic() - start)
+            logging.info("Encoded %d/%d texts (%.1f s)", lo + rows, n, time.monotonic() - start)
     if not chunks:
         return np.zeros((0, encoder.hidden_size), np.float32)
     return np.concatenate(chunks)
+
+
+def _fill_batch(rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """int64 [batch_size, T]: `rows` followed by copies of its last row."""
+    return np.pad(np.asarray(rows, np.int64), ((0, batch_size - len(rows)), (0, 0)), mode="edge")
 
 
 def main() -> None:

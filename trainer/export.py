@@ -714,6 +714,13 @@ def write_catalog_metadata(rows: Sequence[Mapping], model_dir: str) -> str:
     return path
 
 
+def read_catalog_ids(model_dir: str) -> list[str]:
+    """The item ids of a model folder's catalog metadata (`write_catalog_metadata`), in catalog order."""
+    path = os.path.join(model_dir, features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA_FILE)
+    with tf.io.gfile.GFile(path) as f:
+        return [json.loads(line)[features.ITEM_ID] for line in f if line.strip()]
+
+
 def export_serving_model(
     model: TailTowerModel,
     tf_transform_output: tft.TFTransformOutput,

@@ -73,6 +73,9 @@ MAX_POSITION = 20  # logged slots 0 .. MAX_POSITION - 1 get their own position b
 # --- custom_config keys shared between the pipeline and the user code -----------------------------
 BERT_VOCAB_CONFIG = "bert_vocab"  # Transform: path of the WordPiece vocab.txt
 CATALOG_FILES_CONFIG = "catalog_files"  # Trainer: file patterns of the raw catalog examples
+# Trainer (and `make refresh`): the folder (or gs:// path) of the frozen-BERT encoding cache shared across
+# runs (trainer/encoding_cache.py); "" = no cache
+ENCODING_CACHE_CONFIG = "encoding_cache"
 
 # --- outputs of the serving signatures ------------------------------------------------------------
 # serving_default (what the Evaluator reads)
@@ -140,6 +143,9 @@ ASSETS_EXTRA_DIR = "assets.extra"
 CATALOG_METADATA_FILE = "catalog.jsonl"
 # <model dir>/ASSETS_EXTRA_DIR/BLEND_SUMMARY_FILE: the served score's mix the Trainer chose (blend.py).
 BLEND_SUMMARY_FILE = "blend.json"
+# <model dir>/ASSETS_EXTRA_DIR/REFRESH_KIT_DIR: what a catalog refresh needs to re-encode items with this
+# model's towers, without retraining (trainer/refresh_kit.py); it travels with every pushed version.
+REFRESH_KIT_DIR = "refresh"
 # bool: the item had no positive interaction in the analyzed (train) split, so it is out of the item
 # vocabulary (ITEM_INDEX = the OOV bucket): the model knows it by text, brand, categories and price only.
 IS_NEW = "is_new"

@@ -8,6 +8,7 @@ precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the WordPiece ops of the transform graph)
 import tensorflow_transform as tft
 
-from trainer import bert, blend, export, features, item_item
+from trainer import bert, blend, encoding_cache, export, features, item_item, refresh_kit
 from trainer.config import TrainerConfig
 from trainer.model import CANDIDATE_KEYS, TailTowerModel, TextVectorCache, VocabSizes
 
@@ -170,17 +171,22 @@ def precision_policy(mixed: bool) -> Iterator[None]:
 
 
 def encode_catalog(
-    config: TrainerConfig, catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder
+    config: TrainerConfig,
+    catalog: Mapping[str, np.ndarray],
+    encoder: bert.BertTextEncoder,
+    cache_dir: str = "",
 ) -> np.ndarray:
-    """[N, T] text vectors of the catalog with the (initial) BERT, encoded once per run."""
+    """[N, T] text vectors of the catalog with the (initial) BERT: only the items the encoding cache at
+    `cache_dir` does not hold are encoded ("" = no cache, every item is)."""
     start = time.monotonic()
     logger.info("Encoding the text of %d catalog items with BERT ...", len(catalog[features.ITEM_ID]))
-    text = bert.encode_in_batches(
-        encoder,
-        catalog[features.INPUT_IDS],
-        catalog[features.INPUT_MASK],
-        batch_size=min(config.batch_size, 256),
-    )
+    ids, mask = catalog[features.INPUT_IDS], catalog[features.INPUT_MASK]
+    encode = functools.partial(bert.encode_in_batches, encoder)
+    if cache_dir:
+        cache = encoding_cache.EncodingCache(cache_dir, encoding_cache.weights_digest(encoder), ids.shape[1])
+        text = cache.encode(ids, mask, encode)
+    else:
+        text = encode(ids, mask)
     logger.info("Encoded the catalog in %.1f s", time.monotonic() - start)
     return text
 
@@ -430,6 +436,7 @@ def run_fn(fn_args) -> None:
     custom_config = dict(fn_args.custom_config or {})
     if CATALOG_FILES_KEY not in custom_config:
         raise ValueError(f"custom_config[{CATALOG_FILES_KEY!r}] is missing: use components.trainer.Trainer")
+    cache_dir = custom_config.pop(features.ENCODING_CACHE_CONFIG, "")
     config = TrainerConfig.from_custom_config(custom_config, ignore=(CATALOG_FILES_KEY,))
     logger.info("Trainer config: %s", config)
     tf.keras.utils.set_random_seed(config.seed)
@@ -447,7 +454,7 @@ def run_fn(fn_args) -> None:
     def new_model(text: np.ndarray | None = None) -> tuple[TailTowerModel, np.ndarray]:
         with strategy.scope():
             encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
-            text = encode_catalog(config, catalog, encoder) if text is None else text
+            text = encode_catalog(config, catalog, encoder, cache_dir) if text is None else text
             return build_model(config, sizes, catalog, encoder, text), text
 
     log_dir = getattr(fn_args, "model_run_dir", None)  # TensorBoard: `tensorboard --logdir <model_run_dir>`
@@ -477,4 +484,13 @@ def run_fn(fn_args) -> None:
         served,
         batch_size=config.batch_size,
         rerank_pool=config.rerank_pool,
+    )
+    refresh_kit.write_kit(
+        model,
+        config,
+        fn_args.transform_output,
+        chosen,
+        fit_positives,
+        validation_positives,
+        fn_args.serving_model_dir,
     )

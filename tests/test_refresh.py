@@ -1,0 +1,88 @@
+"""Catalog refresh (trainer/refresh.py, trainer/refresh_kit.py) on the tiny model run_fn exports in
+tests/test_export.py: the kit it writes, the towers restored exactly, new items encoded, removed ones gone.
+The pipeline form (`make refresh`: CatalogRefresh → Pusher) is tested in tests/test_pipeline_e2e.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.local_client import LocalClient
+from tests.test_export import ITEMS, _item, trained  # noqa: F401  (trained: a tiny exported model)
+from trainer import features, refresh, refresh_kit
+
+REMOVED, NEW = ITEMS[0], "n1"
+
+
+def _row(item: dict) -> dict:
+    """A test_export item (tf.Example lists) as an items.jsonl row."""
+    value = lambda key: item[key][0].decode()  # noqa: E731
+    return {
+        features.ITEM_ID: value(features.ITEM_ID),
+        features.TITLE: value(features.TITLE),
+        features.TEXT: value(features.TEXT),
+        features.BRAND: value(features.BRAND),
+        features.CATEGORIES: [c.decode() for c in item[features.CATEGORIES]],
+        features.PRICE: item[features.PRICE][0],
+    }
+
+
+@pytest.fixture(scope="module")
+def refreshed(trained, tmp_path_factory):  # noqa: F811
+    """The tiny model refreshed over a catalog without REMOVED and with NEW (another item's text)."""
+    root = tmp_path_factory.mktemp("refresh")
+    data = root / "data"
+    data.mkdir()
+    rows = [_row(_item(i)) for i in ITEMS if i != REMOVED]
+    rows.append({**rows[0], features.ITEM_ID: NEW, features.TITLE: "a new pen"})
+    (data / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "interactions.tsv").write_text("user_id\titem_id\trating\ttime\n")
+    out = str(root / "out")
+    report = refresh.refresh(trained.serving_dir, str(data), out, str(root / "cache"), max_recall_drop=1.0)
+    return out, report
+
+
+def test_run_fn_writes_a_refresh_kit(trained):  # noqa: F811
+    kit = refresh_kit.read_kit(trained.serving_dir)
+    assert kit.config.top_k == 3 and kit.config.embedding_dim == 8  # test_export's custom_config
+    assert len(kit.positives[features.ITEM_ID]) == len(kit.positives[features.USER_INDEX]) > 0
+    assert kit.eval_positives[features.HISTORY].shape[1] == features.HISTORY_LENGTH
+
+
+def test_a_model_without_a_kit_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no refresh kit"):
+        refresh_kit.read_kit(str(tmp_path))
+
+
+def test_refresh_keeps_the_trained_towers_and_encodes_new_items_by_their_text(trained, refreshed):  # noqa: F811
+    out, report = refreshed
+    assert (report.items, report.new_items, report.removed_items) == (len(ITEMS), 1, 1)
+    assert report.passed, report.failure
+    kept = [i for i in ITEMS if i != REMOVED]
+    before = LocalClient(trained.serving_dir).predict(
+        {features.ITEM_IDS: kept}, features.ITEM_EMBEDDINGS_SIGNATURE
+    )
+    after = LocalClient(out).predict(
+        {features.ITEM_IDS: [*kept, NEW, REMOVED, "never-seen"]}, features.ITEM_EMBEDDINGS_SIGNATURE
+    )
+    # The same towers: every kept item's vector is what the trained model gave it.
+    np.testing.assert_allclose(
+        after[features.EMBEDDINGS][: len(kept)], before[features.EMBEDDINGS], atol=1e-5
+    )
+    assert after[features.FOUND].tolist() == [True] * (len(kept) + 1) + [False, False]
+    new, unknown = after[features.EMBEDDINGS][len(kept)], after[features.EMBEDDINGS][-1]
+    assert not np.allclose(new, unknown, atol=1e-4)  # its own text vector, not the shared OOV vector
+    # Same text but out of the item vocabulary: the text path alone carries it, not the kept item's vector.
+    assert not np.allclose(new, after[features.EMBEDDINGS][0], atol=1e-4)
+
+
+def test_the_refreshed_model_recommends_new_items_never_removed_ones(refreshed):
+    out, _ = refreshed
+    client = LocalClient(out)
+    only = lambda ids: refresh.base_recommend(client, ["u0"], [["i1"]], 3, allowed_ids=[ids])[0]  # noqa: E731
+    assert only([NEW])[0] == NEW
+    assert set(only([REMOVED])) == {""}
+    with open(f"{out}/{features.ASSETS_EXTRA_DIR}/{features.CATALOG_METADATA_FILE}", encoding="utf-8") as f:
+        rows = {row[features.ITEM_ID]: row for row in map(json.loads, f)}
+    assert REMOVED not in rows and rows[NEW][features.IS_NEW] and rows[NEW][features.TITLE] == "a new pen"
+    assert refresh_kit.has_kit(out)  # a refreshed version can be refreshed again
