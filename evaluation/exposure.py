@@ -21,6 +21,10 @@ Inputs are records as serving/event_log.py writes them: served {request_id, ts, 
                   earlier item's first display may lie before it).
 Events that join no served slot (an unknown request id, or an item not in that list) are counted in
 `unjoined_events` and change no rate. A rate over nothing is None (JSON null).
+
+The report (`make report`, evaluation/exposure_report.py) takes the same join per slot (`slot_outcomes`: when
+each served slot was first displayed and first clicked) and the same new-item waits (`new_item_waits`, also to
+the first click) for its per-item, brand and category tables.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from trainer import features
 
 IMPRESSION, CLICK = EVENT_TYPES[:2]
 Slot = tuple[str, str]  # (request_id, item_id)
+# slot_outcomes' columns besides the log's own names: the served record a slot belongs to (its position in
+# `served`), its first display and its first click-through (NaN: none).
+LIST_INDEX, SHOWN_TS, CLICK_TS = "list_index", "shown_ts", "click_ts"
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,13 @@ class _Slots:
     ts: list[float]
     is_tail: list[bool]
     is_new: list[bool]
+    lists: list[int]  # the served record of each slot (its position in `served`)
 
 
 def _slots(served: Iterable[Mapping]) -> tuple[_Slots, list[list[bool]], list[list[str]]]:
-    slots = _Slots([], [], [], [])
+    slots = _Slots([], [], [], [], [])
     lists_tail, lists_ids = [], []
-    for record in served:
+    for position, record in enumerate(served):
         ids = [i for i in record[features.ITEM_IDS] if i]  # "" = padding
         tails = [bool(t) for t in record[features.IS_TAIL][: len(ids)]]
         news = [bool(n) for n in record[features.IS_NEW][: len(ids)]]
@@ -80,7 +88,68 @@ def _slots(served: Iterable[Mapping]) -> tuple[_Slots, list[list[bool]], list[li
             slots.ts.append(float(record[TS]))
             slots.is_tail.append(tail)
             slots.is_new.append(new)
+            slots.lists.append(position)
     return slots, lists_tail, lists_ids
+
+
+def _join(
+    slots: _Slots, events: Iterable[Mapping], served_as_shown: bool
+) -> tuple[dict[int, float], dict[int, float], int]:
+    """(slot → first display, displayed slot → first click, events joining no slot)."""
+    index = {key: i for i, key in enumerate(slots.keys)}  # a slot served twice keeps its last record
+    shown_at: dict[int, float] = {} if not served_as_shown else {i: slots.ts[i] for i in index.values()}
+    clicked_at: dict[int, float] = {}
+    unjoined = 0
+    for event in events:
+        i = index.get((event[REQUEST_ID], event[features.ITEM_ID]))
+        if i is None:
+            unjoined += 1
+        elif event[TYPE] == IMPRESSION and not served_as_shown:
+            shown_at[i] = min(shown_at.get(i, np.inf), float(event[TS]))
+        elif event[TYPE] == CLICK:
+            clicked_at[i] = min(clicked_at.get(i, np.inf), float(event[TS]))
+    # a click on a slot never displayed is not a click-through
+    return shown_at, {i: ts for i, ts in clicked_at.items() if i in shown_at}, unjoined
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Every served slot, in served order, and what the shop reported on it: the join `summarize` rates."""
+
+    # LIST_INDEX, REQUEST_ID, ITEM_ID, TS, IS_TAIL, IS_NEW (as served), SHOWN_TS, CLICK_TS: one value per slot
+    columns: dict[str, list]
+    unjoined_events: int
+
+
+def slot_outcomes(
+    served: Iterable[Mapping], events: Iterable[Mapping], served_as_shown: bool = False
+) -> Outcomes:
+    """Per served slot: when it was first displayed and first clicked (NaN: never), as `summarize` counts."""
+    slots, _, _ = _slots(served)
+    shown_at, clicked_at, unjoined = _join(slots, events, served_as_shown)
+    indices = range(len(slots.keys))
+    columns = {
+        LIST_INDEX: slots.lists,
+        REQUEST_ID: [request for request, _ in slots.keys],
+        features.ITEM_ID: [item for _, item in slots.keys],
+        TS: slots.ts,
+        features.IS_TAIL: slots.is_tail,
+        features.IS_NEW: slots.is_new,
+        SHOWN_TS: [shown_at.get(i, np.nan) for i in indices],
+        CLICK_TS: [clicked_at.get(i, np.nan) for i in indices],
+    }
+    return Outcomes(columns, unjoined)
+
+
+def new_item_waits(first: Mapping[str, float], catalog: Catalog, since: float = -np.inf) -> dict[str, float]:
+    """New item id → seconds from its arrival to `first[item]` (its first display, or first click), never
+    negative, for the catalog's new items in `first` that arrived at or after `since` (an unknown arrival,
+    NaN, never counts)."""
+    return {
+        item: max(first[item] - arrival, 0.0)
+        for item, is_new, arrival in zip(catalog.item_ids, catalog.is_new, catalog.arrival_ts, strict=True)
+        if is_new and item in first and arrival >= since  # NaN compares False
+    }
 
 
 def arrivals(served: Iterable[Mapping], new_items: Mapping[int, Iterable[str]]) -> dict[str, float]:
@@ -116,19 +185,8 @@ def summarize(
 ) -> dict:
     """The exposure summary (module docstring) of `served` lists and `events`."""
     slots, lists_tail, lists_ids = _slots(served)
-    index = {key: i for i, key in enumerate(slots.keys)}  # a slot served twice keeps its last record
-    shown_at: dict[int, float] = {} if not served_as_shown else {i: slots.ts[i] for i in index.values()}
-    clicked: set[int] = set()
-    unjoined = 0
-    for event in events:
-        i = index.get((event[REQUEST_ID], event[features.ITEM_ID]))
-        if i is None:
-            unjoined += 1
-        elif event[TYPE] == IMPRESSION and not served_as_shown:
-            shown_at[i] = min(shown_at.get(i, np.inf), float(event[TS]))
-        elif event[TYPE] == CLICK:
-            clicked.add(i)
-    clicked &= set(shown_at)  # a click on a slot never displayed is not a click-through
+    shown_at, clicked_at, unjoined = _join(slots, events, served_as_shown)
+    clicked = set(clicked_at)
     return {
         "requests": len(lists_ids),
         **_list_metrics(lists_tail, lists_ids, catalog),
@@ -177,18 +235,10 @@ def _new_item_metrics(slots: _Slots, shown_at: Mapping[int, float], catalog: Cat
     for i, ts in shown_at.items():
         item = slots.keys[i][1]
         first_shown[item] = min(first_shown.get(item, np.inf), ts)
-    new = [
-        (item, arrival)
-        for item, is_new, arrival in zip(catalog.item_ids, catalog.is_new, catalog.arrival_ts, strict=True)
-        if is_new
-    ]
-    waits = [
-        max(first_shown[item] - arrival, 0.0)
-        for item, arrival in new
-        if item in first_shown and arrival >= since  # NaN (unknown arrival) compares False
-    ]
+    new = [item for item, is_new in zip(catalog.item_ids, catalog.is_new, strict=True) if is_new]
+    waits = list(new_item_waits(first_shown, catalog, since).values())
     return {
         "new_items": len(new),
-        "new_items_shown": sum(item in first_shown for item, _ in new),
+        "new_items_shown": sum(item in first_shown for item in new),
         "time_to_first_impression_s": float(np.median(waits)) if waits else None,
     }
