@@ -485,15 +485,17 @@ def _errors(value: Any, schema: dict, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _object_errors(value: dict, schema: dict, path: Path) -> Iterator[tuple[Path, str]]:
+    properties = schema.get("properties", {})
+    if schema.get("additionalProperties") is False:  # first: a misspelt field also reads as a missing one
+        for key in value:
+            if key not in properties:
+                yield (*path, key), f"unknown field (known: {', '.join(properties)})"
     for name in schema.get("required", ()):
         if name not in value:
             yield path, f"missing field {name!r}"
-    properties = schema.get("properties", {})
     for key, item in value.items():
         if key in properties:
             yield from _errors(item, properties[key], (*path, key))
-        elif schema.get("additionalProperties") is False:
-            yield (*path, key), f"unknown field (known: {', '.join(properties)})"
 
 
 def _valid(value: Any, schema: dict) -> bool:
@@ -584,7 +586,10 @@ class RulesFile:
             logger.warning("rules file refused, the %d rules in force stay: %s", len(self._rules), e)
             return False
         self._rules, self.error = rules, None
-        logger.info("rules file %s: %d rules in force", self.path if signature else "(none)", len(rules))
+        if signature:
+            logger.info("rules file %s: %d rules in force", self.path, len(rules))
+        else:  # say where the service looks, so a merchant knows where to put one
+            logger.info("no rules file%s: no rules in force", f" at {self.path}" if self.path else "")
         return True
 
     def _read(self) -> RuleSet:

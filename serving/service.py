@@ -378,7 +378,9 @@ class RecommendationService:
         )
         self.log.submit(SERVED, [record])  # queued, not awaited: LogFull (503) still stops the answer
         self.exposure.add(SERVED, [record])
-        return {service_api.REQUEST_ID: request_id, "model_version": str(version), "items": items}
+        # rules_fired: the ids of the rules that changed this list, as logged (a merchant sees why it moved)
+        answer = {service_api.REQUEST_ID: request_id, "model_version": str(version), "items": items}
+        return answer | {RULES_FIRED: outcome.fired}
 
     async def _events(self, request: web.Request) -> web.Response:
         batch = service_api.events(service_api.parse_json(await request.read()), self.config)

@@ -32,8 +32,9 @@ def format_list(user: str, answer: dict) -> str:
     lines = [f"recommendations for {user} (model version {answer['model_version']}, {answer['request_id']}):"]
     lines.append("rank       item_id      score  tail  new  title")
     for rank, item in enumerate(answer["items"], 1):
+        score = item[features.SCORE]  # null for an item a rule pinned from outside the model's pool
         lines.append(
-            f"{rank:>4}  {item[features.ITEM_ID]:>12}  {item[features.SCORE]:>9.4f}  "
+            f"{rank:>4}  {item[features.ITEM_ID]:>12}  {'-' if score is None else f'{score:.4f}':>9}  "
             f"{int(item[features.IS_TAIL]):>4}  {int(item[features.IS_NEW]):>3}  {item[features.TITLE]}"
         )
     return "\n".join(lines)

@@ -291,6 +291,12 @@ def test_rule_ids_are_given_or_derived_from_kind_and_place():
             "rules[0].psition",
             "unknown field (known: id, kind, surfaces, item_id, position)",
         ),
+        (  # a misspelt required field is named where it is, not only as the missing one
+            "rules:\n  - kind: boost\n    brands: [a]\n    factr: 1.5\n",
+            4,
+            "rules[0].factr",
+            "unknown field (known: id, kind, surfaces, factor, item_ids, brands, categories)",
+        ),
         ("rules:\n  - {kind: floor}\n", 2, "rules[0]", "needs at least one of the fields tail, new"),
         (
             "rules:\n  - {kind: boost, factor: 2}\n",

@@ -163,7 +163,8 @@ def test_a_click_changes_the_next_list_and_request_history_is_merged_after_it(st
     first = recommend(url, user_id="bob", k=3)
     assert first.status_code == 200
     doc = first.json()
-    assert set(doc) == {"request_id", "model_version", "items"}
+    assert set(doc) == {"request_id", "model_version", "items", "rules_fired"}
+    assert doc["rules_fired"] == []  # no rules file
     assert doc["model_version"] == "1"
     organic = {"sponsored": False, "reason": None}  # the toy model explains nothing
     assert doc["items"] == [
@@ -493,6 +494,7 @@ def test_the_rules_file_is_applied_hot_reloaded_and_a_broken_one_keeps_the_rules
             ("#0", True),
             ("#2", False),
         ]
+        assert answer["rules_fired"] == ["sponsored#1"]  # as in the served record
         assert ids(recommend(url, user_id="max", k=3, rules=False)) == ["#0", "#1", "#2"]
         rules.write_text("rules:\n  - {kind: bury, item_ids: ['#1'], factor: 0}\n")  # hot reload
         assert ids(recommend(url, user_id="max", k=3)) == ["#0", "#2", "#3"]
