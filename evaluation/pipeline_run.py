@@ -79,6 +79,8 @@ def train(
         # Fit on every interaction before the test target, as the baselines do: the pipeline's own eval split
         # (each user's validation item) is training data here, not a hold-out.
         train_splits=list(interactions.SPLITS),
+        # One cache for every run of the harness: the protocols share the catalog's text.
+        encoding_cache=os.path.join(os.path.dirname(run_dir), configs.ENCODING_CACHE_DIRNAME),
     )
     local_runner.run(config)
     return run_results.RunResults(run_dir).pushed_model_dir()

@@ -105,18 +105,26 @@ class ServedModel:
     def text_vectors(self, item_ids: tuple[str, ...]) -> np.ndarray | None:
         """[N, T] the model's cached BERT text vector of each item, or None if the model has no such cache
         or it misses an item."""
-        try:
-            cache = self._client.loaded.model.text_cache
-            keys, rows = tf.raw_ops.LookupTableExportV2(
-                table_handle=cache.table.resource_handle, Tkeys=tf.string, Tvalues=tf.int64
-            )
-            vectors = cache.vectors.numpy()
-        except (AttributeError, tf.errors.OpError):
+        cached = cached_text_vectors(self._client.loaded)
+        if cached is None:
             return None
-        row_of = dict(zip((key.decode() for key in keys.numpy()), rows.numpy().tolist(), strict=True))
+        row_of = {item: row for row, item in enumerate(cached[0])}
         if any(item not in row_of for item in item_ids):
             return None
-        return vectors[[row_of[item] for item in item_ids]]
+        return cached[1][[row_of[item] for item in item_ids]]
+
+
+def cached_text_vectors(loaded) -> tuple[list[str], np.ndarray] | None:
+    """(item ids, [N, T] vectors) of a loaded tailtower SavedModel's text cache; None when it has none."""
+    try:
+        cache = loaded.model.text_cache
+        keys, rows = tf.raw_ops.LookupTableExportV2(
+            table_handle=cache.table.resource_handle, Tkeys=tf.string, Tvalues=tf.int64
+        )
+        vectors = cache.vectors.numpy()
+    except (AttributeError, tf.errors.OpError):
+        return None
+    return [key.decode() for key in keys.numpy()], vectors[rows.numpy()]
 
 
 def _first_k(ids: list[str], dropped: Iterable[int], index: dict[str, int], k: int) -> np.ndarray:

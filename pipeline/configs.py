@@ -30,6 +30,9 @@ SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
 # Layout of a run folder (`make demo` writes ./demo-run/).
 PIPELINE_ROOT_DIRNAME = "pipeline-root"
 METADATA_FILENAME = "metadata.sqlite"
+# The frozen-BERT encoding cache (trainer/encoding_cache.py), beside the pipeline root: it outlives runs, and
+# inside scripts/env's root the run folder (in the checkout) is on the host.
+ENCODING_CACHE_DIRNAME = "encoding-cache"
 
 # Beam DirectRunner worker processes (local runs).
 DEFAULT_DIRECT_NUM_WORKERS = 1
@@ -41,6 +44,7 @@ def run_paths(output_dir: str) -> dict[str, str]:
         "pipeline_root": os.path.join(output_dir, PIPELINE_ROOT_DIRNAME),
         "metadata_path": os.path.join(output_dir, METADATA_FILENAME),
         "serving_model_dir": os.path.join(output_dir, SERVING_DIRNAME, MODEL_NAME),
+        "encoding_cache_dir": os.path.join(output_dir, ENCODING_CACHE_DIRNAME),
     }
 
 
@@ -89,6 +93,9 @@ class PipelineConfig:
     )
     # Off by default: ExampleGen reads files whose changes TFX's cache cannot see.
     enable_cache: bool = False
+    # Folder (or gs:// path) of the frozen-BERT encoding cache shared across runs; "" = run_paths' default,
+    # <output_dir>/encoding-cache. Point several runs (the harness's protocols, Kubeflow runs) at one.
+    encoding_cache: str = ""
     # The splits the model learns from: Transform analyzes them (vocabularies, popularity), the Trainer fits
     # on them. The offline harness adds "eval", whose items the harness's own test split already excludes.
     train_splits: list[str] = field(default_factory=lambda: [interactions.TRAIN])

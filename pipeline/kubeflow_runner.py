@@ -40,6 +40,28 @@ def compile_pipeline(config: configs.PipelineConfig, image: str, output_file: st
     return output_file
 
 
+def compile_refresh_pipeline(config: configs.PipelineConfig, image: str, output_file: str) -> str:
+    """Writes the catalog refresh pipeline's spec (pipeline/refresh.py) over the same run root."""
+    from tfx import v1 as tfx
+
+    from pipeline.refresh import create_refresh_pipeline
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(output_file)),
+        output_filename=os.path.basename(output_file),
+    )
+    pipeline = create_refresh_pipeline(
+        config.data_dir,
+        config.output_dir,
+        encoding_cache=config.encoding_cache,
+        max_recall_drop=config.eval_gate.regression_tolerance,
+        beam_pipeline_args=config.beam_pipeline_args,
+    )
+    runner.run(pipeline, write_out=True)
+    return output_file
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, configs.PipelineConfig]:
     """The flags and the checked PipelineConfig (a bad setting exits with a usage error naming it)."""
     parser = argparse.ArgumentParser(
@@ -54,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
     )
     parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
     parser.add_argument("--beam-arg", action="append", default=[], help="Beam pipeline arg (repeatable)")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="compile the catalog refresh pipeline (pipeline/refresh.py) instead",
+    )
     local_runner.add_logs_flags(parser)  # --logs gs://…/logs: the service's logs the workers can read
     args = parser.parse_args(argv)
     try:
@@ -73,7 +100,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
 
 def main(argv: list[str] | None = None) -> None:
     args, config = parse_args(argv)
-    print(compile_pipeline(config, args.image, args.output, config.trainer.bert))
+    if args.refresh:
+        print(compile_refresh_pipeline(config, args.image, args.output))
+    else:
+        print(compile_pipeline(config, args.image, args.output, config.trainer.bert))
 
 
 if __name__ == "__main__":

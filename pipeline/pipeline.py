@@ -92,7 +92,11 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         run_fn=configs.RUN_FN,
         train_args=tfx.proto.TrainArgs(splits=config.train_splits),
-        custom_config={**asdict(config.trainer), "bert": bert_dir},
+        custom_config={
+            **asdict(config.trainer),
+            "bert": bert_dir,
+            features.ENCODING_CACHE_CONFIG: config.encoding_cache or paths["encoding_cache_dir"],
+        },
     )
 
     # Finds the latest blessed model, the baseline for the no-regression check.

@@ -83,3 +83,13 @@ def test_graph_item_item_scores_match_numpy():
     ).numpy()
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
     assert actual[1, 11] > 0 and not actual[2].any()
+
+
+def test_without_rows_drops_later_rows_and_neighbours_pointing_to_them():
+    table = item_item.NeighbourTable(
+        np.array([[2, 1, -1], [0, 2, 3], [0, 1, -1], [1, 0, 2]], np.int32),
+        np.array([[0.9, 0.5, 0.0], [0.8, 0.7, 0.1], [0.6, 0.4, 0.0], [0.3, 0.2, 0.1]], np.float32),
+    )
+    kept = item_item.without_rows(table, 2)
+    assert kept.rows.tolist() == [[1, -1, -1], [0, -1, -1]]
+    np.testing.assert_allclose(kept.weights, [[0.5, 0, 0], [0.8, 0, 0]])

@@ -1,18 +1,17 @@
-"""`make loop` on tiny data (slow: two pipeline runs): the service logs the simulated days, the retrain reads
-the logs (log-derived positives and negatives counted), the new version is hot-swapped in and serves."""
+"""`make loop` on tiny data (slow: a pipeline run): the service logs the simulated days, the retrain reads the
+logs (log-derived positives and negatives counted), the new version is hot-swapped in and serves. The loop
+starts from a copy of tests/test_pipeline_e2e.py's first run (`--skip-first-run`): one pipeline run fewer."""
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 
-from pipeline import configs
-from pipeline.demo import synthetic_data
 from pipeline.loop.__main__ import LOOP_REPORT, LoopOptions, run_loop
 from pipeline.loop.simulator import SimulatorConfig
 from serving.event_log import EVENTS, SERVED, read_records, spans
-from tests.test_pipeline_e2e import LENIENT_GATE, tiny_bert  # noqa: F401  (tiny_bert: a fixture)
-from trainer.config import TrainerConfig
+from tests.test_pipeline_e2e import LENIENT_GATE, first_run, tiny_bert  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +20,18 @@ USERS_PER_DAY = 25
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory, tiny_bert):  # noqa: F811
-    root = tmp_path_factory.mktemp("loop")
-    synthetic_data.generate(str(root / "data"), num_users=60, num_items=80, seed=2)
-    config = configs.PipelineConfig(
-        data_dir=str(root / "data"),
-        output_dir=str(root / "run"),
-        trainer=TrainerConfig(bert=tiny_bert, epochs=2, batch_size=128, embedding_dim=16),
-        # Mechanics only: the retrain must be pushed even if two epochs on tiny data score worse.
+def loop(tmp_path_factory, first_run):  # noqa: F811
+    output = str(tmp_path_factory.mktemp("loop") / "run")
+    shutil.copytree(first_run.output_dir, output)  # its ML Metadata still points at the first run's artifacts
+    config = dataclasses.replace(
+        first_run,
+        output_dir=output,
+        enable_cache=False,
+        # Mechanics only: the retrain must be pushed even if it scores worse on tiny data.
         eval_gate=dataclasses.replace(LENIENT_GATE, regression_tolerance=1.0),
     )
     simulator = SimulatorConfig(users_per_day=USERS_PER_DAY, seed=1)
-    return config, run_loop(LoopOptions(config, DAYS, simulator))
+    return config, run_loop(LoopOptions(config, DAYS, simulator, first_run=False))
 
 
 def test_each_day_is_one_closed_span_of_served_lists_and_events(loop):

@@ -79,6 +79,16 @@ def test_kubeflow_v2_spec_compiles_and_loads(tmp_path):
     assert images == {"tailtower:test"}
 
 
+def test_the_refresh_pipeline_compiles_to_catalog_refresh_then_pusher(tmp_path):
+    output = tmp_path / "tailtower_refresh_pipeline.json"
+    kubeflow_runner.main(["--refresh", "--output", str(output), "--run-root", "gs://bucket/run"])
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    assert set(spec["root"]["dag"]["tasks"]) == {"CatalogRefresh", "Pusher"}
+    parameters = json.dumps(spec["root"]["dag"]["tasks"]["CatalogRefresh"])
+    paths = configs.run_paths("gs://bucket/run")
+    assert paths["serving_model_dir"] in parameters and paths["encoding_cache_dir"] in parameters
+
+
 def test_train_splits_reach_transform_analysis_and_trainer(tmp_path):
     config = configs.PipelineConfig(
         data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), train_splits=["train", "eval"]
@@ -93,8 +103,17 @@ def test_trainer_and_transform_get_the_resolved_bert_folder(tmp_path):
     trainer = TrainerConfig(bert=DEFAULT_BERT, epochs=3)
     components = _components(_config(tmp_path, trainer=trainer))
     custom_config = json.loads(components["Trainer"].exec_properties["custom_config"])
-    assert custom_config == {**dataclasses.asdict(trainer), "bert": "/models/bert"}
-    assert TrainerConfig.from_custom_config(custom_config) == TrainerConfig(bert="/models/bert", epochs=3)
+    cache = configs.run_paths(str(tmp_path / "run"))["encoding_cache_dir"]  # the default: beside the root
+    assert custom_config == {
+        **dataclasses.asdict(trainer),
+        "bert": "/models/bert",
+        features.ENCODING_CACHE_CONFIG: cache,
+    }
+    parsed = TrainerConfig.from_custom_config(custom_config, ignore=(features.ENCODING_CACHE_CONFIG,))
+    assert parsed == TrainerConfig(bert="/models/bert", epochs=3)
+    shared = _components(_config(tmp_path, encoding_cache="gs://bucket/cache"))["Trainer"]
+    shared_config = json.loads(shared.exec_properties["custom_config"])
+    assert shared_config[features.ENCODING_CACHE_CONFIG] == "gs://bucket/cache"
     transform_config = json.loads(components["Transform"].exec_properties["custom_config"])
     assert transform_config == {features.BERT_VOCAB_CONFIG: "/models/bert/vocab.txt"}
 

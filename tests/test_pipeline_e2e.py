@@ -45,13 +45,13 @@ RERUN = {"latest_blessed_model_resolver", "previous_statistics_resolver", "Drift
 CACHED_ON_RERUN = COMPONENT_IDS - RERUN
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared with tests/test_loop.py
 def tiny_bert(tmp_path_factory) -> str:
     vocab = bert.fetch_minilm(bert.default_cache_dir()) / "vocab.txt"
     return str(write_tiny_bert(tmp_path_factory.mktemp("bert"), vocab))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # tests/test_loop.py starts its loop from a copy of this run
 def first_run(tmp_path_factory, tiny_bert):
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "data"
@@ -200,10 +200,7 @@ def test_evaluation_is_what_the_pushed_model_scores_and_beats_a_random_ranker(fi
     # its history with probability K / (that count); an untrained ranking head has AUC 1/2.
     catalog = len(_split_examples(first_run, "catalog", "catalog"))
     random_recall = np.mean(
-        [
-            min(1.0, k / (catalog - len(set(parsed[i][features.HISTORY].bytes_list.value))))
-            for i in positives
-        ]
+        [min(1.0, k / (catalog - len(set(parsed[i][features.HISTORY].bytes_list.value)))) for i in positives]
     )
     print(f"e2e: recall@{k} {np.mean(hits):.4f} (random {random_recall:.4f}), AUC {auc:.4f}, {overall}")
     assert np.mean(hits) > random_recall
@@ -222,3 +219,81 @@ def test_second_run_reuses_the_cache_and_an_unreachable_threshold_pushes_nothing
     assert not results.blessed()
     serving_dir = configs.run_paths(strict_run.output_dir)["serving_model_dir"]
     assert len(os.listdir(serving_dir)) == 1  # the first run's version only
+
+
+# --- catalog refresh (pipeline/refresh.py) on the first run's pushed model ------------------------------
+NEW_ITEMS = 3
+REMOVED_ITEMS = 2
+
+
+def _copy_pushed(first_run, output: str) -> str:
+    """`output`: a run folder holding only a copy of the first run's pushed model; returns its serving dir."""
+    serving_dir = configs.run_paths(output)["serving_model_dir"]
+    shutil.copytree(configs.run_paths(first_run.output_dir)["serving_model_dir"], serving_dir)
+    return serving_dir
+
+
+@pytest.fixture(scope="module")
+def updated_catalog(first_run, tmp_path_factory):
+    """A dataset whose catalog lost two items and gained three (new ids, each with another item's text: the
+    cold-item path encodes them) → (its folder, removed ids, added ids)."""
+    data = tmp_path_factory.mktemp("refresh") / "data"
+    shutil.copytree(first_run.data_dir, data)
+    with open(data / "items.jsonl", encoding="utf-8") as f:
+        items = [json.loads(line) for line in f]
+    removed = [item["item_id"] for item in items[:REMOVED_ITEMS]]
+    added = [{**item, "item_id": f"new-{i}"} for i, item in enumerate(items[-NEW_ITEMS:])]
+    with open(data / "items.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(item) + "\n" for item in items[REMOVED_ITEMS:] + added)
+    return str(data), removed, [item["item_id"] for item in added]
+
+
+def test_refresh_pushes_a_version_that_knows_new_items_forgets_removed_ones_and_is_relocatable(
+    first_run, updated_catalog, tmp_path
+):
+    from pipeline import refresh
+    from serving.local_client import LocalClient
+    from trainer.refresh import base_recommend
+
+    data, removed, added = updated_catalog
+    output = str(tmp_path / "run")
+    serving_dir = _copy_pushed(first_run, output)
+    (before,) = os.listdir(serving_dir)
+    report = refresh.run(data, output)
+    print("refresh:", report)
+    assert report["new_items"] == NEW_ITEMS and report["removed_items"] == REMOVED_ITEMS
+    assert report["passed"] and report["pushed_version"] > int(before)
+    # Relocatable: a copy answers after the run folder (and so the kit it was built from) is gone.
+    moved = str(tmp_path / "moved")
+    shutil.copytree(os.path.join(serving_dir, str(report["pushed_version"])), moved)
+    shutil.rmtree(output)
+    client = LocalClient(moved)
+    embeddings = client.predict({features.ITEM_IDS: added + removed}, features.ITEM_EMBEDDINGS_SIGNATURE)
+    assert embeddings[features.FOUND].tolist() == [True] * NEW_ITEMS + [False] * REMOVED_ITEMS
+    new_vectors = embeddings[features.EMBEDDINGS][:NEW_ITEMS]
+    assert (
+        len({tuple(np.round(v, 5)) for v in new_vectors}) == NEW_ITEMS
+    )  # each its own vector, not the OOV one
+    only = lambda ids: base_recommend(client, ["u1"], [[]], 5, allowed_ids=[ids])[0]  # noqa: E731
+    assert only(added[:1])[0] == added[0]  # a new item is recommendable
+    assert set(only(removed)) == {""}  # a removed one never comes back, even when it is all that is allowed
+    catalog_ids = {
+        json.loads(line)[features.ITEM_ID]
+        for line in open(
+            os.path.join(moved, features.ASSETS_EXTRA_DIR, features.CATALOG_METADATA_FILE), encoding="utf-8"
+        )
+    }
+    assert set(added) <= catalog_ids and not set(removed) & catalog_ids
+
+
+def test_a_refresh_that_fails_validation_pushes_nothing(first_run, updated_catalog, tmp_path):
+    from pipeline import refresh
+
+    data, _, _ = updated_catalog
+    copy = str(tmp_path / "run")
+    _copy_pushed(first_run, copy)
+    versions = sorted(os.listdir(configs.run_paths(copy)["serving_model_dir"]))
+    report = refresh.run(data, copy, max_recall_drop=-1.0)  # a gain of a whole recall point is required
+    assert report["pushed_version"] is None and not report["passed"]
+    assert "Recall@" in report["failure"]
+    assert sorted(os.listdir(configs.run_paths(copy)["serving_model_dir"])) == versions

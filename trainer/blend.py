@@ -196,14 +196,26 @@ def candidate_tables(
 
 
 def served_blend(
-    blend: Blend, x: sp.csr_matrix, counts: np.ndarray, vectors: np.ndarray, neighbours: int, pop_scale: float
+    blend: Blend,
+    x: sp.csr_matrix,
+    counts: np.ndarray,
+    vectors: np.ndarray,
+    neighbours: int,
+    pop_scale: float,
+    history_only: int = 0,
 ) -> ServedBlend:
-    """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item."""
+    """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item.
+
+    history_only: the last columns of `x` are items that are no longer candidates (a catalog refresh's
+    removed items): the neighbour table is computed with them, as it was trained, then they are dropped from
+    it, so the kept items keep their trained neighbours. `counts` and `vectors` cover the candidates only.
+    """
     fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
+        table = item_item.without_rows(table, x.shape[1] - history_only)
     else:
         table = item_item.NeighbourTable(
-            np.zeros([x.shape[1], 0], np.int32), np.zeros([x.shape[1], 0], np.float32)
+            np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0], np.float32)
         )
     return ServedBlend(blend, table, fill, item_item.apply_fill(log_prob(counts), fill), pop_scale)

@@ -55,6 +55,19 @@ class TextFill:
     weights: np.ndarray  # [C, m] float32
 
 
+def without_rows(table: NeighbourTable, keep: int) -> NeighbourTable:
+    """The table of the first `keep` rows only: later rows and every neighbour pointing to them are dropped
+    (PAD, weight 0, moved after the remaining neighbours, whose order is kept)."""
+    rows, weights = table.rows[:keep], table.weights[:keep]
+    dropped = (rows >= keep) | (rows == PAD)
+    order = np.argsort(dropped, axis=1, kind="stable")
+    rows = np.where(dropped, PAD, rows)
+    weights = np.where(dropped, 0.0, weights).astype(np.float32)
+    return NeighbourTable(
+        np.take_along_axis(rows, order, axis=1).astype(np.int32), np.take_along_axis(weights, order, axis=1)
+    )
+
+
 def interaction_matrix(users: np.ndarray, items: np.ndarray, num_items: int) -> sp.csr_matrix:
     """Binary [U, N] user × item matrix from parallel arrays of user keys (any values) and item rows."""
     users, items = np.asarray(users), np.asarray(items, np.int64)

@@ -27,12 +27,15 @@ import numpy as np
 import tensorflow as tf
 
 from components import data_files, example_encoding
+from evaluation import served_model
 from serving.local_client import LocalClient
 from serving.recommend_request import knob_names, with_knobs_off
 from trainer import bert, blend, export, features, refresh_kit, train
 from trainer.model import TailTowerModel
 
 logger = logging.getLogger(__name__)
+
+IGNORE_MARGIN = 50  # extra items asked for when some must be left out of a list (`recall_at_k`)
 
 
 @dataclasses.dataclass
@@ -44,7 +47,8 @@ class RefreshReport:
     new_items: int = 0
     removed_items: int = 0
     rejected_rows: int = 0
-    # Eval positives whose item both versions know, and Recall@k of each version on them.
+    # Eval positives whose item both versions know, and Recall@k of each version on them (new items left
+    # out of the refreshed lists).
     common_positives: int = 0
     recall_current: float = 0.0
     recall_refreshed: float = 0.0
@@ -103,26 +107,48 @@ def transformed_catalog(
         return train.load_catalog(path, kit.transform_output)
 
 
-def restored_model(kit: refresh_kit.Kit, catalog: Mapping[str, np.ndarray], cache_dir: str) -> TailTowerModel:
+def restored_model(
+    kit: refresh_kit.Kit, catalog: Mapping[str, np.ndarray], cache_dir: str, current_dir: str
+) -> TailTowerModel:
     """The kit's trained model over `catalog`: its text encoded (through the cache), every layer built, then
-    the trained weights loaded."""
+    the trained weights loaded. Items the current version knows but `catalog` lacks keep their text for the
+    query tower (histories still hold them), as history-only entries."""
     config = kit.config
     encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
     text = train.encode_catalog(config, catalog, encoder, cache_dir)
-    model = train.build_model(config, train.vocab_sizes(kit.transform_output), catalog, encoder, text)
+    sizes = train.vocab_sizes(kit.transform_output)
+    history_text = _history_only_text(current_dir, catalog)
+    model = train.build_model(config, sizes, catalog, encoder, text, history_text)
     model.compute_loss(_one_example(catalog))  # builds every layer, so the checkpoint has somewhere to go
     refresh_kit.restore_towers(model, kit.towers)
     return model
 
 
+def _history_only_text(
+    current_dir: str, catalog: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, text vectors) the current version's text cache holds for items not in `catalog`."""
+    client = LocalClient(current_dir)
+    try:
+        cached = served_model.cached_text_vectors(client.loaded)
+    finally:
+        client.close()
+    if cached is None:
+        return None
+    listed = {item.decode() for item in np.asarray(catalog[features.ITEM_ID]).tolist()}
+    keep = [row for row, item in enumerate(cached[0]) if item not in listed]
+    return np.array([cached[0][row].encode() for row in keep], object), cached[1][keep]
+
+
 def _one_example(catalog: Mapping[str, np.ndarray]) -> dict[str, tf.Tensor]:
-    """A training batch of one: the first catalog item, taken by a user with no history."""
-    batch = {key: tf.constant(np.asarray(value)[:1]) for key, value in catalog.items()}
-    batch[features.USER_INDEX] = tf.zeros([1], tf.int64)
-    batch[features.HISTORY_INDEX] = tf.fill([1, features.HISTORY_LENGTH], tf.constant(-1, tf.int64))
-    batch[features.HISTORY] = tf.fill([1, features.HISTORY_LENGTH], "")
-    batch[features.LABEL] = tf.ones([1])
-    batch[features.POSITION_BUCKET] = tf.zeros([1], tf.int64)
+    """A training batch of (at most) two: the first catalog items, taken by users with no history."""
+    batch = {key: tf.constant(np.asarray(value)[:2]) for key, value in catalog.items()}
+    n = int(batch[features.ITEM_ID].shape[0])
+    batch[features.USER_INDEX] = tf.zeros([n], tf.int64)
+    batch[features.HISTORY_INDEX] = tf.fill([n, features.HISTORY_LENGTH], tf.constant(-1, tf.int64))
+    batch[features.HISTORY] = tf.fill([n, features.HISTORY_LENGTH], "")
+    batch[features.LABEL] = tf.ones([n])
+    batch[features.POSITION_BUCKET] = tf.zeros([n], tf.int64)
     return batch
 
 
@@ -135,11 +161,21 @@ def export_refreshed(
 ) -> None:
     """The serving model over the new catalog, its blend tables rebuilt from the kit's training positives."""
     config = kit.config
-    rows = train.CatalogRows(catalog[features.ITEM_ID])
-    x, counts = train.interactions(kit.positives, rows, len(catalog[features.ITEM_ID]))
+    ids = np.asarray(catalog[features.ITEM_ID])
+    listed = set(ids.tolist())
+    # Items trained on but no longer listed stay in the item-item computation, as in training (blend.py).
+    gone = sorted({item for item in kit.positives[features.ITEM_ID].tolist() if item not in listed})
+    rows = train.CatalogRows(np.concatenate([ids, np.array(gone, object)]))
+    x, counts = train.interactions(kit.positives, rows, len(ids) + len(gone))
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
     served = blend.served_blend(
-        kit.chosen, x, counts, vectors, config.item_item_neighbours, train.pop_scale(config)
+        kit.chosen,
+        x,
+        counts[: len(ids)],
+        vectors,
+        config.item_item_neighbours,
+        train.pop_scale(config),
+        history_only=len(gone),
     )
     export.export_serving_model(
         model,
@@ -163,16 +199,24 @@ def base_recommend(
 
 
 def recall_at_k(
-    client: LocalClient, histories: Sequence[Sequence[str]], targets: Sequence[str], k: int
+    client: LocalClient,
+    histories: Sequence[Sequence[str]],
+    targets: Sequence[str],
+    k: int,
+    ignore: frozenset[str] = frozenset(),
 ) -> float:
-    """Share of `targets` in the model's `recommend` top k for their histories (users sent as new: "")."""
+    """Share of `targets` in the model's `recommend` top k for their histories (users sent as new: ""),
+    the items of `ignore` taken out of each list first (asked for IGNORE_MARGIN more; a list that still comes
+    up short counts what it holds)."""
     if not targets:
         return 0.0
+    asked = k + min(len(ignore), IGNORE_MARGIN)
     hits = 0
     for lo in range(0, len(targets), 256):
         batch = slice(lo, lo + 256)
-        lists = base_recommend(client, [""] * len(targets[batch]), histories[batch], k)
-        hits += sum(target in items for target, items in zip(targets[batch], lists, strict=True))
+        lists = base_recommend(client, [""] * len(targets[batch]), histories[batch], asked)
+        kept = ([item for item in items if item not in ignore][:k] for items in lists)
+        hits += sum(target in items for target, items in zip(targets[batch], kept, strict=True))
     return hits / len(targets)
 
 
@@ -196,7 +240,11 @@ def validate(
     current, refreshed = LocalClient(report.current_dir), LocalClient(refreshed_dir)  # load and answer
     try:
         report.recall_current = recall_at_k(current, pick(common, histories), pick(common, targets), k)
-        report.recall_refreshed = recall_at_k(refreshed, pick(common, histories), pick(common, targets), k)
+        # New items are left out of the refreshed lists: they may rightly take slots; this compares what the
+        # two versions do with the items both know (the new items' own recall is the cold recall below).
+        report.recall_refreshed = recall_at_k(
+            refreshed, pick(common, histories), pick(common, targets), k, frozenset(new_ids)
+        )
         if cold:
             report.cold_recall = recall_at_k(refreshed, pick(cold, histories), pick(cold, targets), k)
     finally:
@@ -227,7 +275,7 @@ def refresh(
     current_ids = set(export.read_catalog_ids(current_dir))
     new_ids = ids - current_ids
     report.items, report.new_items, report.removed_items = len(ids), len(new_ids), len(current_ids - ids)
-    model = restored_model(kit, catalog, cache_dir)
+    model = restored_model(kit, catalog, cache_dir, current_dir)
     clock.lap("encode and restore")
     export_refreshed(kit, model, catalog, item_metadata, out_dir)
     refresh_kit.copy_kit(current_dir, out_dir)

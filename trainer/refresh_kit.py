@@ -7,7 +7,8 @@ towers run on its text, brand, categories and price (the cold-item path). The Tr
   trainer_config.json     the TrainerConfig the towers were built with
   towers.*                a checkpoint of the trained layers (not the frozen BERT, which `config.bert`
                           reloads, nor the catalog's text vectors, which the encoding cache holds)
-  transform_output/       a copy of the Transform graph: tokenizer, vocabularies, normalization
+  transform_output.tar    the Transform graph: tokenizer, vocabularies, normalization (an archive: TFX's
+                          Pusher copies a model folder without any saved_model.pb below its top level)
   chosen_blend.json       the served score's chosen mix (trainer/blend.py), rebuilt over the new catalog
   positives.npz           the training positives (user index, item id) the item-item tables are built from
   eval_positives.npz      up to MAX_EVAL_POSITIVES positives of the eval split (history, item id): a refresh
@@ -16,11 +17,15 @@ towers run on its text, brand, categories and price (the cold-item path). The Tr
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import io
 import json
 import logging
 import os
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "trainer_config.json"
 TOWERS_PREFIX = "towers"
-TRANSFORM_DIR = "transform_output"
+TRANSFORM_ARCHIVE = "transform_output.tar"
 BLEND_FILE = "chosen_blend.json"
 POSITIVES_FILE = "positives.npz"
 EVAL_POSITIVES_FILE = "eval_positives.npz"
@@ -94,7 +99,7 @@ def write_kit(
     _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
     _write_json(os.path.join(folder, BLEND_FILE), dataclasses.asdict(chosen))
     tf.train.Checkpoint(**trained_layers(model)).write(os.path.join(folder, TOWERS_PREFIX))
-    _copy_tree(transform_output_dir, os.path.join(folder, TRANSFORM_DIR))
+    _archive(transform_output_dir, os.path.join(folder, TRANSFORM_ARCHIVE))
     _write_npz(os.path.join(folder, POSITIVES_FILE), {key: positives[key] for key in POSITIVE_KEYS})
     _write_npz(os.path.join(folder, EVAL_POSITIVES_FILE), _sample(eval_positives, config.seed))
     logger.info("Wrote the refresh kit to %s", folder)
@@ -120,7 +125,7 @@ def read_kit(model_dir: str) -> Kit:
         )
     return Kit(
         config=TrainerConfig.from_custom_config(_read_json(os.path.join(folder, CONFIG_FILE))),
-        transform_output=tft.TFTransformOutput(os.path.join(folder, TRANSFORM_DIR)),
+        transform_output=tft.TFTransformOutput(_unpack(os.path.join(folder, TRANSFORM_ARCHIVE))),
         chosen=blend.Blend(**_read_json(os.path.join(folder, BLEND_FILE))),
         positives=_read_npz(os.path.join(folder, POSITIVES_FILE)),
         eval_positives=_read_npz(os.path.join(folder, EVAL_POSITIVES_FILE)),
@@ -169,6 +174,30 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     with tf.io.gfile.GFile(path, "rb") as f:
         data = np.load(io.BytesIO(f.read()), allow_pickle=False)
     return {key: data[key] for key in data.files}
+
+
+def _archive(source: str, path: str) -> None:
+    """The folder `source` as one tar file at `path` (gfile: either may be gs://)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder, _, files in tf.io.gfile.walk(source):
+            for name in files:
+                with tf.io.gfile.GFile(os.path.join(folder, name), "rb") as f:
+                    data = f.read()
+                info = tarfile.TarInfo(os.path.relpath(os.path.join(folder, name), source))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _unpack(path: str) -> str:
+    """Extracts `_archive`'s tar into a local temporary folder (removed at exit); returns the folder."""
+    folder = tempfile.mkdtemp(prefix="tailtower-transform-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
 
 
 def _copy_tree(source: str, dest: str) -> None:

@@ -197,13 +197,24 @@ def build_model(
     catalog: Mapping[str, np.ndarray],
     encoder: bert.BertTextEncoder,
     text: np.ndarray | None = None,
+    history_text: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TailTowerModel:
-    """The compiled model over the catalog's text vectors `text` (encoded here when not given)."""
+    """The compiled model over the catalog's text vectors `text` (encoded here when not given).
+
+    history_text: (ids, [M, T] vectors) of items outside the catalog that histories may still hold (a
+    refresh's removed items): the query tower reads their text, they are never candidates.
+    """
     if text is None:
         text = encode_catalog(config, catalog, encoder)
+    ids = np.asarray(catalog[features.ITEM_ID])
+    if history_text is not None:
+        ids, text = (
+            np.concatenate([ids, np.asarray(history_text[0], object)]),
+            np.concatenate([text, history_text[1]]),
+        )
     fine_tune = config.trainable_bert_layers > 0
     with precision_policy(_has_gpu()):
-        cache = TextVectorCache(catalog[features.ITEM_ID], text, fallback=None if fine_tune else encoder)
+        cache = TextVectorCache(ids, text, fallback=None if fine_tune else encoder)
         model = TailTowerModel(
             config, sizes, cache, text_encoder=encoder if fine_tune else None, catalog=catalog
         )

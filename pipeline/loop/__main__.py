@@ -60,6 +60,8 @@ class LoopOptions:
     config: configs.PipelineConfig  # the first run's; the retrain adds logs_dir
     days: int = 3  # simulated days before and after the retrain
     simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)
+    # False: serve the model already pushed in the output folder (a `make demo` run) instead of a first run.
+    first_run: bool = True
 
 
 @dataclass
@@ -232,11 +234,12 @@ def run_loop(options: LoopOptions) -> LoopReport:
 
     config = options.config
     output_dir = config.output_dir
-    stage(f"pipeline, first run, into {output_dir}")
-    local_runner.run(config)
+    if options.first_run:
+        stage(f"pipeline, first run, into {output_dir}")
+        local_runner.run(config)
     before = pushed_versions(output_dir)
     if not before:
-        raise RuntimeError("the first run pushed no model (not blessed): nothing to serve")
+        raise RuntimeError(f"no model pushed in {output_dir} (the first run's not blessed): nothing to serve")
     service = start_service(output_dir)
     try:
         imported = import_histories(service, config.data_dir)
@@ -288,6 +291,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoopO
     parser.add_argument("--days", type=int, default=LoopOptions.days, help="simulated days before and after")
     parser.add_argument("--users-per-day", type=int, default=SimulatorConfig.users_per_day)
     parser.add_argument("--seed", type=int, default=SimulatorConfig.seed)
+    parser.add_argument(
+        "--skip-first-run",
+        action="store_true",
+        help="serve the model already pushed in OUTPUT (by make demo) instead of running the pipeline first",
+    )
     local_runner.add_trainer_flags(parser)
     args = parser.parse_args(argv)
     try:
@@ -301,7 +309,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, LoopO
         simulator = SimulatorConfig(users_per_day=args.users_per_day, seed=args.seed)
     except ValueError as e:
         parser.error(str(e))
-    return args, LoopOptions(config, args.days, simulator)
+    return args, LoopOptions(config, args.days, simulator, first_run=not args.skip_first_run)
 
 
 def main(argv: list[str] | None = None) -> None:
