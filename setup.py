@@ -33,7 +33,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest", "ruff"],
+    # selenium: tests/test_explorer.py and `make screenshots` drive Debian's chromium (from scripts/env).
+    "test": ["pytest", "ruff", "selenium>=4.20,<5"],
 }
 
 setup(
@@ -42,6 +43,7 @@ setup(
     description="Long-tail-aware TFX recommender with a BERT item tower (TFRS retrieval + ranking).",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["pipeline*", "components*", "trainer*", "serving*", "evaluation*"]),
+    package_data={"serving.explorer": ["*.html", "*.js", "*.css"]},  # the web explorer's static page
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     license="Apache-2.0",

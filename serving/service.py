@@ -36,7 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from serving import service_api
+from serving import explorer, service_api
 from serving.catalog_metadata import UNKNOWN, CatalogMetadata, ItemInfo
 from serving.client_error import ServingClientError
 from serving.event_log import (
@@ -163,6 +163,10 @@ class RecommendationService:
         app.router.add_post(service_api.EVENTS_PATH, self._events)
         app.router.add_get(service_api.EXPOSURE_PATH, self._exposure)
         app.router.add_post(service_api.ROTATE_PATH, self._rotate)
+        app.router.add_get(service_api.USERS_PATH, self._users)
+        app.router.add_get(service_api.HISTORY_PATH, self._history_of)
+        app.router.add_get(service_api.EXPLORER_PATH, self._explorer_page)
+        app.router.add_get(service_api.EXPLORER_ASSETS_PATH, self._explorer_asset)
         self._runner = web.AppRunner(app, access_log=None)  # no request details in logs
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
@@ -313,6 +317,46 @@ class RecommendationService:
         return (
             None if model is None else self.exposure.summary(model.version, self.catalog.items(model.version))
         )
+
+    # ------------------------------------------------------------------------------------ web explorer
+    async def _explorer_page(self, request: web.Request) -> web.Response:
+        return await self._explorer_file(explorer.INDEX_FILE)
+
+    async def _explorer_asset(self, request: web.Request) -> web.Response:
+        return await self._explorer_file(request.match_info["name"])
+
+    async def _explorer_file(self, name: str) -> web.Response:
+        found = await self._run(explorer.asset, name)
+        if found is None:
+            raise ApiError(f"not found: {name}", 404)
+        body, content_type = found
+        headers = {"Cache-Control": "no-cache"}  # an edited page shows on reload
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+
+    async def _users(self, request: web.Request) -> web.Response:
+        """Dataset users to pick from, with their eval-split history (serving/explorer/__init__.py)."""
+        limit = service_api.users_limit(request.query)
+        return _json(await self._run(self._dataset_users, limit))
+
+    def _dataset_users(self, limit: int) -> dict:
+        source, users = explorer.dataset_users(self.config.output, limit)
+        listed = [{features.USER_ID: user, features.HISTORY: self._titled(items)} for user, items in users]
+        return {"source": source, "users": listed}
+
+    async def _history_of(self, request: web.Request) -> web.Response:
+        """The user's stored history (what the service puts before a request's own), with titles."""
+        user_id = service_api.history_user(request.query)
+        return _json(await self._run(self._user_history, user_id))
+
+    def _user_history(self, user_id: str) -> dict:
+        items = self._stored_history(self.pseudonyms(user_id))
+        return {"items": self._titled(items), "history_store": self.history_error is None}
+
+    def _titled(self, item_ids: list[str]) -> list[dict]:
+        """Item ids with the serving version's titles ("" before the model answers)."""
+        model = self.model
+        catalog = self.catalog.items(model.version) if model is not None else {}
+        return [{features.ITEM_ID: i, features.TITLE: catalog.get(i, UNKNOWN).title} for i in item_ids]
 
     async def _recommendations(self, request: web.Request) -> web.Response:
         model = self.model

@@ -3,6 +3,8 @@
   POST /v1/recommendations {"user_id": str, "k": int = 10, "history": [str] = [], "surface": str = "default",
                             "knobs": {str: number | str} = {}, "rules": bool = true,
                             "exclude_ids" | "allowed_ids" | "categories" | "brands": [str] = []}
+  GET /v1/users?limit=20 → {"source": str | null, "users": [{"user_id", "history": [{"item_id", "title"}]}]}
+  GET /v1/history?user_id=u1 → {"items": [{"item_id", "title"}], "history_store": bool}
   POST /v1/events {"events": [{"request_id": str, "user_id": str, "item_id": str,
                                "type": "impression" | "click" | "add_to_cart" | "purchase", "ts": number?}]}
 
@@ -27,8 +29,16 @@ RECOMMENDATIONS_PATH = "/v1/recommendations"
 EVENTS_PATH = "/v1/events"
 EXPOSURE_PATH = "/v1/exposure"
 ROTATE_PATH = "/v1/logs/rotate"
+USERS_PATH = "/v1/users"  # GET ?limit=n: dataset users to pick from (serving/explorer/__init__.py)
+# GET ?user_id=...: the stored history with titles. The id is a query parameter, not a path segment: the
+# service names request.path in its error log, and no raw user id goes to a log.
+HISTORY_PATH = "/v1/history"
+EXPLORER_PATH = "/"  # the web explorer's page; its files under EXPLORER_ASSETS_PATH
+EXPLORER_ASSETS_PATH = "/explorer/{name}"
 
 DEFAULT_K = 10
+DEFAULT_USERS, MAX_USERS = 20, 200  # GET /v1/users?limit=
+LIMIT = "limit"
 DEFAULT_SURFACE = "default"
 # Events that say the user wanted the item: they extend the user's history (an impression does not).
 HISTORY_EVENTS = ("click", "add_to_cart", "purchase")
@@ -114,6 +124,21 @@ def recommendation_request(doc: Mapping, config: ServiceConfig) -> Recommendatio
         rules=rules,
         filters={name: _filter(doc, name) for name in FILTERS if name in doc},
     )
+
+
+def users_limit(query: Mapping[str, str]) -> int:
+    """GET /v1/users' `limit`: an integer in [1, MAX_USERS], DEFAULT_USERS when absent."""
+    _known(query, (LIMIT,), "")
+    raw = query.get(LIMIT, str(DEFAULT_USERS))
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_USERS:
+        raise ApiError(f"limit: must be an integer in [1, {MAX_USERS}], got {raw!r}")
+    return int(raw)
+
+
+def history_user(query: Mapping[str, str]) -> str:
+    """GET /v1/history's `user_id` (required, non-empty)."""
+    _known(query, (features.USER_ID,), "")
+    return _string(query, features.USER_ID, "")
 
 
 def _filter(doc: Mapping, name: str) -> list[str]:
