@@ -17,7 +17,7 @@ help:
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
 	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs); MODEL_ENDPOINT=in-process: no make serve needed"
-	@echo "make screenshots      the web explorer (the service's page at /) in headless Chromium: docs/explorer.png (SERVICE_URL=http://127.0.0.1:8080/, USER=id)"
+	@echo "make screenshots      the web explorer (the service's page at /) and make report's page in headless Chromium: docs/explorer.png, docs/report.png (SERVICE_URL=http://127.0.0.1:8080/, USER=id)"
 	@echo "make query-service USER=u001 [K=10] [CLICK=item]  ask the running service (CLICK reports a click first)"
 	@echo "make forget-user USER=u001  remove a user from the history store and every log span (service stopped)"
 	@echo "make bench-service    the service vs direct gRPC: latency, durable events/s, SIGKILL and model-server faults"
@@ -57,7 +57,8 @@ refresh:
 NEW_ITEMS ?= 1000
 bench-refresh:
 	@test -n "$(DATA)" || { echo "usage: make bench-refresh DATA=<dataset folder> [NEW_ITEMS=1000] [OUT=bench-refresh]"; exit 2; }
-	$(ENV) python -m evaluation.refresh_bench --data $(DATA) --new-items $(NEW_ITEMS) --out $(or $(OUT),bench-refresh)
+	$(ENV) python -m evaluation.refresh_bench --data $(DATA) --new-items $(NEW_ITEMS) \
+		--out $(if $(filter file,$(origin OUT)),bench-refresh,$(OUT))
 
 clean:
 	rm -rf demo-run eval-out tailtower_pipeline.json tailtower_refresh_pipeline.json .pytest_cache
@@ -97,7 +98,8 @@ forget-user:
 
 # The README's screenshot of the web explorer (serving/explorer/), from a running service (make service).
 screenshots:
-	$(ENV) python -m serving.screenshots --out docs/explorer.png $(if $(SERVICE_URL),--url $(SERVICE_URL)) $(if $(filter command line,$(origin USER)),--user '$(QUERY_USER)')
+	$(ENV) python -m serving.screenshots --out docs/explorer.png $(if $(SERVICE_URL),--url $(SERVICE_URL)) $(if $(filter command line,$(origin USER)),--user '$(QUERY_USER)') \
+		--report $(REPORT_OUT)/index.html --report_out docs/report.png
 
 bench-service:
 	$(ENV) python -m serving.bench_service --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-service.md

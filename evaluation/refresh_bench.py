@@ -1,8 +1,8 @@
 """`make bench-refresh DATA=dir [NEW_ITEMS=1000]`: time from new items landing to their being recommended by a
 running server, and how well they are recommended, with the catalog refresh (pipeline/refresh.py).
 
-1. Holds out NEW_ITEMS catalog items with interactions (seeded): OUT/before/ is DATA without them in the
-   catalog (ExampleGen drops their interactions), OUT/after/ is DATA itself.
+1. Holds out DATA's NEW_ITEMS newest items (latest first positive): OUT/before/ is DATA without them and
+   their interactions (as if they had not landed yet), OUT/after/ has the whole catalog.
 2. Trains the pipeline on before/ into OUT/run (reused when it already holds a pushed model).
 3. Starts the model server on OUT/run/serving (loopback, free ports) and times `python -m pipeline.refresh
    --data OUT/after` (a fresh process, as `make refresh` runs it) plus the wait until the server answers a
@@ -28,30 +28,43 @@ import numpy as np
 from evaluation import data as eval_data
 from trainer import features
 
-SEED = 0
 K = 10
+INTERACTIONS_FILE, ITEMS_FILE = eval_data.data_files.LAYOUTS["tsv"]  # the normalized layout
+TSV_HEADER = ("user_id", "item_id", "rating", "time")
 
 
 def hold_out(data_dir: str, out: str, new_items: int) -> set[str]:
-    """Writes out/before (DATA minus `new_items` items with positives) and out/after (DATA); returns them."""
+    """Writes out/before (DATA without its `new_items` newest items — latest first positive — and their
+    interactions, as if they had not landed yet) and out/after (DATA's catalog, the same interactions);
+    returns the held-out ids."""
     dataset = eval_data.load_dataset(data_dir)
-    with_positives = sorted({p.item_id for rows in dataset.positives.values() for p in rows})
-    rng = np.random.default_rng(SEED)
-    held = set(rng.choice(with_positives, min(new_items, len(with_positives)), replace=False).tolist())
-    interactions = os.path.abspath(eval_data.data_files.find_dataset_files(data_dir).interactions)
-    for name, items in [
-        ("before", [i for i in dataset.items if i.item_id not in held]),
-        ("after", dataset.items),
-    ]:
+    first_seen: dict[str, tuple[int, int]] = {}
+    for rows in dataset.positives.values():
+        for p in rows:
+            first_seen[p.item_id] = min(first_seen.get(p.item_id, (p.time, p.line)), (p.time, p.line))
+    held = set(sorted(first_seen, key=first_seen.get)[-new_items:])
+    files = eval_data.data_files.find_dataset_files(data_dir)
+    before = [item for item in dataset.items if item.item_id not in held]
+    for name, items in [("before", before), ("after", dataset.items)]:
         folder = os.path.join(out, name)
         os.makedirs(folder, exist_ok=True)
-        link = os.path.join(folder, os.path.basename(interactions))
-        if not os.path.exists(link):
-            os.symlink(interactions, link)
-        with open(os.path.join(folder, "items.jsonl"), "w", encoding="utf-8") as f:
+        _write_interactions(files.interactions, os.path.join(folder, INTERACTIONS_FILE), held)
+        with open(os.path.join(folder, ITEMS_FILE), "w", encoding="utf-8") as f:
             rows = ({**item._asdict(), features.CATEGORIES: list(item.categories)} for item in items)
             f.writelines(json.dumps(row) + "\n" for row in rows)
     return held
+
+
+def _write_interactions(source: str, dest: str, held: set[str]) -> None:
+    """DATA's valid interactions without those of `held` items, as interactions.tsv."""
+    with open(dest, "w", encoding="utf-8") as f:
+        f.write("\t".join(TSV_HEADER) + "\n")
+        for row in eval_data.data_files.read_raw_rows(source):
+            parsed = eval_data.data_files.parse_interaction(row)
+            if isinstance(parsed, eval_data.data_files.Rejected) or parsed.item_id in held:
+                continue
+            rating = "" if parsed.rating is None else str(parsed.rating)
+            f.write(f"{parsed.user_id}\t{parsed.item_id}\t{rating}\t{parsed.time}\n")
 
 
 def last_item_users(data_dir: str, held: set[str]) -> dict[str, list[tuple[list[str], str]]]:

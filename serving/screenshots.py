@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import shutil
 import urllib.parse
 import urllib.request
@@ -28,6 +29,7 @@ CHROMEDRIVER = "chromedriver"
 CHROME_ARGUMENTS = ("--headless=new", "--disable-gpu", "--disable-dev-shm-usage")
 WINDOW = (1400, 1000)
 DEFAULT_OUT = os.path.join("docs", "explorer.png")
+DEFAULT_REPORT_OUT = os.path.join("docs", "report.png")
 
 
 def browser_missing() -> str | None:
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help="the PNG to write")
     parser.add_argument("--user", default="", help="user id to show (default: the first dataset user)")
     parser.add_argument("--xquad_steps", type=int, default=6, help="0.05 steps of the xquad_lambda slider")
+    parser.add_argument("--report", default="", help="also `make report`'s index.html → --report_out")
+    parser.add_argument("--report_out", default=DEFAULT_REPORT_OUT)
     args = parser.parse_args(argv)
     missing = browser_missing()
     if missing:
@@ -188,23 +192,35 @@ def main(argv: list[str] | None = None) -> None:
         if args.xquad_steps:
             page.after(lambda: page.move_slider(features.XQUAD_LAMBDA, Keys.ARROW_RIGHT * args.xquad_steps))
         page.wait(lambda: page.exposure())
-        # The whole page: a headless window cannot grow past its screen, an emulated viewport can.
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        metrics = {
-            "width": WINDOW[0],
-            "height": max(WINDOW[1], height),
-            "deviceScaleFactor": 1,
-            "mobile": False,
-        }
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        driver.save_screenshot(args.out)
+        full_page_screenshot(driver, args.out)
         errors = page.js_errors()
         if errors:
             raise SystemExit(f"the page logged errors: {errors}")
         print(f"wrote {args.out} ({user}, xquad_lambda {args.xquad_steps * 0.05:g})")
+        if args.report:
+            report_screenshot(driver, args.report, args.report_out)
     finally:
         driver.quit()
+
+
+def full_page_screenshot(driver, out: str) -> None:
+    """The whole page: a headless window cannot grow past its screen, an emulated viewport can."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    metrics = {"width": WINDOW[0], "height": max(WINDOW[1], height), "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    driver.save_screenshot(out)
+
+
+def report_screenshot(driver, report_html: str, out: str) -> None:
+    """The merchant exposure report (`make report`'s index.html, a local file) as a PNG."""
+    if not os.path.isfile(report_html):
+        print(f"no report at {report_html}: run make report first (skipped {out})")
+        return
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.get(pathlib.Path(os.path.abspath(report_html)).as_uri())
+    full_page_screenshot(driver, out)
+    print(f"wrote {out} ({report_html})")
 
 
 if __name__ == "__main__":
