@@ -18,13 +18,18 @@ import time
 import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.types import Artifact
 from tfx.utils import path_utils
 
 from trainer import refresh
 
-BLESSED = "blessed"  # the ModelBlessing property the Pusher checks
-BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"  # marker files, as the Evaluator writes them
+# The ModelBlessing property the Pusher checks, and the Evaluator's marker files.
+BLESSED = evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY
+BLESSED_FILE, NOT_BLESSED_FILE = (
+    evaluator_constants.BLESSED_FILE_NAME,
+    evaluator_constants.NOT_BLESSED_FILE_NAME,
+)
 FAILURE = "failure"  # why it may not be pushed ("" when it may)
 REPORT = "report"  # the refresh's RefreshReport as JSON
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,10 +28,12 @@ import numpy as np
 
 from evaluation import data as eval_data
 from trainer import features
+from trainer.config import TrainerConfig
 
-K = 10
+K = TrainerConfig.top_k
+WAIT_S = 300  # for the server to hot-swap to the refreshed version
 INTERACTIONS_FILE, ITEMS_FILE = eval_data.data_files.LAYOUTS["tsv"]  # the normalized layout
-TSV_HEADER = ("user_id", "item_id", "rating", "time")
+TSV_HEADER = (features.USER_ID, features.ITEM_ID, "rating", "time")
 
 
 def hold_out(data_dir: str, out: str, new_items: int) -> set[str]:
@@ -83,8 +86,11 @@ def train(before: str, run_dir: str) -> None:
     from pipeline import configs, local_runner
 
     serving_dir = configs.run_paths(run_dir)["serving_model_dir"]
-    if os.path.isdir(serving_dir) and os.listdir(serving_dir):
-        print(f"reusing the pushed model in {run_dir}", flush=True)
+    versions = sorted(int(name) for name in os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
+    if versions:  # the trained version; refreshed ones from an earlier bench run are dropped
+        for version in versions[1:]:
+            shutil.rmtree(os.path.join(serving_dir, str(version)))
+        print(f"reusing the trained model {versions[0]} in {run_dir}", flush=True)
         return
     local_runner.run(configs.PipelineConfig(data_dir=os.path.abspath(before), output_dir=run_dir))
 
@@ -106,7 +112,10 @@ def timed_refresh(after: str, run_dir: str, new_item: str) -> dict[str, float]:
             [sys.executable, "-m", "pipeline.refresh", "--data", after, "--output", run_dir], check=True
         )
         refreshed = time.monotonic() - start
+        deadline = time.monotonic() + WAIT_S
         while new_item not in _recommended(client, new_item):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not serve the refreshed version within {WAIT_S} s")
             time.sleep(0.2)
         return {
             "refresh process": refreshed,
@@ -145,7 +154,7 @@ def byte_identical(model_dir: str, after: str) -> tuple[bool, float]:
     kit = refresh_kit.read_kit(model_dir)
     catalog, _ = refresh.transformed_catalog(refresh.catalog_examples(after)[0], kit)
     encoder = bert.BertTextEncoder(bert.load_bert(kit.config.bert))
-    fresh = train_lib.encode_catalog(kit.config, catalog, encoder, cache_dir="")
+    fresh = train_lib.encode_catalog(catalog, encoder, cache_dir="")
     ids = tuple(item.decode() for item in catalog[features.ITEM_ID].tolist())
     served = ServedModel(model_dir).text_vectors(ids)
     return bool(np.array_equal(served, fresh)), float(np.abs(served - fresh).max())

@@ -114,29 +114,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the run folder (its serving/ and metadata)")
     args = parser.parse_args(argv)
     report = run(args.data, args.output)
-    print(_describe(report))
-    if report["pushed_version"] is None:
+    pushed = report["pushed_version"]
+    print(_describe(dict(report)))
+    if pushed is None:
         raise SystemExit(1)
 
 
 def _describe(report: dict) -> str:
-    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["seconds"].items())
-    lines = [
-        f"catalog: {report['items']} items, {report['new_items']} new, {report['removed_items']} removed, "
-        f"{report['rejected_rows']} rows rejected",
-        f"Recall@k on {report['common_positives']} eval positives both versions know: current "
-        f"{report['recall_current']:.4f}, refreshed {report['recall_refreshed']:.4f}",
-        f"timings: {steps}",
-    ]
-    if report["cold_recall"] is not None:
-        lines.append(
-            f"cold-item Recall@k: {report['cold_recall']:.4f} on {report['cold_positives']} positives"
-        )
-    if report["pushed_version"] is None:
-        lines.append(f"pushed nothing: {report['failure'] or 'the Pusher did not push (see the log)'}")
-    else:
-        lines.append(f"pushed version {report['pushed_version']} (a running server hot-swaps to it)")
-    return "\n".join(lines)
+    """The refresh's summary (trainer/refresh.RefreshReport) and what was pushed."""
+    from trainer.refresh import RefreshReport
+
+    pushed = report.pop("pushed_version")
+    verdict = (
+        f"pushed version {pushed} (a running server hot-swaps to it)"
+        if pushed is not None
+        else (f"pushed nothing: {report['failure'] or 'the Pusher did not push (see the log)'}")
+    )
+    return f"{RefreshReport(**report).summary()}\n{verdict}"
 
 
 if __name__ == "__main__":

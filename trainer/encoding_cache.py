@@ -22,6 +22,7 @@ Example:
     vectors = cache.encode(ids, mask, functools.partial(bert.encode_in_batches, encoder))
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -42,6 +43,9 @@ EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 KEYS, VECTORS = "keys", "vectors"  # the arrays of a shard
 KEY_DTYPE = np.dtype("S64")  # hex: raw digests could end in b"\0", which numpy's bytes strip
+# Bumped when what a vector means changes without the weights changing (pooling, the encoder's code): old
+# entries are then never read.
+FORMAT_VERSION = 1
 SHARD_SUFFIX = ".npz"
 _PARTIAL_SUFFIX = ".partial"
 # BERT config fields that change the forward pass without changing any weight's shape.
@@ -82,7 +86,7 @@ class EncodingCache:
 
     def __init__(self, root: str, weights_digest: str, max_tokens: int):
         self.max_tokens = max_tokens
-        self.directory = os.path.join(root, f"{weights_digest[:16]}-t{max_tokens}")
+        self.directory = os.path.join(root, f"v{FORMAT_VERSION}-{weights_digest[:16]}-t{max_tokens}")
 
     def encode(self, input_ids: np.ndarray, input_mask: np.ndarray, encode_fn: EncodeFn) -> np.ndarray:
         """float32 [N, H] vectors of the rows of ids/mask int [N, max_tokens], in input order.
@@ -166,12 +170,17 @@ class EncodingCache:
             tf.io.gfile.rename(path + _PARTIAL_SUFFIX, path)
         except (OSError, tf.errors.OpError) as e:
             logging.warning("Could not store %d encoded items in %s: %s", len(keys), path, e)
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                tf.io.gfile.remove(path + _PARTIAL_SUFFIX)
 
 
 def _glob(pattern: str) -> list[str]:
     try:
         return tf.io.gfile.glob(pattern)
     except tf.errors.NotFoundError:  # no folder yet (some file systems say so instead of matching nothing)
+        return []
+    except tf.errors.OpError as e:  # unreadable (permissions): run without the cache rather than fail
+        logging.warning("Encoding cache %s unreadable, encoding without it: %s", pattern, e)
         return []
 
 

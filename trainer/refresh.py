@@ -30,12 +30,10 @@ from components import data_files, example_encoding
 from evaluation import served_model
 from serving.local_client import LocalClient
 from serving.recommend_request import knob_names, with_knobs_off
-from trainer import bert, blend, export, features, refresh_kit, train
+from trainer import bert, blend, encoding_cache, export, features, refresh_kit, train
 from trainer.model import TailTowerModel
 
 logger = logging.getLogger(__name__)
-
-IGNORE_MARGIN = 50  # extra items asked for when some must be left out of a list (`recall_at_k`)
 
 
 @dataclasses.dataclass
@@ -115,7 +113,13 @@ def restored_model(
     query tower (histories still hold them), as history-only entries."""
     config = kit.config
     encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
-    text = train.encode_catalog(config, catalog, encoder, cache_dir)
+    digest = encoding_cache.weights_digest(encoder)
+    if digest != kit.bert_digest:
+        raise ValueError(
+            f"the BERT at {config.bert} (weights {digest[:12]}) is not the one this model was trained with "
+            f"(weights {kit.bert_digest[:12]}): its text vectors would not fit the trained towers"
+        )
+    text = train.encode_catalog(catalog, encoder, cache_dir)
     sizes = train.vocab_sizes(kit.transform_output)
     history_text = _history_only_text(current_dir, catalog)
     model = train.build_model(config, sizes, catalog, encoder, text, history_text)
@@ -206,11 +210,10 @@ def recall_at_k(
     ignore: frozenset[str] = frozenset(),
 ) -> float:
     """Share of `targets` in the model's `recommend` top k for their histories (users sent as new: ""),
-    the items of `ignore` taken out of each list first (asked for IGNORE_MARGIN more; a list that still comes
-    up short counts what it holds)."""
+    the items of `ignore` taken out of each list first (asked for that many more)."""
     if not targets:
         return 0.0
-    asked = k + min(len(ignore), IGNORE_MARGIN)
+    asked = k + len(ignore)  # recommend clamps k to the catalog
     hits = 0
     for lo in range(0, len(targets), 256):
         batch = slice(lo, lo + 256)
@@ -226,6 +229,7 @@ def validate(
     refreshed_dir: str,
     current_ids: set[str],
     new_ids: set[str],
+    removed_ids: set[str],
     max_recall_drop: float,
 ) -> None:
     """Scores both versions on the kit's eval positives; fails when the refreshed one loses more than
@@ -233,15 +237,20 @@ def validate(
     k = kit.config.top_k
     targets = [item.decode() for item in kit.eval_positives[features.ITEM_ID].tolist()]
     histories = [[i.decode() for i in row if i] for row in kit.eval_positives[features.HISTORY].tolist()]
-    common = [i for i, target in enumerate(targets) if target in current_ids and target not in new_ids]
+    known = current_ids - new_ids - removed_ids  # both versions list these
+    common = [i for i, target in enumerate(targets) if target in known]
     cold = [i for i, target in enumerate(targets) if target in new_ids]
     report.common_positives, report.cold_positives = len(common), len(cold)
     pick = lambda rows, values: [values[i] for i in rows]  # noqa: E731
-    current, refreshed = LocalClient(report.current_dir), LocalClient(refreshed_dir)  # load and answer
+    current, refreshed = LocalClient(report.current_dir), LocalClient(refreshed_dir)
     try:
-        report.recall_current = recall_at_k(current, pick(common, histories), pick(common, targets), k)
-        # New items are left out of the refreshed lists: they may rightly take slots; this compares what the
-        # two versions do with the items both know (the new items' own recall is the cold recall below).
+        if not base_recommend(refreshed, [""], [[]], k)[0][0]:  # it loads and answers, whatever is compared
+            raise RuntimeError(f"the refreshed model {refreshed_dir} returned an empty list for a new user")
+        # Each version's lists without the items only one of them lists (new items may rightly take slots;
+        # removed ones are gone by design): this compares what they do with the items both know.
+        report.recall_current = recall_at_k(
+            current, pick(common, histories), pick(common, targets), k, frozenset(removed_ids)
+        )
         report.recall_refreshed = recall_at_k(
             refreshed, pick(common, histories), pick(common, targets), k, frozenset(new_ids)
         )
@@ -280,7 +289,7 @@ def refresh(
     export_refreshed(kit, model, catalog, item_metadata, out_dir)
     refresh_kit.copy_kit(current_dir, out_dir)
     clock.lap("export")
-    validate(report, kit, out_dir, current_ids, new_ids, max_recall_drop)
+    validate(report, kit, out_dir, current_ids, new_ids, current_ids - ids, max_recall_drop)
     clock.lap("validate")
     logger.info("Catalog refresh of %s: %s", current_dir, report.summary())
     return report

@@ -5,6 +5,7 @@ towers run on its text, brand, categories and price (the cold-item path). The Tr
 <model dir>/assets.extra/refresh/, so it travels with every pushed version (TF Serving ignores assets.extra):
 
   trainer_config.json     the TrainerConfig the towers were built with
+  bert.json               the digest of the BERT weights the catalog text was encoded with
   towers.*                a checkpoint of the trained layers (not the frozen BERT, which `config.bert`
                           reloads, nor the catalog's text vectors, which the encoding cache holds)
   transform_output.tar    the Transform graph: tokenizer, vocabularies, normalization (an archive: TFX's
@@ -40,6 +41,7 @@ from trainer.model import TailTowerModel
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "trainer_config.json"
+BERT_DIGEST_FILE, BERT_DIGEST = "bert.json", "weights_digest"
 TOWERS_PREFIX = "towers"
 TRANSFORM_ARCHIVE = "transform_output.tar"
 BLEND_FILE = "chosen_blend.json"
@@ -82,6 +84,7 @@ class Kit:
     positives: dict[str, np.ndarray]  # POSITIVE_KEYS
     eval_positives: dict[str, np.ndarray]  # EVAL_KEYS
     towers: str  # the checkpoint's path prefix
+    bert_digest: str
 
 
 def write_kit(
@@ -91,12 +94,18 @@ def write_kit(
     chosen: blend.Blend,
     positives: Mapping[str, np.ndarray],
     eval_positives: Mapping[str, np.ndarray],
+    bert_digest: str,
     model_dir: str,
 ) -> str:
-    """Writes the kit of `model` into `model_dir` (after the SavedModel is saved); returns its folder."""
+    """Writes the kit of `model` into `model_dir` (after the SavedModel is saved); returns its folder.
+
+    bert_digest: `encoding_cache.weights_digest` of the BERT the catalog text was encoded with; a refresh
+    refuses another BERT at `config.bert` (its vectors would not be what the towers were trained on).
+    """
     folder = kit_dir(model_dir)
     tf.io.gfile.makedirs(folder)
     _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
+    _write_json(os.path.join(folder, BERT_DIGEST_FILE), {BERT_DIGEST: bert_digest})
     _write_json(os.path.join(folder, BLEND_FILE), dataclasses.asdict(chosen))
     tf.train.Checkpoint(**trained_layers(model)).write(os.path.join(folder, TOWERS_PREFIX))
     _archive(transform_output_dir, os.path.join(folder, TRANSFORM_ARCHIVE))
@@ -130,6 +139,7 @@ def read_kit(model_dir: str) -> Kit:
         positives=_read_npz(os.path.join(folder, POSITIVES_FILE)),
         eval_positives=_read_npz(os.path.join(folder, EVAL_POSITIVES_FILE)),
         towers=os.path.join(folder, TOWERS_PREFIX),
+        bert_digest=_read_json(os.path.join(folder, BERT_DIGEST_FILE))[BERT_DIGEST],
     )
 
 

@@ -171,10 +171,7 @@ def precision_policy(mixed: bool) -> Iterator[None]:
 
 
 def encode_catalog(
-    config: TrainerConfig,
-    catalog: Mapping[str, np.ndarray],
-    encoder: bert.BertTextEncoder,
-    cache_dir: str = "",
+    catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder, cache_dir: str = ""
 ) -> np.ndarray:
     """[N, T] text vectors of the catalog with the (initial) BERT: only the items the encoding cache at
     `cache_dir` does not hold are encoded ("" = no cache, every item is)."""
@@ -205,7 +202,7 @@ def build_model(
     refresh's removed items): the query tower reads their text, they are never candidates.
     """
     if text is None:
-        text = encode_catalog(config, catalog, encoder)
+        text = encode_catalog(catalog, encoder)
     ids = np.asarray(catalog[features.ITEM_ID])
     if history_text is not None:
         ids, text = (
@@ -462,10 +459,13 @@ def run_fn(fn_args) -> None:
 
     strategy = tf.distribute.MirroredStrategy() if _has_gpu() else tf.distribute.get_strategy()
 
+    bert_digests = []  # of the BERT as loaded, before any fine-tuning: what the catalog text was encoded with
+
     def new_model(text: np.ndarray | None = None) -> tuple[TailTowerModel, np.ndarray]:
         with strategy.scope():
             encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
-            text = encode_catalog(config, catalog, encoder, cache_dir) if text is None else text
+            text = encode_catalog(catalog, encoder, cache_dir) if text is None else text
+            bert_digests.append(encoding_cache.weights_digest(encoder))
             return build_model(config, sizes, catalog, encoder, text), text
 
     log_dir = getattr(fn_args, "model_run_dir", None)  # TensorBoard: `tensorboard --logdir <model_run_dir>`
@@ -503,5 +503,6 @@ def run_fn(fn_args) -> None:
         chosen,
         fit_positives,
         validation_positives,
+        bert_digests[0],
         fn_args.serving_model_dir,
     )
