@@ -3,6 +3,7 @@ tests/test_export.py: the kit it writes, the towers restored exactly, new items 
 The pipeline form (`make refresh`: CatalogRefresh → Pusher) is tested in tests/test_pipeline_e2e.py."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -86,3 +87,16 @@ def test_the_refreshed_model_recommends_new_items_never_removed_ones(refreshed):
         rows = {row[features.ITEM_ID]: row for row in map(json.loads, f)}
     assert REMOVED not in rows and rows[NEW][features.IS_NEW] and rows[NEW][features.TITLE] == "a new pen"
     assert refresh_kit.has_kit(out)  # a refreshed version can be refreshed again
+
+
+def test_a_refresh_refuses_a_bert_the_model_was_not_trained_with(trained, tmp_path):  # noqa: F811
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.serving_dir, model_dir)
+    kit = model_dir / features.ASSETS_EXTRA_DIR / features.REFRESH_KIT_DIR
+    (kit / refresh_kit.BERT_DIGEST_FILE).write_text(json.dumps({refresh_kit.BERT_DIGEST: "0" * 64}))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "items.jsonl").write_text(json.dumps(_row(_item(ITEMS[0]))) + "\n")
+    (data / "interactions.tsv").write_text("user_id\titem_id\trating\ttime\n")
+    with pytest.raises(ValueError, match="not the one this model was trained with"):
+        refresh.refresh(str(model_dir), str(data), str(tmp_path / "out"), "", max_recall_drop=1.0)

@@ -114,7 +114,7 @@ def restored_model(
     config = kit.config
     encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
     digest = encoding_cache.weights_digest(encoder)
-    if digest != kit.bert_digest:
+    if kit.bert_digest and digest != kit.bert_digest:
         raise ValueError(
             f"the BERT at {config.bert} (weights {digest[:12]}) is not the one this model was trained with "
             f"(weights {kit.bert_digest[:12]}): its text vectors would not fit the trained towers"

@@ -84,7 +84,7 @@ class Kit:
     positives: dict[str, np.ndarray]  # POSITIVE_KEYS
     eval_positives: dict[str, np.ndarray]  # EVAL_KEYS
     towers: str  # the checkpoint's path prefix
-    bert_digest: str
+    bert_digest: str  # "" when the kit predates it (not checked)
 
 
 def write_kit(
@@ -139,8 +139,21 @@ def read_kit(model_dir: str) -> Kit:
         positives=_read_npz(os.path.join(folder, POSITIVES_FILE)),
         eval_positives=_read_npz(os.path.join(folder, EVAL_POSITIVES_FILE)),
         towers=os.path.join(folder, TOWERS_PREFIX),
-        bert_digest=_read_json(os.path.join(folder, BERT_DIGEST_FILE))[BERT_DIGEST],
+        bert_digest=_bert_digest(folder),
     )
+
+
+def _bert_digest(folder: str) -> str:
+    """The kit's BERT digest; "" (not checked, logged) for a kit written before digests were kept."""
+    path = os.path.join(folder, BERT_DIGEST_FILE)
+    if not tf.io.gfile.exists(path):
+        logger.warning(
+            "%s has no %s: the BERT weights cannot be checked against the trained model's",
+            folder,
+            BERT_DIGEST_FILE,
+        )
+        return ""
+    return _read_json(path)[BERT_DIGEST]
 
 
 def restore_towers(model: TailTowerModel, towers: str) -> None:
