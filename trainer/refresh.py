@@ -35,6 +35,8 @@ from trainer.model import TailTowerModel
 
 logger = logging.getLogger(__name__)
 
+VALIDATION_BATCH = 256  # users per `recommend` call when validating
+
 
 @dataclasses.dataclass
 class RefreshReport:
@@ -210,16 +212,21 @@ def recall_at_k(
     ignore: frozenset[str] = frozenset(),
 ) -> float:
     """Share of `targets` in the model's `recommend` top k for their histories (users sent as new: ""),
-    the items of `ignore` taken out of each list first (asked for that many more)."""
+    the items of `ignore` left out: by `recommend`'s exclude_ids filter when they fit in it, else by asking
+    for that many more and dropping them."""
     if not targets:
         return 0.0
-    asked = k + len(ignore)  # recommend clamps k to the catalog
+    fits = len(ignore) <= features.FILTER_MAX_WIDTH[features.EXCLUDE_IDS]
+    asked = k if fits else k + len(ignore)  # recommend clamps k to the catalog
     hits = 0
-    for lo in range(0, len(targets), 256):
-        batch = slice(lo, lo + 256)
-        lists = base_recommend(client, [""] * len(targets[batch]), histories[batch], asked)
+    for lo in range(0, len(targets), VALIDATION_BATCH):
+        users = [""] * len(targets[lo : lo + VALIDATION_BATCH])
+        filters = {features.EXCLUDE_IDS: [sorted(ignore)] * len(users)} if ignore and fits else {}
+        lists = base_recommend(client, users, histories[lo : lo + VALIDATION_BATCH], asked, **filters)
         kept = ([item for item in items if item not in ignore][:k] for items in lists)
-        hits += sum(target in items for target, items in zip(targets[batch], kept, strict=True))
+        hits += sum(
+            target in items for target, items in zip(targets[lo : lo + VALIDATION_BATCH], kept, strict=True)
+        )
     return hits / len(targets)
 
 
