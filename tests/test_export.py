@@ -159,9 +159,8 @@ class Trained(NamedTuple):
     module: export.ServingModule  # the live module run_fn exported
 
 
-@pytest.fixture(scope="session")  # shared with tests/test_serving_export.py: built once per run
-def trained(tmp_path_factory) -> Trained:
-    """Runs run_fn once."""
+def build_trained(tmp_path_factory) -> Trained:
+    """Runs run_fn once: tests/conftest.py's session fixture `trained` (shared by every module that asks)."""
     workdir = str(tmp_path_factory.mktemp("e2e"))
     try:
         minilm = bert.fetch_minilm()

@@ -11,7 +11,7 @@ import pytest
 from pipeline.loop.__main__ import LOOP_REPORT, LoopOptions, run_loop
 from pipeline.loop.simulator import SimulatorConfig
 from serving.event_log import EVENTS, SERVED, read_records, spans
-from tests.test_pipeline_e2e import LENIENT_GATE, first_run, tiny_bert  # noqa: F401  (fixtures)
+from tests.test_pipeline_e2e import LENIENT_GATE
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ USERS_PER_DAY = 25
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory, first_run):  # noqa: F811
+def loop(tmp_path_factory, first_run):
     output = str(tmp_path_factory.mktemp("loop") / "run")
     shutil.copytree(first_run.output_dir, output)  # its ML Metadata still points at the first run's artifacts
     config = dataclasses.replace(

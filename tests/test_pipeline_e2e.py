@@ -45,14 +45,14 @@ RERUN = {"latest_blessed_model_resolver", "previous_statistics_resolver", "Drift
 CACHED_ON_RERUN = COMPONENT_IDS - RERUN
 
 
-@pytest.fixture(scope="session")  # shared with tests/test_loop.py
-def tiny_bert(tmp_path_factory) -> str:
+def build_tiny_bert(tmp_path_factory) -> str:
+    """tests/conftest.py's session fixture `tiny_bert`."""
     vocab = bert.fetch_minilm(bert.default_cache_dir()) / "vocab.txt"
     return str(write_tiny_bert(tmp_path_factory.mktemp("bert"), vocab))
 
 
-@pytest.fixture(scope="session")  # tests/test_loop.py starts its loop from a copy of this run
-def first_run(tmp_path_factory, tiny_bert):
+def build_first_run(tmp_path_factory, tiny_bert: str) -> configs.PipelineConfig:
+    """tests/conftest.py's session fixture `first_run` (tests/test_loop.py starts its loop from a copy)."""
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "data"
     synthetic_data.generate(str(data_dir), num_users=80, num_items=120, seed=1)

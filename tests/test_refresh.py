@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from serving.local_client import LocalClient
-from tests.test_export import ITEMS, _item, trained  # noqa: F401  (trained: a tiny exported model)
+from tests.test_export import ITEMS, _item
 from trainer import features, refresh, refresh_kit
 
 REMOVED, NEW = ITEMS[0], "n1"
@@ -29,7 +29,7 @@ def _row(item: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def refreshed(trained, tmp_path_factory):  # noqa: F811
+def refreshed(trained, tmp_path_factory):
     """The tiny model refreshed over a catalog without REMOVED and with NEW (another item's text)."""
     root = tmp_path_factory.mktemp("refresh")
     data = root / "data"
@@ -43,7 +43,7 @@ def refreshed(trained, tmp_path_factory):  # noqa: F811
     return out, report
 
 
-def test_run_fn_writes_a_refresh_kit(trained):  # noqa: F811
+def test_run_fn_writes_a_refresh_kit(trained):
     kit = refresh_kit.read_kit(trained.serving_dir)
     assert kit.config.top_k == 3 and kit.config.embedding_dim == 8  # test_export's custom_config
     assert len(kit.positives[features.ITEM_ID]) == len(kit.positives[features.USER_INDEX]) > 0
@@ -55,7 +55,7 @@ def test_a_model_without_a_kit_is_refused_with_the_reason(tmp_path):
         refresh_kit.read_kit(str(tmp_path))
 
 
-def test_refresh_keeps_the_trained_towers_and_encodes_new_items_by_their_text(trained, refreshed):  # noqa: F811
+def test_refresh_keeps_the_trained_towers_and_encodes_new_items_by_their_text(trained, refreshed):
     out, report = refreshed
     assert (report.items, report.new_items, report.removed_items) == (len(ITEMS), 1, 1)
     assert report.passed, report.failure
@@ -89,7 +89,7 @@ def test_the_refreshed_model_recommends_new_items_never_removed_ones(refreshed):
     assert refresh_kit.has_kit(out)  # a refreshed version can be refreshed again
 
 
-def test_a_refresh_refuses_a_bert_the_model_was_not_trained_with(trained, tmp_path):  # noqa: F811
+def test_a_refresh_refuses_a_bert_the_model_was_not_trained_with(trained, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(trained.serving_dir, model_dir)
     kit = model_dir / features.ASSETS_EXTRA_DIR / features.REFRESH_KIT_DIR

@@ -26,7 +26,7 @@ from serving.rest_client import RestClient
 from serving.servable import read_signature_defs
 from serving.service import RecommendationService
 from serving.service_config import ServiceConfig
-from tests.test_export import ITEMS, TRAIN_ITEMS, trained  # noqa: F401  (trained: a tiny exported model)
+from tests.test_export import ITEMS, TRAIN_ITEMS
 from tests.test_service_e2e import wait_ready
 from tests.test_serving_toy import running_server
 from trainer import features
@@ -36,7 +36,7 @@ OFF = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}  # the re-ranking k
 
 
 @pytest.fixture(scope="module")
-def pushed(trained, tmp_path_factory):  # noqa: F811
+def pushed(trained, tmp_path_factory):
     """A copy of the export in TF Serving's layout, in a folder unrelated to the one it was written to."""
     base = str(tmp_path_factory.mktemp("elsewhere") / MODEL)
     shutil.copytree(trained[0], os.path.join(base, "1"))
