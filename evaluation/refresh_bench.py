@@ -83,10 +83,11 @@ def last_item_users(data_dir: str, held: set[str]) -> dict[str, list[tuple[list[
 
 def train(before: str, run_dir: str) -> None:
     """The pipeline on `before` into `run_dir`, unless a model is already pushed there."""
+    from components import catalog_refresh
     from pipeline import configs, local_runner
 
     serving_dir = configs.run_paths(run_dir)["serving_model_dir"]
-    versions = sorted(int(name) for name in os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
+    versions = sorted(catalog_refresh.versions(serving_dir))
     if versions:  # the trained version; refreshed ones from an earlier bench run are dropped
         for version in versions[1:]:
             shutil.rmtree(os.path.join(serving_dir, str(version)))

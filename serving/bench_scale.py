@@ -244,14 +244,7 @@ def serving_module(catalog: Catalog, text_dtype: str, transform_dir: str, config
 
 def save(module, output_dir: str) -> None:
     """Saves `module` with `export.export_serving_model`'s five signatures."""
-    signatures = {
-        features.SERVING_DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
-        features.TRANSFORM_FEATURES_SIGNATURE: module.transform_features.get_concrete_function(),
-        features.RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
-        features.RANK_SIGNATURE: module.rank.get_concrete_function(),
-        features.ITEM_EMBEDDINGS_SIGNATURE: module.item_embeddings.get_concrete_function(),
-    }
-    tf.saved_model.save(module, output_dir, signatures=signatures)
+    tf.saved_model.save(module, output_dir, signatures=export.serving_signatures(module))
 
 
 def table_bytes(module) -> dict[str, int]:

@@ -721,6 +721,17 @@ def read_catalog_ids(model_dir: str) -> list[str]:
         return [json.loads(line)[features.ITEM_ID] for line in f if line.strip()]
 
 
+def serving_signatures(module: ServingModule) -> dict:
+    """The five signatures a served tailtower model has, by name."""
+    return {
+        features.SERVING_DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.TRANSFORM_FEATURES_SIGNATURE: module.transform_features.get_concrete_function(),
+        features.RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
+        features.RANK_SIGNATURE: module.rank.get_concrete_function(),
+        features.ITEM_EMBEDDINGS_SIGNATURE: module.item_embeddings.get_concrete_function(),
+    }
+
+
 def export_serving_model(
     model: TailTowerModel,
     tf_transform_output: tft.TFTransformOutput,
@@ -756,13 +767,7 @@ def export_serving_model(
         rerank_pool,
         item_metadata,
     )
-    signatures = {
-        features.SERVING_DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
-        features.TRANSFORM_FEATURES_SIGNATURE: module.transform_features.get_concrete_function(),
-        features.RECOMMEND_SIGNATURE: module.recommend.get_concrete_function(),
-        features.RANK_SIGNATURE: module.rank.get_concrete_function(),
-        features.ITEM_EMBEDDINGS_SIGNATURE: module.item_embeddings.get_concrete_function(),
-    }
+    signatures = serving_signatures(module)
     rows = catalog_metadata(catalog, item_metadata, model.item_vectors.num_items)  # checked before saving
     tf.saved_model.save(module, output_dir, signatures=signatures)
     write_catalog_metadata(rows, output_dir)
