@@ -1,5 +1,7 @@
 """trainer.blend: the served score's mix is chosen on the validation split (constructed catalogs)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -96,3 +98,63 @@ def test_served_blend_fills_cold_items_popularity_and_keeps_no_table_without_alp
     with_table = blend.served_blend(blend.Blend(alpha=0.5), x, counts, vectors, neighbours=5, pop_scale=0.1)
     assert with_table.table.rows.shape == (3, 5)
     assert with_table.summary()["neighbours"] == 5 and with_table.summary()["alpha"] == 0.5
+
+
+def _cold_catalog(cold_targets: bool, seed: int = 2):
+    """Items 30..39 are cold and the towers score them 0.3 lower than their warm look-alikes (as the
+    text-only vector of an item the towers never saw does); with `cold_targets` a fifth of the users want
+    one of them, otherwise nobody does."""
+    rng = np.random.default_rng(seed)
+    is_cold = np.arange(N) >= 30
+    targets = rng.integers(0, 30, size=USERS)
+    if cold_targets:
+        targets[: USERS // 5] = rng.integers(30, N, size=USERS // 5)
+    scores = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
+    scores[np.arange(USERS), targets] += 0.7
+    scores[:, is_cold] -= 0.3
+    return _validation(scores, targets), is_cold
+
+
+@pytest.mark.parametrize("cold_targets", [True, False])
+def test_choose_cold_offsets_cold_items_only_when_their_users_gain(cold_targets):
+    validation, is_cold = _cold_catalog(cold_targets)
+    table = item_item.NeighbourTable(np.zeros([N, 0], np.int32), np.zeros([N, 0], np.float32))
+    fill = item_item.text_fill(np.eye(N), ~is_cold, 3)
+    warm = blend.Blend(gamma=0.25)
+    chosen, trials = blend.choose_cold(
+        validation, warm, table, fill, np.zeros(N, np.float32), np.zeros(N, bool), is_cold, 5, 1.0
+    )
+    assert dataclasses.replace(chosen, cold_gain=1.0, cold_offset=0.0) == warm  # the warm mix is kept
+    assert len(trials) == len(blend.COLD_GAINS) * len(blend.COLD_OFFSETS) and trials[0].blend == chosen
+    plain = next(t for t in trials if t.blend == warm)
+    if cold_targets:
+        assert chosen.cold_offset > 0
+        assert trials[0].cold_recall > plain.cold_recall + 0.2
+        assert trials[0].objective > plain.objective
+    else:
+        assert chosen == warm  # nothing to gain: an offset only pushes warm targets down
+        assert np.isnan(plain.cold_recall)
+
+
+def test_pseudo_cold_items_draws_the_share_among_items_with_positives():
+    counts = np.array([0, 3, 1, 0, 7, 2, 5, 1, 1, 4, 0, 9])  # 9 items with positives
+    made_cold = blend.pseudo_cold_items(counts, 0.34, seed=4)
+    assert made_cold.sum() == 3 and not made_cold[counts == 0].any()
+    assert (blend.pseudo_cold_items(counts, 0.34, seed=4) == made_cold).all()  # seeded
+    x = item_item.interaction_matrix(np.arange(12), np.arange(12), 12)
+    emptied = blend.without_items(x, made_cold)
+    assert np.asarray(emptied.sum(axis=0)).reshape(-1).tolist() == (~made_cold).astype(float).tolist()
+
+
+def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
+    x = item_item.interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 3)
+    counts = np.array([1, 2, 0])
+    vectors = np.array([[1.0, 0], [0, 1], [0.1, 1]])
+    plain = blend.served_blend(blend.Blend(alpha=0.5), x, counts, vectors, neighbours=5, pop_scale=0.1)
+    cold = blend.Blend(alpha=0.5, cold_gain=4.0, cold_offset=0.2)
+    served = blend.served_blend(cold, x, counts, vectors, neighbours=5, pop_scale=0.1)
+    np.testing.assert_allclose(served.fill.weights, 4.0 * plain.fill.weights)
+    np.testing.assert_array_equal(served.log_prob, plain.log_prob)  # popularity: still a weighted mean
+    assert served.item_offset().tolist() == pytest.approx([0.0, 0.0, 0.2])
+    assert plain.item_offset().tolist() == [0.0, 0.0, 0.0]
+    assert served.summary()["cold_gain"] == 4.0 and served.summary()["cold_offset"] == 0.2

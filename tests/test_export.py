@@ -839,15 +839,17 @@ def test_catalog_metadata_is_replaced_whole_and_needs_one_value_per_item(tmp_pat
 
 
 def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(trained, local_client):
-    """A module with both terms on (the fixture's own choice turned them off) ranks by the numpy definition:
-    cos + gamma · τ · log p + alpha · scaled cf (trainer/blend.py), the same as the choice used."""
+    """A module with every term on (the fixture's own choice turned them off) ranks by the numpy definition:
+    cos + gamma · τ · log p + alpha · scaled cf (cold items: fill × cold_gain) + cold_offset on cold items
+    (trainer/blend.py), the same as the choice used."""
     module = trained.module
     ids = module.catalog_ids.numpy()
     x = item_item.interaction_matrix(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 2, 3, 4]), len(ids))
     counts = np.array([5, 9, 1, 2, 3, 1, 0, 0, 0, 0])  # items 6..9: no positives, text-filled popularity
     vectors = module.candidate_vectors.numpy()
-    chosen = blend.Blend(method=item_item.COSINE, recency=0.5, alpha=0.7, gamma=0.6)
+    chosen = blend.Blend(item_item.COSINE, recency=0.5, alpha=0.7, gamma=0.6, cold_gain=2.0, cold_offset=0.05)
     served = blend.served_blend(chosen, x, counts, vectors, neighbours=3, pop_scale=0.1)
+    np.testing.assert_allclose(served.fill.weights.sum(axis=1), 2.0, rtol=1e-6)  # the cf fill, gained
     blended = export.ServingModule(
         module.model,
         module.tft_layer,
@@ -875,7 +877,10 @@ def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(tr
         item_item.apply_fill(item_item.cf_scores(served.table, history_rows, 0.5), served.fill)
     )
     expected = {
-        item_id: cos[item_id] + 0.6 * 0.1 * served.log_prob[rows[item_id]] + 0.7 * cf[0, rows[item_id]]
+        item_id: cos[item_id]
+        + 0.6 * 0.1 * served.log_prob[rows[item_id]]
+        + 0.7 * cf[0, rows[item_id]]
+        + 0.05 * (counts[rows[item_id]] == 0)
         for item_id in cos
         if item_id not in (b"i1", b"i3")
     }

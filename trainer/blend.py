@@ -1,18 +1,27 @@
 """The served retrieval score, and its mix chosen by the pipeline on the user's own validation split.
 
     score(u, j) = cos(q_u, c_j) + gamma · τ · log p_j + alpha · cf(u, j) / max_j' cf(u, j')
+                  [+ cold_offset, for an item without training positives]
 
 cos: the two towers (unit vectors). log p_j: the item's share of training positives (`item_log_prob`), so
 gamma = 1 puts back the popularity that the uncorrected in-batch softmax (`logq_beta` 0) leaves out — its
 logits, cos / τ, estimate log p(j | u) − log p(j) (logit adjustment, Menon et al. 2021): one trained model
 slides along the accuracy ↔ tail curve that `logq_beta` used to fix per catalog at training time. cf: the
 item-item score of the user's history (`trainer.item_item`), with `method` and `recency`, scaled so the
-user's best item scores 1. Cold items take their text neighbours' cf and popularity (`item_item.text_fill`).
+user's best item scores 1. Cold items (no training positives: new, or never bought) take their text
+neighbours' cf, multiplied by `cold_gain`, and popularity (`item_item.text_fill`), and `cold_offset`.
 
 `choose` tries every combination of `METHODS(catalog)` × `RECENCIES` × `ALPHAS` × `GAMMAS` on the validation
 split (each user's last training positive, scored by a model that did not train on it) and keeps the one with
 the best Recall@K + tail Recall@K (the tail term keeps the blend from trading the tail away for head hits;
 where no validation target is a tail item it is 0 and accuracy alone decides).
+
+The validation split holds no cold item, so nothing above sees what the item-item term does to them: a
+warm item's cf is its own, a cold item's a mean of its neighbours', so a large alpha buries cold items.
+`choose_cold` then plays the cold-item protocol on the same users: a seeded `PSEUDO_COLD_SHARE` of the items
+with positives lose them (their id vector, their cf rows and their popularity, all text-filled as a new
+item's would be) and, with the mix above fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best
+Recall@K + tail Recall@K + cold Recall@K (recall over the users whose target is one of those items).
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ logger = logging.getLogger(__name__)
 ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 100.0)  # 100: the item-item score first, the towers break ties
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RECENCIES = (1.0, 0.7, 0.4, 0.1)
+COLD_GAINS = (1.0, 2.0, 4.0)
+COLD_OFFSETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the towers' cosine
+# Items made cold when the cold terms are chosen: the share `make eval`'s cold-item protocol uses.
+PSEUDO_COLD_SHARE = 0.1
 # Validation users scored per trial (a seeded sample beyond this): bounds the choice's cost on big data.
 MAX_VALIDATION_USERS = 5000
 _EXCLUDED = -np.inf
@@ -46,6 +59,8 @@ class Blend:
     recency: float = 1.0
     alpha: float = 0.0
     gamma: float = 0.0
+    cold_gain: float = 1.0
+    cold_offset: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +71,18 @@ class Validation:
     history_rows: np.ndarray  # [V, H] catalog rows of the example's history, PAD = none, newest last
     targets: np.ndarray  # [V] catalog row of the validation positive
     exclude: sp.csr_matrix  # [V, N] nonzero = the user's training items (never recommended)
+    queries: np.ndarray | None = None  # [V, D] the query vectors behind model_scores (for `choose_cold`)
 
     def sample(self, max_users: int, seed: int) -> Validation:
         if len(self.targets) <= max_users:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self.targets), max_users, replace=False))
         return Validation(
-            self.model_scores[keep], self.history_rows[keep], self.targets[keep], self.exclude[keep]
+            self.model_scores[keep],
+            self.history_rows[keep],
+            self.targets[keep],
+            self.exclude[keep],
+            None if self.queries is None else self.queries[keep],
         )
 
 
@@ -71,10 +91,11 @@ class Trial:
     blend: Blend
     recall: float
     tail_recall: float
+    cold_recall: float = np.nan  # only in `choose_cold`'s trials
 
     @property
     def objective(self) -> float:
-        return self.recall + (0.0 if np.isnan(self.tail_recall) else self.tail_recall)
+        return self.recall + sum(0.0 if np.isnan(r) else r for r in (self.tail_recall, self.cold_recall))
 
 
 def log_prob(counts: np.ndarray) -> np.ndarray:
@@ -84,10 +105,34 @@ def log_prob(counts: np.ndarray) -> np.ndarray:
 
 
 def blended(
-    model_scores: np.ndarray, scaled_cf: np.ndarray, log_prob: np.ndarray, blend: Blend, pop_scale: float
+    model_scores: np.ndarray,
+    scaled_cf: np.ndarray,
+    log_prob: np.ndarray,
+    blend: Blend,
+    pop_scale: float,
+    is_cold: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The served score (module docstring) from its parts: [U, N] + [U, N] + [N] → [U, N]."""
-    return model_scores + (blend.gamma * pop_scale) * log_prob[None, :] + blend.alpha * scaled_cf
+    """The served score (module docstring) from its parts: [U, N] + [U, N] + [N] (+ [N] bool) → [U, N].
+    `scaled_cf` already carries `cold_gain` (it is applied with the text fill, before scaling per user)."""
+    scores = model_scores + (blend.gamma * pop_scale) * log_prob[None, :] + blend.alpha * scaled_cf
+    if is_cold is not None and blend.cold_offset:
+        scores = scores + blend.cold_offset * np.asarray(is_cold, np.float32)[None, :]
+    return scores
+
+
+def user_cf(
+    table: item_item.NeighbourTable, fill: item_item.TextFill, history_rows: np.ndarray, blend: Blend
+) -> np.ndarray:
+    """[U, N] the cf term as served: raw scores, text fill (times `cold_gain`), scaled per user."""
+    raw = item_item.cf_scores(table, history_rows, blend.recency)
+    return item_item.scale_per_user(item_item.apply_fill(raw, gained(fill, blend.cold_gain)))
+
+
+def gained(fill: item_item.TextFill, gain: float) -> item_item.TextFill:
+    """The fill of the cf term: its weights (summing to 1) times `gain`."""
+    if gain == 1.0:
+        return fill
+    return dataclasses.replace(fill, weights=(fill.weights * gain).astype(np.float32))
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -126,8 +171,7 @@ def choose(
     trials = []
     for method, recency in itertools.product(tables, recencies):
         table, fill = tables[method]
-        cf = item_item.apply_fill(item_item.cf_scores(table, validation.history_rows, recency), fill)
-        cf = item_item.scale_per_user(cf)
+        cf = user_cf(table, fill, validation.history_rows, Blend(method, recency))
         for alpha, gamma in itertools.product(alphas, gammas):
             blend = Blend(method, recency, alpha, gamma)
             recs = _top_k(blended(base, cf, log_prob, blend, pop_scale), k)
@@ -152,6 +196,79 @@ def choose(
     return best.blend, trials
 
 
+def choose_cold(
+    validation: Validation,
+    warm: Blend,
+    table: item_item.NeighbourTable,
+    fill: item_item.TextFill,
+    log_prob: np.ndarray,
+    is_tail: np.ndarray,
+    is_cold: np.ndarray,
+    k: int,
+    pop_scale: float,
+    gains: Sequence[float] = COLD_GAINS,
+    offsets: Sequence[float] = COLD_OFFSETS,
+) -> tuple[Blend, list[Trial]]:
+    """`warm` with the best `cold_gain` and `cold_offset` (module docstring) and every trial, best first.
+
+    Args:
+      validation: the users with their scores in a catalog where the `is_cold` items have no positives:
+        their columns scored with their text-only (out-of-vocabulary id) candidate vectors.
+      table, fill, log_prob: `warm.method`'s table, the text fill and the filled popularity of that catalog.
+      is_tail, is_cold: [N] flags; cold recall is over the users whose target `is_cold`.
+    """
+    base = np.where(validation.exclude.toarray() > 0, _EXCLUDED, validation.model_scores).astype(np.float32)
+    trials = []
+    for gain in gains:
+        cf = user_cf(table, fill, validation.history_rows, dataclasses.replace(warm, cold_gain=gain))
+        for offset in offsets:
+            blend = dataclasses.replace(warm, cold_gain=gain, cold_offset=offset)
+            recs = _top_k(blended(base, cf, log_prob, blend, pop_scale, is_cold), k)
+            trials.append(
+                Trial(
+                    blend,
+                    metrics.recall(recs, validation.targets),
+                    metrics.tail_recall(recs, validation.targets, is_tail),
+                    metrics.cold_recall(recs, validation.targets, is_cold),
+                )
+            )
+    trials.sort(key=lambda t: -t.objective)  # stable: gain 1, offset 0 first
+    best, plain = trials[0], next(t for t in trials if t.blend == warm)
+    logger.info(
+        "Cold terms chosen on %d validation users (%d with a cold target): gain %g, offset %g "
+        "(Recall@%d %.4f, tail %.4f, cold %.4f; without them %.4f / %.4f / %.4f)",
+        len(validation.targets),
+        int(np.sum(np.asarray(is_cold)[validation.targets])),
+        best.blend.cold_gain,
+        best.blend.cold_offset,
+        k,
+        best.recall,
+        best.tail_recall,
+        best.cold_recall,
+        plain.recall,
+        plain.tail_recall,
+        plain.cold_recall,
+    )
+    return best.blend, trials
+
+
+def pseudo_cold_items(counts: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """[N] bool: round(share × items with positives) of them, drawn without replacement (seeded)."""
+    warm = np.flatnonzero(np.asarray(counts) > 0)
+    chosen = np.random.default_rng(seed).choice(warm, int(round(share * len(warm))), replace=False)
+    made_cold = np.zeros(len(counts), bool)
+    made_cold[chosen] = True
+    return made_cold
+
+
+def without_items(x: sp.csr_matrix, made_cold: np.ndarray) -> sp.csr_matrix:
+    """`x` with the `made_cold` item columns emptied."""
+    kept = x @ sp.diags((~np.asarray(made_cold, bool)).astype(x.dtype))
+    kept = sp.csr_matrix(kept)
+    kept.eliminate_zeros()
+    return kept
+
+
 def _towers_alone(trials: Sequence[Trial]) -> str:
     alone = next((t for t in trials if t.blend.alpha == 0 and t.blend.gamma == 0), None)
     return "n/a" if alone is None else f"{alone.recall:.4f} / {alone.tail_recall:.4f}"
@@ -167,9 +284,15 @@ class ServedBlend:
 
     blend: Blend
     table: item_item.NeighbourTable  # empty (n = 0) when blend.alpha is 0
-    fill: item_item.TextFill
+    fill: item_item.TextFill  # of the cf term: weights times blend.cold_gain; fill.cold_rows = the cold items
     log_prob: np.ndarray  # [N] float32, text-filled for items without positives
     pop_scale: float  # τ
+
+    def item_offset(self) -> np.ndarray:
+        """[N] float32: blend.cold_offset at the cold items, 0 elsewhere."""
+        offset = np.zeros(len(self.log_prob), np.float32)
+        offset[self.fill.cold_rows] = self.blend.cold_offset
+        return offset
 
     def summary(self) -> dict:
         """The chosen mix and the table's size, as written beside the model (assets.extra/blend.json)."""
@@ -218,4 +341,5 @@ def served_blend(
         table = item_item.NeighbourTable(
             np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0], np.float32)
         )
-    return ServedBlend(blend, table, fill, item_item.apply_fill(log_prob(counts), fill), pop_scale)
+    filled_log_prob = item_item.apply_fill(log_prob(counts), fill)
+    return ServedBlend(blend, table, gained(fill, blend.cold_gain), filled_log_prob, pop_scale)

@@ -402,6 +402,7 @@ class ServingModule(tf.Module):
         self.fill_cold_rows = tf.Variable(np.asarray(served.fill.cold_rows, np.int64), trainable=False)
         self.fill_rows = tf.Variable(np.asarray(served.fill.rows, np.int64), trainable=False)
         self.fill_weights = tf.Variable(np.asarray(served.fill.weights, np.float32), trainable=False)
+        self.item_offset = tf.Variable(served.item_offset(), trainable=False)  # cold_offset on cold items
         self.history_slot_weights = tf.constant(
             item_item.position_weights(features.HISTORY_LENGTH, served.blend.recency)
         )
@@ -430,6 +431,8 @@ class ServingModule(tf.Module):
             scores += self._pop_weight * self.item_log_prob[tf.newaxis, :]
         if self._blend.alpha and self.neighbour_rows.shape[1]:
             scores += self._blend.alpha * self._item_item_scores(history)
+        if self._blend.cold_offset:
+            scores += self.item_offset[tf.newaxis, :]
         return scores
 
     def _item_item_scores(self, history: tf.Tensor) -> tf.Tensor:

@@ -8,6 +8,7 @@ precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -296,9 +297,9 @@ def validation_split(
         query({key: tf.constant(value[lo : lo + 1024]) for key, value in inputs.items()}).numpy()
         for lo in range(0, int(keep.sum()), 1024)
     ]
-    scores = (
-        np.concatenate(queries) @ candidate_vectors.T if queries else np.zeros([0, len(candidate_vectors)])
-    )
+    dim = candidate_vectors.shape[1]
+    queries = np.concatenate(queries) if queries else np.zeros([0, dim], np.float32)
+    scores = queries @ candidate_vectors.T
     users = inputs[features.USER_INDEX]
     fit_users, fit_items = fit_positives[features.USER_INDEX], rows(fit_positives[features.ITEM_ID])
     by_user: dict[int, list[int]] = {}
@@ -311,7 +312,8 @@ def validation_split(
     exclude = sp.csr_matrix(
         (np.ones(len(columns)), columns, np.cumsum([0, *lengths])), shape=(len(users), len(candidate_vectors))
     )
-    return blend.Validation(scores.astype(np.float32), rows(inputs[features.HISTORY]), targets[keep], exclude)
+    history = rows(inputs[features.HISTORY])
+    return blend.Validation(scores.astype(np.float32), history, targets[keep], exclude, queries)
 
 
 def choose_blend(
@@ -347,6 +349,51 @@ def choose_blend(
     logger.info("Tried %d blends in %.1f s; best five:", len(trials), time.monotonic() - start)
     for trial in trials[:5]:
         logger.info("  %s: Recall %.4f, tail Recall %.4f", trial.blend, trial.recall, trial.tail_recall)
+    chosen, cold_trials = choose_cold_terms(model, config, catalog, chosen, validation, x, counts)
+    return chosen, cold_trials + trials
+
+
+def choose_cold_terms(
+    model: TailTowerModel,
+    config: TrainerConfig,
+    catalog: Mapping[str, np.ndarray],
+    warm: blend.Blend,
+    validation: blend.Validation,
+    x: sp.csr_matrix,
+    counts: np.ndarray,
+) -> tuple[blend.Blend, list[blend.Trial]]:
+    """`warm` with the cold terms `blend.choose_cold` picks on the same validation users, a seeded share of
+    the items with positives made cold: out-of-vocabulary id, no item-item rows, text-filled popularity."""
+    made_cold = blend.pseudo_cold_items(counts, blend.PSEUDO_COLD_SHARE, config.seed)
+    if not made_cold.any() or validation.queries is None:
+        return warm, []
+    start = time.monotonic()
+    index = catalog[features.ITEM_INDEX]
+    oov = np.where(made_cold.reshape([-1] + [1] * (index.ndim - 1)), model.item_vectors.num_items, index)
+    cold_catalog = {**catalog, features.ITEM_INDEX: oov.astype(index.dtype)}
+    vectors = export.candidate_vectors(model, cold_catalog, config.batch_size)
+    scores = validation.model_scores.copy()
+    scores[:, made_cold] = validation.queries @ vectors[made_cold].T
+    cold_counts = np.where(made_cold, 0, counts)
+    fill = item_item.text_fill(vectors, cold_counts > 0, blend.TEXT_FILL_SIZE)
+    neighbours = config.item_item_neighbours
+    if warm.alpha > 0 and neighbours > 0:
+        table = item_item.neighbour_table(blend.without_items(x, made_cold), warm.method, neighbours)
+    else:
+        table = item_item.NeighbourTable(np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0]))
+    is_tail = (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0) | made_cold
+    chosen, trials = blend.choose_cold(
+        dataclasses.replace(validation, model_scores=scores),
+        warm,
+        table,
+        fill,
+        item_item.apply_fill(blend.log_prob(cold_counts), fill),
+        is_tail,
+        cold_counts == 0,
+        config.top_k,
+        pop_scale(config),
+    )
+    logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
     return chosen, trials
 
 
@@ -373,14 +420,18 @@ class PositionWeightsSummary(tf.keras.callbacks.Callback):
 
 
 def write_blend_summary(log_dir: str | None, trials: Sequence[blend.Trial], k: int) -> None:
-    """The validation trials of the blend choice, best first, as a TensorBoard text table."""
+    """The validation trials of the blend choice (the cold terms' first, then the rest), best first, as a
+    TensorBoard text table."""
     if not log_dir:
         return
-    header = f"| method | recency | alpha | gamma | Recall@{k} | tail Recall@{k} |\n" + "|---" * 6 + "|\n"
+    columns = ["method", "recency", "alpha", "gamma", "cold_gain", "cold_offset"]
+    columns += [f"Recall@{k}", f"tail Recall@{k}", f"cold Recall@{k}"]
+    header = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n"
     rows = "".join(
         f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
-        f"| {t.recall:.4f} | {t.tail_recall:.4f} |\n"
-        for t in trials[:50]
+        f"| {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
+        f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} |\n"
+        for t in trials[:80]
     )
     with tf.summary.create_file_writer(os.path.join(log_dir, "blend")).as_default(step=0):
         tf.summary.text("validation_trials", header + rows)
