@@ -100,32 +100,34 @@ def test_served_blend_fills_cold_items_popularity_and_keeps_no_table_without_alp
     assert with_table.summary()["neighbours"] == 5 and with_table.summary()["alpha"] == 0.5
 
 
-def _cold_catalog(cold_targets: bool, seed: int = 2):
-    """Items 30..39 are cold and the towers score them 0.3 lower than their warm look-alikes (as the
-    text-only vector of an item the towers never saw does); with `cold_targets` a fifth of the users want
-    one of them, otherwise nobody does."""
+def _cold_catalog(cold_share: float, seed: int = 2, cold_items: int = 10):
+    """The last `cold_items` items are cold and the towers score them 0.3 lower than their warm look-alikes
+    (as the text-only vector of an item the towers never saw does); `cold_share` of the users want one of
+    them. Returns (validation, is_cold)."""
     rng = np.random.default_rng(seed)
-    is_cold = np.arange(N) >= 30
-    targets = rng.integers(0, 30, size=USERS)
-    if cold_targets:
-        targets[: USERS // 5] = rng.integers(30, N, size=USERS // 5)
+    is_cold = np.arange(N) >= N - cold_items
+    targets = rng.integers(0, N - cold_items, size=USERS)
+    wanting = int(cold_share * USERS)
+    targets[:wanting] = rng.integers(N - cold_items, N, size=wanting)
     scores = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
     scores[np.arange(USERS), targets] += 0.7
     scores[:, is_cold] -= 0.3
     return _validation(scores, targets), is_cold
 
 
-@pytest.mark.parametrize("cold_targets", [True, False])
-def test_choose_cold_offsets_cold_items_only_when_their_users_gain(cold_targets):
-    validation, is_cold = _cold_catalog(cold_targets)
+def _replay(validation, is_cold) -> blend.ColdReplay:
     table = item_item.NeighbourTable(np.zeros([N, 0], np.int32), np.zeros([N, 0], np.float32))
     fill = item_item.text_fill(np.eye(N), ~is_cold, 3)
+    return blend.ColdReplay(validation, table, fill, np.zeros(N, np.float32), np.zeros(N, bool), is_cold)
+
+
+@pytest.mark.parametrize("cold_targets", [True, False])
+def test_choose_cold_offsets_cold_items_only_when_their_users_gain(cold_targets):
+    replays = [_replay(*_cold_catalog(0.2 if cold_targets else 0.0, seed)) for seed in (2, 3)]
     warm = blend.Blend(gamma=0.25)
-    chosen, trials = blend.choose_cold(
-        validation, warm, table, fill, np.zeros(N, np.float32), np.zeros(N, bool), is_cold, 5, 1.0
-    )
+    chosen, trials = blend.choose_cold(replays, warm, 5, 1.0)
     assert dataclasses.replace(chosen, cold_gain=1.0, cold_offset=0.0) == warm  # the warm mix is kept
-    assert len(trials) == len(blend.COLD_GAINS) * len(blend.COLD_OFFSETS) and trials[0].blend == chosen
+    assert len(trials) == len(blend.COLD_OFFSETS) and trials[0].blend == chosen  # alpha 0: no gain to try
     plain = next(t for t in trials if t.blend == warm)
     if cold_targets:
         assert chosen.cold_offset > 0
@@ -136,14 +138,68 @@ def test_choose_cold_offsets_cold_items_only_when_their_users_gain(cold_targets)
         assert np.isnan(plain.cold_recall)
 
 
-def test_pseudo_cold_items_draws_the_share_among_items_with_positives():
+def test_choose_cold_gains_the_borrowed_item_item_score_when_cold_targets_follow_the_history():
+    # A user's last item h (10..19) has two item-item neighbours, h - 10 (never wanted) and h + 10 (the warm
+    # users' target); the cold item h + 20 is the text twin of h - 10. At gain 1 the three tie on cf and the
+    # noise decides; at gain > 1 the cold twin leads, which the cold half of the users want.
+    rng = np.random.default_rng(5)
+    last = rng.integers(10, 20, size=USERS)
+    targets = np.where(np.arange(USERS) % 2 == 0, last + 20, last + 10)
+    rows = np.full([N, 2], item_item.PAD, np.int32)
+    rows[10:20] = np.stack([np.arange(0, 10), np.arange(20, 30)], 1)
+    table = item_item.NeighbourTable(rows, np.where(rows >= 0, 1.0, 0.0).astype(np.float32))
+    is_cold = np.arange(N) >= 30
+    fill = item_item.TextFill(
+        np.arange(30, 40, dtype=np.int32),
+        np.arange(0, 10, dtype=np.int32)[:, None],
+        np.ones([10, 1], np.float32),
+    )
+    history = np.stack([np.full(USERS, item_item.PAD), last], 1)
+    validation = _validation(rng.normal(scale=0.01, size=[USERS, N]), targets, history)
+    replay = blend.ColdReplay(validation, table, fill, np.zeros(N, np.float32), np.zeros(N, bool), is_cold)
+    warm = blend.Blend(alpha=1.0)
+    chosen, trials = blend.choose_cold([replay], warm, 1, 1.0, offsets=(0.0,))
+    assert chosen.cold_gain > 1.0
+    plain = next(t for t in trials if t.blend == warm)
+    assert plain.cold_recall < 0.6 and trials[0].cold_recall > 0.95
+
+
+def test_choose_cold_keeps_the_warm_recall_it_may_lose_to_a_bound():
+    # Half the catalog is cold and a tenth of the users want a cold item: the offset with the best objective
+    # fills every list with cold items and costs more than COLD_MAX_RECALL_LOSS of the recall; a smaller one
+    # is taken.
+    validation, is_cold = _cold_catalog(0.1, 2, cold_items=20)
+    chosen, trials = blend.choose_cold([_replay(validation, is_cold)], blend.Blend(), 5, 1.0)
+    plain = next(t for t in trials if t.blend == blend.Blend())
+    floor = (1 - blend.COLD_MAX_RECALL_LOSS) * plain.recall
+    unbounded = max(trials, key=lambda t: t.objective)
+    assert unbounded.recall < floor  # without the bound this one would win
+    assert trials[0].blend == chosen and trials[0].recall >= floor
+    assert 0 < chosen.cold_offset < unbounded.blend.cold_offset
+
+
+def test_choose_cold_pools_the_users_of_every_replay():
+    (one, is_cold), (other, _) = _cold_catalog(0.2, 2), _cold_catalog(0.0, 3)
+    only = ((1.0,), (0.0,))
+    pooled = blend.choose_cold([_replay(one, is_cold), _replay(other, is_cold)], blend.Blend(), 5, 1.0, *only)
+    alone = blend.choose_cold([_replay(one, is_cold)], blend.Blend(), 5, 1.0, *only)
+    other_alone = blend.choose_cold([_replay(other, is_cold)], blend.Blend(), 5, 1.0, *only)
+    assert pooled[1][0].recall == pytest.approx((alone[1][0].recall + other_alone[1][0].recall) / 2)
+    assert pooled[1][0].cold_recall == pytest.approx(alone[1][0].cold_recall)  # only `one` has cold targets
+
+
+def test_pseudo_cold_draws_are_disjoint_shares_of_the_items_with_positives():
     counts = np.array([0, 3, 1, 0, 7, 2, 5, 1, 1, 4, 0, 9])  # 9 items with positives
-    made_cold = blend.pseudo_cold_items(counts, 0.34, seed=4)
-    assert made_cold.sum() == 3 and not made_cold[counts == 0].any()
-    assert (blend.pseudo_cold_items(counts, 0.34, seed=4) == made_cold).all()  # seeded
+    draws = blend.pseudo_cold_draws(counts, 0.34, 3, seed=4)
+    assert [d.sum() for d in draws] == [3, 3, 3] and not np.any(np.sum(draws, axis=0) > 1)
+    assert not np.any(np.sum(draws, axis=0)[counts == 0])
+    assert all(
+        (a == b).all() for a, b in zip(draws, blend.pseudo_cold_draws(counts, 0.34, 3, 4), strict=True)
+    )
+    assert len(blend.pseudo_cold_draws(counts, 0.34, 5, seed=4)) == 3  # no more items to draw
     x = item_item.interaction_matrix(np.arange(12), np.arange(12), 12)
-    emptied = blend.without_items(x, made_cold)
-    assert np.asarray(emptied.sum(axis=0)).reshape(-1).tolist() == (~made_cold).astype(float).tolist()
+    emptied = blend.without_items(x, draws[0])
+    assert np.asarray(emptied.sum(axis=0)).reshape(-1).tolist() == (~draws[0]).astype(float).tolist()
 
 
 def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():

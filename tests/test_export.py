@@ -891,3 +891,4 @@ def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(tr
     order = out[features.ITEM_IDS].numpy()[0][: len(expected)].tolist()
     assert order == sorted(expected, key=lambda i: -expected[i])
     assert cf[0].max() == pytest.approx(1.0) and (cf[0] > 0).sum() >= 3  # the term did something
+    assert cf[0, 6:].max() > 0  # and the gained text fill reached the items without positives

@@ -1,11 +1,10 @@
-"""trainer.train.make_dataset: every record once per epoch, and shuffled splits mixed through the epoch."""
-
-
+"""trainer.train's inputs: make_dataset reads every record once per epoch and mixes shuffled splits through
+the epoch; the cold replay removes items from histories as if never taken."""
 
 import numpy as np
 import tensorflow as tf
 
-from trainer import train
+from trainer import features, train
 
 SPEC = {"row": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -45,3 +44,17 @@ def test_shuffled_splits_are_mixed_and_complete(tmp_path, monkeypatch):
     # buffer mixes only neighbours); drawn in proportion to the file sizes, they spread over the epoch.
     first_half = from_eval[: len(rows) // 2].sum()
     assert 100 <= first_half <= 200, first_half
+
+
+def test_without_history_items_moves_the_rest_right_and_pads_on_the_left():
+    inputs = {
+        features.USER_INDEX: np.array([7, 8]),
+        features.HISTORY: np.array([[b"", b"a", b"b", b"c"], [b"d", b"e", b"f", b"g"]], object),
+        features.HISTORY_INDEX: np.array([[-1, 0, 1, 2], [3, 4, 5, 6]]),
+    }
+    drop = np.array([[False, False, True, False], [True, False, False, True]])
+    out = train.without_history_items(inputs, drop)
+    assert out[features.HISTORY].tolist() == [[b"", b"", b"a", b"c"], [b"", b"", b"e", b"f"]]
+    assert out[features.HISTORY_INDEX].tolist() == [[-1, -1, 0, 2], [-1, -1, 4, 5]]
+    assert out[features.USER_INDEX] is inputs[features.USER_INDEX]
+    assert inputs[features.HISTORY][1].tolist() == [b"d", b"e", b"f", b"g"]  # the input is not changed

@@ -20,8 +20,10 @@ The validation split holds no cold item, so nothing above sees what the item-ite
 warm item's cf is its own, a cold item's a mean of its neighbours', so a large alpha buries cold items.
 `choose_cold` then plays the cold-item protocol on the same users: a seeded `PSEUDO_COLD_SHARE` of the items
 with positives lose them (their id vector, their cf rows and their popularity, all text-filled as a new
-item's would be) and, with the mix above fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best
-Recall@K + tail Recall@K + cold Recall@K (recall over the users whose target is one of those items).
+item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
+fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
+over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
+the Recall@K without them.
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RECENCIES = (1.0, 0.7, 0.4, 0.1)
 COLD_GAINS = (1.0, 2.0, 4.0)
 COLD_OFFSETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the towers' cosine
-# Items made cold when the cold terms are chosen: the share `make eval`'s cold-item protocol uses.
+# The cold terms may cost at most this share of the replays' Recall@K without them: cold hits are wanted,
+# not at any price in the warm lists every user sees.
+COLD_MAX_RECALL_LOSS = 0.02
+# Items made cold when the cold terms are chosen: the share `make eval`'s cold-item protocol uses, in
+# disjoint draws whose users are pooled (one draw leaves few users with a cold target on a small catalog).
 PSEUDO_COLD_SHARE = 0.1
+PSEUDO_COLD_DRAWS = 3
 # Validation users scored per trial (a seeded sample beyond this): bounds the choice's cost on big data.
 MAX_VALIDATION_USERS = 5000
 _EXCLUDED = -np.inf
@@ -71,7 +78,8 @@ class Validation:
     history_rows: np.ndarray  # [V, H] catalog rows of the example's history, PAD = none, newest last
     targets: np.ndarray  # [V] catalog row of the validation positive
     exclude: sp.csr_matrix  # [V, N] nonzero = the user's training items (never recommended)
-    queries: np.ndarray | None = None  # [V, D] the query vectors behind model_scores (for `choose_cold`)
+    # The query tower's transformed inputs behind model_scores ({key: [V, ...]}), for the cold replays.
+    query_inputs: Mapping[str, np.ndarray] | None = None
 
     def sample(self, max_users: int, seed: int) -> Validation:
         if len(self.targets) <= max_users:
@@ -82,7 +90,7 @@ class Validation:
             self.history_rows[keep],
             self.targets[keep],
             self.exclude[keep],
-            None if self.queries is None else self.queries[keep],
+            None if self.query_inputs is None else {k: v[keep] for k, v in self.query_inputs.items()},
         )
 
 
@@ -196,49 +204,65 @@ def choose(
     return best.blend, trials
 
 
+@dataclasses.dataclass(frozen=True)
+class ColdReplay:
+    """Validation users in a catalog where the `is_cold` items have no positives (one pseudo-cold draw)."""
+
+    validation: Validation  # the made-cold columns scored with their text-only (OOV id) candidate vectors
+    table: item_item.NeighbourTable  # the warm method's table without the made-cold items' positives
+    fill: item_item.TextFill  # the text fill of that catalog's cold items
+    log_prob: np.ndarray  # [N] its popularity, text-filled
+    is_tail: np.ndarray  # [N] bool
+    is_cold: np.ndarray  # [N] bool: no positives in this catalog (made cold, or never bought)
+
+
 def choose_cold(
-    validation: Validation,
+    replays: Sequence[ColdReplay],
     warm: Blend,
-    table: item_item.NeighbourTable,
-    fill: item_item.TextFill,
-    log_prob: np.ndarray,
-    is_tail: np.ndarray,
-    is_cold: np.ndarray,
     k: int,
     pop_scale: float,
     gains: Sequence[float] = COLD_GAINS,
     offsets: Sequence[float] = COLD_OFFSETS,
 ) -> tuple[Blend, list[Trial]]:
     """`warm` with the best `cold_gain` and `cold_offset` (module docstring) and every trial, best first.
-
-    Args:
-      validation: the users with their scores in a catalog where the `is_cold` items have no positives:
-        their columns scored with their text-only (out-of-vocabulary id) candidate vectors.
-      table, fill, log_prob: `warm.method`'s table, the text fill and the filled popularity of that catalog.
-      is_tail, is_cold: [N] flags; cold recall is over the users whose target `is_cold`.
-    """
-    base = np.where(validation.exclude.toarray() > 0, _EXCLUDED, validation.model_scores).astype(np.float32)
+    Each trial's recalls pool the users of every replay (cold recall: those whose target is cold there)."""
+    bases = [
+        np.where(r.validation.exclude.toarray() > 0, _EXCLUDED, r.validation.model_scores).astype(np.float32)
+        for r in replays
+    ]
+    targets = np.concatenate([r.validation.targets for r in replays])
+    tail_users = np.concatenate([r.is_tail[r.validation.targets] for r in replays])
+    cold_users = np.concatenate([r.is_cold[r.validation.targets] for r in replays])
     trials = []
-    for gain in gains:
-        cf = user_cf(table, fill, validation.history_rows, dataclasses.replace(warm, cold_gain=gain))
+    for gain in gains if warm.alpha else gains[:1]:  # the gain scales the cf term only
+        with_gain = dataclasses.replace(warm, cold_gain=gain)
+        cfs = [user_cf(r.table, r.fill, r.validation.history_rows, with_gain) for r in replays]
         for offset in offsets:
-            blend = dataclasses.replace(warm, cold_gain=gain, cold_offset=offset)
-            recs = _top_k(blended(base, cf, log_prob, blend, pop_scale, is_cold), k)
+            blend = dataclasses.replace(with_gain, cold_offset=offset)
+            recs = np.concatenate(
+                [
+                    _top_k(blended(base, cf, r.log_prob, blend, pop_scale, r.is_cold), k)
+                    for base, cf, r in zip(bases, cfs, replays, strict=True)
+                ]
+            )
             trials.append(
                 Trial(
                     blend,
-                    metrics.recall(recs, validation.targets),
-                    metrics.tail_recall(recs, validation.targets, is_tail),
-                    metrics.cold_recall(recs, validation.targets, is_cold),
+                    metrics.recall(recs, targets),
+                    metrics.recall(recs, targets, tail_users),
+                    metrics.recall(recs, targets, cold_users),
                 )
             )
-    trials.sort(key=lambda t: -t.objective)  # stable: gain 1, offset 0 first
-    best, plain = trials[0], next(t for t in trials if t.blend == warm)
+    plain = next((t for t in trials if t.blend == warm), None)
+    floor = (1.0 - COLD_MAX_RECALL_LOSS) * (plain.recall if plain else 0.0)
+    trials.sort(key=lambda t: (t.recall < floor, -t.objective))  # stable: gain 1, offset 0 first
+    best, plain = trials[0], plain or trials[0]
     logger.info(
-        "Cold terms chosen on %d validation users (%d with a cold target): gain %g, offset %g "
-        "(Recall@%d %.4f, tail %.4f, cold %.4f; without them %.4f / %.4f / %.4f)",
-        len(validation.targets),
-        int(np.sum(np.asarray(is_cold)[validation.targets])),
+        "Cold terms chosen on %d validation users × %d pseudo-cold draws (%d with a cold target): gain %g, "
+        "offset %g (Recall@%d %.4f, tail %.4f, cold %.4f; without them %.4f / %.4f / %.4f)",
+        len(replays[0].validation.targets) if replays else 0,
+        len(replays),
+        int(cold_users.sum()),
         best.blend.cold_gain,
         best.blend.cold_offset,
         k,
@@ -252,13 +276,20 @@ def choose_cold(
     return best.blend, trials
 
 
-def pseudo_cold_items(counts: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """[N] bool: round(share × items with positives) of them, drawn without replacement (seeded)."""
-    warm = np.flatnonzero(np.asarray(counts) > 0)
-    chosen = np.random.default_rng(seed).choice(warm, int(round(share * len(warm))), replace=False)
-    made_cold = np.zeros(len(counts), bool)
-    made_cold[chosen] = True
-    return made_cold
+def pseudo_cold_draws(counts: np.ndarray, share: float, draws: int, seed: int) -> list[np.ndarray]:
+    """`draws` disjoint [N] bool masks, each round(share × items with positives) of them (seeded): more
+    users with a cold target than one draw gives, for the same share of cold items in each catalog."""
+    warm = np.random.default_rng(seed).permutation(np.flatnonzero(np.asarray(counts) > 0))
+    size = int(round(share * len(warm)))
+    masks = []
+    for index in range(draws):
+        chosen = warm[index * size : (index + 1) * size]
+        if len(chosen) == 0:
+            break
+        made_cold = np.zeros(len(counts), bool)
+        made_cold[chosen] = True
+        masks.append(made_cold)
+    return masks
 
 
 def without_items(x: sp.csr_matrix, made_cold: np.ndarray) -> sp.csr_matrix:

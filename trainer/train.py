@@ -8,7 +8,6 @@ precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -291,15 +290,8 @@ def validation_split(
         rng = np.random.default_rng(0)
         sample = rng.choice(np.flatnonzero(keep), blend.MAX_VALIDATION_USERS, replace=False)
         keep = np.isin(np.arange(len(targets)), sample)
-    inputs = {key: value[keep] for key, value in validation_positives.items()}
-    query = tf.function(lambda batch: model.query_embedding(batch))
-    queries = [
-        query({key: tf.constant(value[lo : lo + 1024]) for key, value in inputs.items()}).numpy()
-        for lo in range(0, int(keep.sum()), 1024)
-    ]
-    dim = candidate_vectors.shape[1]
-    queries = np.concatenate(queries) if queries else np.zeros([0, dim], np.float32)
-    scores = queries @ candidate_vectors.T
+    inputs = {key: value[keep] for key, value in validation_positives.items() if key in _QUERY_KEYS}
+    scores = query_vectors(model, inputs) @ candidate_vectors.T
     users = inputs[features.USER_INDEX]
     fit_users, fit_items = fit_positives[features.USER_INDEX], rows(fit_positives[features.ITEM_ID])
     by_user: dict[int, list[int]] = {}
@@ -313,7 +305,31 @@ def validation_split(
         (np.ones(len(columns)), columns, np.cumsum([0, *lengths])), shape=(len(users), len(candidate_vectors))
     )
     history = rows(inputs[features.HISTORY])
-    return blend.Validation(scores.astype(np.float32), history, targets[keep], exclude, queries)
+    return blend.Validation(scores.astype(np.float32), history, targets[keep], exclude, inputs)
+
+
+def query_vectors(
+    model: TailTowerModel, inputs: Mapping[str, np.ndarray], batch_size: int = 1024
+) -> np.ndarray:
+    """[U, D] the query tower on transformed query features (_QUERY_KEYS), in batches."""
+    query = tf.function(lambda batch: model.query_embedding(batch))
+    users = len(inputs[features.USER_INDEX])
+    chunks = [
+        query({key: tf.constant(value[lo : lo + batch_size]) for key, value in inputs.items()}).numpy()
+        for lo in range(0, users, batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros([0, model.config.embedding_dim], np.float32)
+
+
+def without_history_items(inputs: Mapping[str, np.ndarray], drop: np.ndarray) -> dict[str, np.ndarray]:
+    """Query features with the history slots where `drop` [U, H] is true removed: the rest move right (newest
+    last, left-padded again), as if those items had never been taken."""
+    order = np.argsort(~drop, axis=1, kind="stable")  # dropped slots first, the others in their order
+    moved = {}
+    for key, pad in ((features.HISTORY, b""), (features.HISTORY_INDEX, -1)):
+        values = np.where(drop, pad, inputs[key]).astype(inputs[key].dtype)
+        moved[key] = np.take_along_axis(values, order, axis=1)
+    return {**inputs, **moved}
 
 
 def choose_blend(
@@ -322,17 +338,17 @@ def choose_blend(
     catalog: Mapping[str, np.ndarray],
     fit_positives: Mapping[str, np.ndarray],
     validation_positives: Mapping[str, np.ndarray],
-) -> tuple[blend.Blend, list[blend.Trial]]:
+) -> tuple[blend.Blend, list[blend.Trial], list[blend.Trial]]:
     """The served score's mix (trainer/blend.py) that scores best on the validation positives, which `model`
-    and the item-item tables did not see, and every trial; the towers alone when there is no validation
-    user."""
+    and the item-item tables did not see, with its trials and the cold terms' trials; the towers alone when
+    there is no validation user."""
     rows = CatalogRows(catalog[features.ITEM_ID])
     num_items = len(catalog[features.ITEM_ID])
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
     validation = validation_split(model, vectors, fit_positives, validation_positives, rows)
     if len(validation.targets) == 0:
         logger.warning("No validation positive in the catalog: serving the towers' score alone")
-        return blend.Blend(), []
+        return blend.Blend(), [], []
     x, counts = interactions(fit_positives, rows, num_items)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
@@ -349,8 +365,8 @@ def choose_blend(
     logger.info("Tried %d blends in %.1f s; best five:", len(trials), time.monotonic() - start)
     for trial in trials[:5]:
         logger.info("  %s: Recall %.4f, tail Recall %.4f", trial.blend, trial.recall, trial.tail_recall)
-    chosen, cold_trials = choose_cold_terms(model, config, catalog, chosen, validation, x, counts)
-    return chosen, cold_trials + trials
+    chosen, cold_trials = choose_cold_terms(model, config, catalog, chosen, validation, x, counts, vectors)
+    return chosen, trials, cold_trials
 
 
 def choose_cold_terms(
@@ -361,19 +377,55 @@ def choose_cold_terms(
     validation: blend.Validation,
     x: sp.csr_matrix,
     counts: np.ndarray,
+    vectors: np.ndarray,
 ) -> tuple[blend.Blend, list[blend.Trial]]:
-    """`warm` with the cold terms `blend.choose_cold` picks on the same validation users, a seeded share of
-    the items with positives made cold: out-of-vocabulary id, no item-item rows, text-filled popularity."""
-    made_cold = blend.pseudo_cold_items(counts, blend.PSEUDO_COLD_SHARE, config.seed)
-    if not made_cold.any() or validation.queries is None:
+    """`warm` with the cold terms `blend.choose_cold` picks on the same validation users, in catalogs where
+    a seeded share of the items with positives are made cold (`cold_replay`)."""
+    draws = blend.pseudo_cold_draws(counts, blend.PSEUDO_COLD_SHARE, blend.PSEUDO_COLD_DRAWS, config.seed)
+    if not draws or validation.query_inputs is None:
         return warm, []
     start = time.monotonic()
-    index = catalog[features.ITEM_INDEX]
-    oov = np.where(made_cold.reshape([-1] + [1] * (index.ndim - 1)), model.item_vectors.num_items, index)
-    cold_catalog = {**catalog, features.ITEM_INDEX: oov.astype(index.dtype)}
-    vectors = export.candidate_vectors(model, cold_catalog, config.batch_size)
-    scores = validation.model_scores.copy()
-    scores[:, made_cold] = validation.queries @ vectors[made_cold].T
+    rows = CatalogRows(catalog[features.ITEM_ID])
+    replays = [
+        cold_replay(model, config, catalog, warm, validation, x, counts, vectors, rows, made_cold)
+        for made_cold in draws
+    ]
+    chosen, trials = blend.choose_cold(replays, warm, config.top_k, pop_scale(config))
+    logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
+    return chosen, trials
+
+
+def cold_replay(
+    model: TailTowerModel,
+    config: TrainerConfig,
+    catalog: Mapping[str, np.ndarray],
+    warm: blend.Blend,
+    validation: blend.Validation,
+    x: sp.csr_matrix,
+    counts: np.ndarray,
+    vectors: np.ndarray,
+    rows: CatalogRows,
+    made_cold: np.ndarray,
+) -> blend.ColdReplay:
+    """The validation users as `make eval`'s cold-item protocol would serve them had the `made_cold` items
+    no positives: out of the users' histories and training items, candidate tower on the out-of-vocabulary
+    id, no item-item rows, text-filled popularity."""
+    cold_rows = {key: value[made_cold] for key, value in catalog.items()}
+    index = cold_rows[features.ITEM_INDEX]
+    cold_rows[features.ITEM_INDEX] = np.full_like(index, model.item_vectors.num_items)
+    vectors = vectors.copy()
+    vectors[made_cold] = export.candidate_vectors(model, cold_rows, config.batch_size)
+    history_rows = validation.history_rows
+    inputs = without_history_items(
+        validation.query_inputs, (history_rows >= 0) & made_cold[np.maximum(history_rows, 0)]
+    )
+    replayed = blend.Validation(
+        (query_vectors(model, inputs) @ vectors.T).astype(np.float32),
+        rows(inputs[features.HISTORY]),
+        validation.targets,
+        blend.without_items(validation.exclude, made_cold),
+        inputs,
+    )
     cold_counts = np.where(made_cold, 0, counts)
     fill = item_item.text_fill(vectors, cold_counts > 0, blend.TEXT_FILL_SIZE)
     neighbours = config.item_item_neighbours
@@ -381,20 +433,14 @@ def choose_cold_terms(
         table = item_item.neighbour_table(blend.without_items(x, made_cold), warm.method, neighbours)
     else:
         table = item_item.NeighbourTable(np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0]))
-    is_tail = (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0) | made_cold
-    chosen, trials = blend.choose_cold(
-        dataclasses.replace(validation, model_scores=scores),
-        warm,
+    return blend.ColdReplay(
+        replayed,
         table,
         fill,
         item_item.apply_fill(blend.log_prob(cold_counts), fill),
-        is_tail,
+        (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0) | made_cold,
         cold_counts == 0,
-        config.top_k,
-        pop_scale(config),
     )
-    logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
-    return chosen, trials
 
 
 def pop_scale(config: TrainerConfig) -> float:
@@ -419,22 +465,28 @@ class PositionWeightsSummary(tf.keras.callbacks.Callback):
                 tf.summary.scalar(f"position_weight/age_{age:02d}", weight)
 
 
-def write_blend_summary(log_dir: str | None, trials: Sequence[blend.Trial], k: int) -> None:
-    """The validation trials of the blend choice (the cold terms' first, then the rest), best first, as a
-    TensorBoard text table."""
+def write_blend_summary(
+    log_dir: str | None, trials: Sequence[blend.Trial], cold_trials: Sequence[blend.Trial], k: int
+) -> None:
+    """The validation trials of the blend choice and of its cold terms (scored on the pseudo-cold replays),
+    best first, as two TensorBoard text tables."""
     if not log_dir:
         return
     columns = ["method", "recency", "alpha", "gamma", "cold_gain", "cold_offset"]
     columns += [f"Recall@{k}", f"tail Recall@{k}", f"cold Recall@{k}"]
     header = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n"
-    rows = "".join(
-        f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
-        f"| {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
-        f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} |\n"
-        for t in trials[:80]
-    )
+
+    def table(rows: Sequence[blend.Trial]) -> str:
+        return header + "".join(
+            f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
+            f"| {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
+            f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} |\n"
+            for t in rows[:50]
+        )
+
     with tf.summary.create_file_writer(os.path.join(log_dir, "blend")).as_default(step=0):
-        tf.summary.text("validation_trials", header + rows)
+        tf.summary.text("validation_trials", table(trials))
+        tf.summary.text("cold_trials", table(cold_trials))
 
 
 def _fit(
@@ -525,8 +577,8 @@ def run_fn(fn_args) -> None:
     _fit(model, config, fit_files, fn_args, spec, first_log_dir)
     fit_positives = read_positives(fit_files, spec, _FIT_KEYS)
     validation_positives = read_positives(eval_files, spec, (*_QUERY_KEYS, features.ITEM_ID))
-    chosen, trials = choose_blend(model, config, catalog, fit_positives, validation_positives)
-    write_blend_summary(log_dir, trials, config.top_k)
+    chosen, trials, cold_trials = choose_blend(model, config, catalog, fit_positives, validation_positives)
+    write_blend_summary(log_dir, trials, cold_trials, config.top_k)
     if retrain:
         logger.info("Training again on %s, the validation split included", train_files)
         model, _ = new_model(text)
