@@ -17,6 +17,7 @@ help:
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
 	@echo "make bench-scale-serving [ITEMS=10000,100000,1000000]  recommend over synthetic catalogs of N items: SavedModel size, load time, p50/p99 next to the N·d floor"
+	@echo "make bench-ann [ITEMS=10000,100000,1000000]  faiss HNSW/IVF over N synthetic clustered vectors vs numpy brute force: build s, size, Recall@10, p50/p99 (installs .[ann])"
 	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs); MODEL_ENDPOINT=in-process: no make serve needed"
 	@echo "make screenshots      the web explorer (the service's page at /) and make report's page in headless Chromium: docs/explorer.png, docs/report.png (SERVICE_URL=http://127.0.0.1:8080/, USER=id)"
 	@echo "make query-service USER=u001 [K=10] [CLICK=item]  ask the running service (CLICK reports a click first)"
@@ -75,7 +76,7 @@ KNOBS ?=
 # USER is also the login name in the environment: only a command-line USER=... picks the user to query.
 QUERY_USER := $(if $(filter command line,$(origin USER)),$(USER),u001)
 
-.PHONY: serve query bench-serve bench-scale-serving service query-service forget-user bench-service screenshots
+.PHONY: serve query bench-serve bench-scale-serving bench-ann service query-service forget-user bench-service screenshots
 
 serve:
 	$(ENV) python -m serving.server --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME)
@@ -95,6 +96,11 @@ bench-serve:
 # Untrained models over synthetic catalogs (serving/bench_scale.py): no demo run needed.
 bench-scale-serving:
 	$(ENV) python -m serving.bench_scale --output $(OUTPUT)/bench-scale-serving.md $(if $(ITEMS),--items $(ITEMS))
+
+# The two-stage pattern's index outside TF Serving (serving/ann_bench.py): faiss-cpu, the `ann` extra, on demand.
+bench-ann:
+	$(ENV) python -m pip install -q -e '.[ann]'
+	$(ENV) python -m serving.ann_bench --output $(OUTPUT)/bench-ann.md $(if $(ITEMS),--items $(ITEMS))
 
 # The raw id is not echoed (@): it stays out of terminal logs; the tool prints its pseudonym's prefix only.
 forget-user:

@@ -35,6 +35,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # selenium: tests/test_explorer.py and `make screenshots` drive Debian's chromium (from scripts/env).
     "test": ["pytest", "ruff", "selenium>=4.20,<5"],
+    # ann: serving/ann_bench.py (`make bench-ann`): faiss's ANN indexes; threadpoolctl: one BLAS thread.
+    "ann": ["faiss-cpu>=1.8,<2", "threadpoolctl>=3,<4"],
 }
 
 setup(
