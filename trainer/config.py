@@ -55,6 +55,9 @@ class TrainerConfig:
     # learned weights put ~11× more on the newest item than on the oldest. "attention": SASRec-style causal
     # self-attention over the ordered history (item vectors + a learned embedding per slot), read out at the
     # newest slot, so the query can depend on the order of the items and on how they relate to each other.
+    # Not the default: on amazon-office's validation split (standard protocol, one run, the blend chosen for
+    # each) it scored Recall@10 / tail Recall@10 0.1291 / 0.0900 against position's 0.1303 / 0.0915 (towers
+    # alone 0.1015 / 0.0688 against 0.1011 / 0.0754), at ~1.5× the training time per epoch.
     history_pooling: str = "position"
     # The "attention" pooling's transformer blocks, heads (they must divide embedding_dim) and training-time
     # dropout rate; unused by the other poolings.
