@@ -2,9 +2,10 @@
 the epoch; the cold replay removes items from histories as if never taken."""
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
-from trainer import features, train
+from trainer import blend, features, item_item, train
 
 SPEC = {"row": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -58,3 +59,30 @@ def test_without_history_items_moves_the_rest_right_and_pads_on_the_left():
     assert out[features.HISTORY_INDEX].tolist() == [[-1, -1, 0, 2], [-1, -1, 4, 5]]
     assert out[features.USER_INDEX] is inputs[features.USER_INDEX]
     assert inputs[features.HISTORY][1].tolist() == [b"d", b"e", b"f", b"g"]  # the input is not changed
+
+
+def test_cold_replay_takes_the_made_cold_items_out_of_the_item_item_table_and_fills_their_popularity():
+    # Users 0-2 took items 0 and 1 together, user 3 took items 1 and 2; item 3 was never taken.
+    x = item_item.interaction_matrix(
+        np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([0, 1, 0, 1, 0, 1, 1, 2]), 4
+    )
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    fitted = train.FittedCatalog(x, counts, np.array([False, False, True, True]))
+    made_cold = np.array([True, False, False, False])
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]], np.float32)
+    validation = blend.Validation(
+        np.zeros([1, 4], np.float32), np.array([[1]]), np.array([0]), sp.csr_matrix((1, 4))
+    )
+    replay = train.cold_replay(fitted, blend.Blend(alpha=0.5), 5, validation, vectors, made_cold)
+    assert replay.is_cold.tolist() == [True, False, False, True]  # made cold, and never taken
+    assert replay.is_tail.tolist() == [True, False, True, True]  # a cold item is a tail item
+    assert (
+        item_item.PAD == replay.table.rows[0, 0] and 0 not in replay.table.rows
+    )  # no row, no one's neighbour
+    assert replay.table.rows[1, 0] == 2  # item 1's neighbour is now item 2 only
+    assert replay.fill.cold_rows.tolist() == [0, 3]
+    assert replay.fill.rows[0, 0] == 1  # item 0 borrows from its text twin, item 1
+    popularity = blend.log_prob(np.where(made_cold, 0, counts))
+    assert popularity[2] < replay.log_prob[0] <= popularity[1]  # between its neighbours', nearer item 1's
+    no_table = train.cold_replay(fitted, blend.Blend(), 5, validation, vectors, made_cold)
+    assert no_table.table.rows.shape == (4, 0)  # alpha 0: the item-item term is off

@@ -8,6 +8,7 @@ precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -380,66 +381,81 @@ def choose_cold_terms(
     vectors: np.ndarray,
 ) -> tuple[blend.Blend, list[blend.Trial]]:
     """`warm` with the cold terms `blend.choose_cold` picks on the same validation users, in catalogs where
-    a seeded share of the items with positives are made cold (`cold_replay`)."""
+    a seeded share of the items with positives are made cold (`cold_replay`). The model runs twice, over
+    every draw at once: the drawn items' candidate vectors on the out-of-vocabulary id, and the queries of
+    the histories without them."""
     draws = blend.pseudo_cold_draws(counts, blend.PSEUDO_COLD_SHARE, blend.PSEUDO_COLD_DRAWS, config.seed)
     if not draws or validation.query_inputs is None:
         return warm, []
     start = time.monotonic()
-    rows = CatalogRows(catalog[features.ITEM_ID])
-    replays = [
-        cold_replay(model, config, catalog, warm, validation, x, counts, vectors, rows, made_cold)
+    drawn = np.any(draws, axis=0)
+    drawn_rows = {key: value[drawn] for key, value in catalog.items()}
+    drawn_rows[features.ITEM_INDEX] = np.full_like(
+        drawn_rows[features.ITEM_INDEX], model.item_vectors.num_items
+    )
+    cold_vectors = vectors.copy()
+    cold_vectors[drawn] = export.candidate_vectors(model, drawn_rows, config.batch_size)
+    history = validation.history_rows
+    inputs = [
+        without_history_items(validation.query_inputs, (history >= 0) & made_cold[np.maximum(history, 0)])
         for made_cold in draws
     ]
+    every = {key: np.concatenate([one[key] for one in inputs]) for key in inputs[0]}
+    queries = np.split(query_vectors(model, every), len(draws))
+    fitted = FittedCatalog(x, counts, np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0)
+    rows = CatalogRows(catalog[features.ITEM_ID])
+    replays = []
+    for made_cold, replay_inputs, replay_queries in zip(draws, inputs, queries, strict=True):
+        replay_vectors = np.where(made_cold[:, None], cold_vectors, vectors)
+        replayed = blend.Validation(
+            (replay_queries @ replay_vectors.T).astype(np.float32),
+            rows(replay_inputs[features.HISTORY]),
+            validation.targets,
+            blend.without_items(validation.exclude, made_cold),
+            replay_inputs,
+        )
+        replays.append(
+            cold_replay(fitted, warm, config.item_item_neighbours, replayed, replay_vectors, made_cold)
+        )
     chosen, trials = blend.choose_cold(replays, warm, config.top_k, pop_scale(config))
     logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
     return chosen, trials
 
 
+@dataclasses.dataclass(frozen=True)
+class FittedCatalog:
+    """What the model was fitted on: binary user × catalog-row positives, positives per row, tail flags."""
+
+    x: sp.csr_matrix
+    counts: np.ndarray
+    is_tail: np.ndarray
+
+
 def cold_replay(
-    model: TailTowerModel,
-    config: TrainerConfig,
-    catalog: Mapping[str, np.ndarray],
+    fitted: FittedCatalog,
     warm: blend.Blend,
+    neighbours: int,
     validation: blend.Validation,
-    x: sp.csr_matrix,
-    counts: np.ndarray,
     vectors: np.ndarray,
-    rows: CatalogRows,
     made_cold: np.ndarray,
 ) -> blend.ColdReplay:
     """The validation users as `make eval`'s cold-item protocol would serve them had the `made_cold` items
-    no positives: out of the users' histories and training items, candidate tower on the out-of-vocabulary
-    id, no item-item rows, text-filled popularity."""
-    cold_rows = {key: value[made_cold] for key, value in catalog.items()}
-    index = cold_rows[features.ITEM_INDEX]
-    cold_rows[features.ITEM_INDEX] = np.full_like(index, model.item_vectors.num_items)
-    vectors = vectors.copy()
-    vectors[made_cold] = export.candidate_vectors(model, cold_rows, config.batch_size)
-    history_rows = validation.history_rows
-    inputs = without_history_items(
-        validation.query_inputs, (history_rows >= 0) & made_cold[np.maximum(history_rows, 0)]
-    )
-    replayed = blend.Validation(
-        (query_vectors(model, inputs) @ vectors.T).astype(np.float32),
-        rows(inputs[features.HISTORY]),
-        validation.targets,
-        blend.without_items(validation.exclude, made_cold),
-        inputs,
-    )
-    cold_counts = np.where(made_cold, 0, counts)
-    fill = item_item.text_fill(vectors, cold_counts > 0, blend.TEXT_FILL_SIZE)
-    neighbours = config.item_item_neighbours
+    no positives. `validation` and `vectors` are already replayed (the items out of the users' histories and
+    training items; their candidate vectors on the out-of-vocabulary id); here they also lose their item-item
+    rows and their popularity, which the text fill lends them back as to any cold item."""
+    counts = np.where(made_cold, 0, fitted.counts)
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)
     if warm.alpha > 0 and neighbours > 0:
-        table = item_item.neighbour_table(blend.without_items(x, made_cold), warm.method, neighbours)
+        table = item_item.neighbour_table(blend.without_items(fitted.x, made_cold), warm.method, neighbours)
     else:
         table = item_item.NeighbourTable(np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0]))
     return blend.ColdReplay(
-        replayed,
+        validation,
         table,
         fill,
-        item_item.apply_fill(blend.log_prob(cold_counts), fill),
-        (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0) | made_cold,
-        cold_counts == 0,
+        item_item.apply_fill(blend.log_prob(counts), fill),
+        fitted.is_tail | made_cold,
+        counts == 0,
     )
 
 
