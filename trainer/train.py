@@ -283,12 +283,14 @@ def validation_split(
     fit_positives: Mapping[str, np.ndarray],
     validation_positives: Mapping[str, np.ndarray],
     rows: CatalogRows,
+    seed: int,
 ) -> blend.Validation:
-    """The validation users' tower scores, histories, targets and training items (to exclude)."""
+    """The validation users' tower scores, histories, targets and training items (to exclude); a seeded
+    sample of `blend.MAX_VALIDATION_USERS` of them when there are more."""
     targets = rows(validation_positives[features.ITEM_ID])
     keep = targets >= 0
     if keep.sum() > blend.MAX_VALIDATION_USERS:  # bound the [V, N] score matrix before it is built
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         sample = rng.choice(np.flatnonzero(keep), blend.MAX_VALIDATION_USERS, replace=False)
         keep = np.isin(np.arange(len(targets)), sample)
     inputs = {key: value[keep] for key, value in validation_positives.items() if key in _QUERY_KEYS}
@@ -346,7 +348,7 @@ def choose_blend(
     rows = CatalogRows(catalog[features.ITEM_ID])
     num_items = len(catalog[features.ITEM_ID])
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
-    validation = validation_split(model, vectors, fit_positives, validation_positives, rows)
+    validation = validation_split(model, vectors, fit_positives, validation_positives, rows, config.seed)
     if len(validation.targets) == 0:
         logger.warning("No validation positive in the catalog: serving the towers' score alone")
         return blend.Blend(), [], []
@@ -574,6 +576,12 @@ def run_fn(fn_args) -> None:
     train_files, eval_files = _patterns(fn_args.train_files), _patterns(fn_args.eval_files)
     fit_files = [pattern for pattern in train_files if pattern not in eval_files]
     retrain = bool(fit_files) and len(fit_files) < len(train_files)
+    if not fit_files:
+        logger.warning(
+            "Every training split is also the eval split (%s): the served blend is chosen on data the model "
+            "trained on, which favours the towers; train on at least one other split",
+            eval_files,
+        )
     fit_files = fit_files if retrain else train_files
 
     strategy = tf.distribute.MirroredStrategy() if _has_gpu() else tf.distribute.get_strategy()
