@@ -134,7 +134,8 @@ def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
 
 
 def test_trainer_writes_tensorboard_summaries(first_run):
-    """Losses and validation metrics per epoch, the learned history slot weights and the blend trials."""
+    """Losses and validation metrics per epoch, the learned history slot weights, the blend trials and the
+    cold terms' trials."""
     root = configs.run_paths(first_run.output_dir)["pipeline_root"]
     (run_dir,) = glob.glob(os.path.join(root, "Trainer", "model_run", "*"))
     tags: dict[str, set[str]] = {}
@@ -147,7 +148,7 @@ def test_trainer_writes_tensorboard_summaries(first_run):
     assert "epoch_loss" in tags["validation"]
     ages = {f"position_weight/age_{age:02d}" for age in range(features.HISTORY_LENGTH)}
     assert tags["position_weights"] == ages
-    assert tags["blend"] == {"validation_trials"}
+    assert tags["blend"] == {"validation_trials", "cold_trials"}
 
 
 def _split_examples(config: configs.PipelineConfig, output: str, split: str) -> list[bytes]:
