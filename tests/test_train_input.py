@@ -86,15 +86,3 @@ def test_cold_replay_takes_the_made_cold_items_out_of_the_item_item_table_and_fi
     assert popularity[2] < replay.log_prob[0] <= popularity[1]  # between its neighbours', nearer item 1's
     no_table = train.cold_replay(fitted, blend.Blend(), 5, validation, vectors, made_cold)
     assert no_table.table.rows.shape == (4, 0)  # alpha 0: the item-item term is off
-
-
-def test_unwanted_cold_items_are_the_items_nobody_took_in_training_or_validation():
-    counts = np.array([3, 0, 0, 1, 0])
-    assert train.unwanted_cold_items(counts, np.array([1, 0, 0])).tolist() == [
-        False,
-        False,
-        True,
-        False,
-        True,
-    ]
-    assert counts.tolist() == [3, 0, 0, 1, 0]  # the input is not changed

@@ -406,14 +406,11 @@ def choose_cold_terms(
     queries = np.split(query_vectors(model, every), len(draws))
     fitted = FittedCatalog(x, counts, np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0)
     rows = CatalogRows(catalog[features.ITEM_ID])
-    unobserved = unwanted_cold_items(counts, validation.targets)
     replays = []
     for made_cold, replay_inputs, replay_queries in zip(draws, inputs, queries, strict=True):
         replay_vectors = np.where(made_cold[:, None], cold_vectors, vectors)
-        scores = (replay_queries @ replay_vectors.T).astype(np.float32)
-        scores[:, unobserved] = -np.inf
         replayed = blend.Validation(
-            scores,
+            (replay_queries @ replay_vectors.T).astype(np.float32),
             rows(replay_inputs[features.HISTORY]),
             validation.targets,
             blend.without_items(validation.exclude, made_cold),
@@ -425,16 +422,6 @@ def choose_cold_terms(
     chosen, trials = blend.choose_cold(replays, warm, config.top_k, pop_scale(config))
     logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
     return chosen, trials
-
-
-def unwanted_cold_items(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """[N] bool: items with no training positive that no validation user wants either. Nothing tells whether
-    anyone wants them (new items, or the cold items of `make eval`'s cold-item protocol, which never appear
-    in its validation split), so the cold replays leave them out of the lists: counted as never wanted, they
-    would make every cold term look costly."""
-    unwanted = np.asarray(counts) == 0
-    unwanted[np.asarray(targets)[np.asarray(targets) >= 0]] = False
-    return unwanted
 
 
 @dataclasses.dataclass(frozen=True)
