@@ -66,7 +66,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -636,13 +636,20 @@ def candidate_vectors(
     model: TailTowerModel, catalog: Mapping[str, np.ndarray], batch_size: int
 ) -> np.ndarray:
     """Candidate embeddings [N, D] of the catalog's transformed features, in batches."""
-    encode = tf.function(lambda batch: model.candidate_embedding(batch))
-    n = len(catalog[features.ITEM_ID])
+    return in_batches(model.candidate_embedding, catalog, batch_size, model.config.embedding_dim)
+
+
+def in_batches(
+    embed: Callable[[dict], tf.Tensor], inputs: Mapping[str, np.ndarray], batch_size: int, dim: int
+) -> np.ndarray:
+    """[R, dim]: `embed` (one traced function) over the rows of `inputs` ({key: [R, ...]}), in batches."""
+    encode = tf.function(lambda batch: embed(batch))
+    rows = len(next(iter(inputs.values()))) if inputs else 0
     chunks = [
-        encode({key: tf.constant(value[lo : lo + batch_size]) for key, value in catalog.items()}).numpy()
-        for lo in range(0, n, batch_size)
+        encode({key: tf.constant(value[lo : lo + batch_size]) for key, value in inputs.items()}).numpy()
+        for lo in range(0, rows, batch_size)
     ]
-    return np.concatenate(chunks) if chunks else np.zeros([0, model.config.embedding_dim], np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros([0, dim], np.float32)
 
 
 def unknown_item_vector(model: TailTowerModel) -> np.ndarray:

@@ -315,13 +315,7 @@ def query_vectors(
     model: TailTowerModel, inputs: Mapping[str, np.ndarray], batch_size: int = 1024
 ) -> np.ndarray:
     """[U, D] the query tower on transformed query features (_QUERY_KEYS), in batches."""
-    query = tf.function(lambda batch: model.query_embedding(batch))
-    users = len(inputs[features.USER_INDEX])
-    chunks = [
-        query({key: tf.constant(value[lo : lo + batch_size]) for key, value in inputs.items()}).numpy()
-        for lo in range(0, users, batch_size)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros([0, model.config.embedding_dim], np.float32)
+    return export.in_batches(model.query_embedding, inputs, batch_size, model.config.embedding_dim)
 
 
 def without_history_items(inputs: Mapping[str, np.ndarray], drop: np.ndarray) -> dict[str, np.ndarray]:
