@@ -202,6 +202,28 @@ def test_pseudo_cold_draws_are_disjoint_shares_of_the_items_with_positives():
     assert np.asarray(emptied.sum(axis=0)).reshape(-1).tolist() == (~draws[0]).astype(float).tolist()
 
 
+def test_unseen_expected_is_chao1_from_the_items_with_one_and_two_positives():
+    counts = np.array([0, 1, 1, 1, 2, 5, 9])  # f1 = 3, f2 = 1
+    assert blend.unseen_expected(counts) == pytest.approx(3 * 2 / (2 * 2))
+    assert blend.unseen_expected(np.array([0, 0, 4, 5])) == 0.0  # no singletons: no item unseen by chance
+
+
+def test_likely_new_items_are_the_items_without_positives_the_profile_does_not_explain():
+    # A 5-core-like profile (no item with 1 or 2 positives) explains no zero: every untaken item is new,
+    # except one a validation user wants.
+    counts = np.array([0, 0, 0, 5, 7, 6, 0])
+    new = blend.likely_new_items(counts, targets=np.array([6, -1, 3]), seed=0)
+    assert new.tolist() == [True, True, True, False, False, False, False]
+    # A thin tail (many singletons) explains its zeros: none is taken for new.
+    tail = np.array([0] * 4 + [1] * 6 + [2] * 2 + [9])  # expected unseen 6·5/(2·3) = 5 ≥ 4 observed
+    assert not blend.likely_new_items(tail, np.array([-1]), seed=0).any()
+    # In between, as many as the excess, drawn among the untaken items, the same for the same seed.
+    mixed = np.array([0] * 10 + [1] * 6 + [2] * 2 + [9])  # 10 observed − 5 expected
+    drawn = blend.likely_new_items(mixed, np.array([-1]), seed=3)
+    assert drawn.sum() == 5 and not drawn[mixed > 0].any()
+    np.testing.assert_array_equal(drawn, blend.likely_new_items(mixed, np.array([-1]), seed=3))
+
+
 def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
     x = item_item.interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 3)
     counts = np.array([1, 2, 0])

@@ -23,7 +23,9 @@ with positives lose them (their id vector, their cf rows and their popularity, a
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
 fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
 over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
-the Recall@K without them.
+the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
+the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
+profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
 """
 
 from __future__ import annotations
@@ -290,6 +292,33 @@ def pseudo_cold_draws(counts: np.ndarray, share: float, draws: int, seed: int) -
         made_cold[chosen] = True
         masks.append(made_cold)
     return masks
+
+
+def unseen_expected(counts: np.ndarray) -> float:
+    """How many items the catalog's popularity profile alone leaves without a positive: Chao1's estimate
+    f1·(f1 − 1) / (2·(f2 + 1)) from the items with one and two positives (Chao 1984, bias-corrected)."""
+    per_item = np.bincount(np.asarray(counts, np.int64), minlength=3)
+    f1, f2 = float(per_item[1]), float(per_item[2])
+    return f1 * (f1 - 1) / (2 * (f2 + 1))
+
+
+def likely_new_items(counts: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+    """[N] bool: a seeded draw, among the items without positives that no validation user wants, of as many
+    as there are items without positives beyond `unseen_expected` — the new arrivals (or `make eval`'s cold
+    items) that the popularity profile does not explain, as opposed to the tail nobody happened to like.
+
+    Nothing tells whether anyone wants a new item, so the cold replays leave these out of the lists; the
+    rest stay in, counted as not wanted, which is what the profile says they are."""
+    counts = np.asarray(counts)
+    untaken = counts == 0
+    targets = np.asarray(targets)
+    untaken[targets[targets >= 0]] = False
+    excess = int(round(np.sum(counts == 0) - unseen_expected(counts)))
+    candidates = np.flatnonzero(untaken)
+    chosen = np.random.default_rng(seed).permutation(candidates)[: max(0, min(excess, len(candidates)))]
+    new = np.zeros(len(counts), bool)
+    new[chosen] = True
+    return new
 
 
 def without_items(x: sp.csr_matrix, made_cold: np.ndarray) -> sp.csr_matrix:

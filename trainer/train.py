@@ -400,11 +400,21 @@ def choose_cold_terms(
     queries = np.split(query_vectors(model, every), len(draws))
     fitted = FittedCatalog(x, counts, np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0)
     rows = CatalogRows(catalog[features.ITEM_ID])
+    new = blend.likely_new_items(counts, validation.targets, config.seed)
+    logger.info(
+        "Cold replays: %d items without positives, %.0f expected from the popularity profile; %d left out "
+        "as likely new",
+        int(np.sum(counts == 0)),
+        blend.unseen_expected(counts),
+        int(new.sum()),
+    )
     replays = []
     for made_cold, replay_inputs, replay_queries in zip(draws, inputs, queries, strict=True):
         replay_vectors = np.where(made_cold[:, None], cold_vectors, vectors)
+        scores = (replay_queries @ replay_vectors.T).astype(np.float32)
+        scores[:, new] = -np.inf
         replayed = blend.Validation(
-            (replay_queries @ replay_vectors.T).astype(np.float32),
+            scores,
             rows(replay_inputs[features.HISTORY]),
             validation.targets,
             blend.without_items(validation.exclude, made_cold),
