@@ -5,7 +5,7 @@ TRAINER_CONFIG ?=
 OUTPUT ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast lint demo compile compile-refresh refresh bench-refresh clean eval loop report
+.PHONY: help env test test-fast lint demo compile compile-refresh refresh bench-refresh bench-scale clean eval loop report
 
 help:
 	@echo "make test             run the whole test suite (builds the environment on first use)"
@@ -16,6 +16,7 @@ help:
 	@echo "make serve            serve ./$(OUTPUT)/serving/tailtower over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make query USER=u001  ask the running server for recommendations (K=10, PROTOCOL=rest|grpc)"
 	@echo "make bench-serve      latency/throughput of recommend: REST, gRPC and in-process"
+	@echo "make bench-scale [SCALES=1,10] [OUT=bench-scale]  the whole pipeline on synthetic data at 1×/10×(/100×) amazon-office's size: seconds and peak RSS per component, table + log-log plot"
 	@echo "make bench-scale-serving [ITEMS=10000,100000,1000000]  recommend over synthetic catalogs of N items: SavedModel size, load time, p50/p99 next to the N·d floor"
 	@echo "make bench-ann [ITEMS=10000,100000,1000000]  faiss HNSW/IVF over N synthetic clustered vectors vs numpy brute force: build s, size, Recall@10, p50/p99 (installs .[ann])"
 	@echo "make service          the recommendation service on 127.0.0.1:8080 (JSON API, history, logs under ./$(OUTPUT)/logs); MODEL_ENDPOINT=in-process: no make serve needed"
@@ -92,6 +93,11 @@ query-service:
 
 bench-serve:
 	$(ENV) python -m serving.bench --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) --output $(OUTPUT)/bench-serve.md
+
+# The pipeline at SCALES × amazon-office's size (evaluation/scale_bench.py); 100 is optional (hours here).
+bench-scale:
+	$(ENV) python -m evaluation.scale_bench --out $(if $(filter file,$(origin OUT)),bench-scale,$(OUT)) \
+		$(if $(SCALES),--scales $(SCALES))
 
 # Untrained models over synthetic catalogs (serving/bench_scale.py): no demo run needed.
 bench-scale-serving:
