@@ -21,6 +21,8 @@ import itertools
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +46,7 @@ GIB = 1024**3
 class ComponentCost:
     seconds: float
     peak_rss: int = 0  # bytes
+    killed: bool = False  # still running when the scale's time limit stopped the run
 
 
 @dataclasses.dataclass
@@ -65,25 +68,36 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.process, self.interval = psutil.Process(pid), interval
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree if p.is_running())
-            except psutil.Error:  # a child exited between listing and reading it
-                continue
-            self.samples.append((time.time(), rss))
-            self._stop.wait(self.interval)
+        while not self._done.is_set():
+            rss = sum(_rss(p) for p in self.tree())
+            if rss:
+                self.samples.append((time.time(), rss))
+            self._done.wait(self.interval)
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.process, *self.process.children(recursive=True)]
+        except psutil.Error:  # the process has exited
+            return []
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
-def component_intervals(metadata_path: str) -> dict[str, tuple[float, float]]:
-    """Component id → (start, end) in unix seconds of its newest execution, from the run's ML Metadata."""
+def _rss(process: psutil.Process) -> int:
+    try:
+        return process.memory_info().rss
+    except psutil.Error:  # exited between listing and reading it
+        return 0
+
+
+def component_intervals(metadata_path: str) -> dict[str, tuple[float, float, bool]]:
+    """Component id → (start, end, finished) in unix seconds of its newest execution, from the run's ML
+    Metadata (end: its last update, which for an execution still running is about its start)."""
     import ml_metadata as mlmd
     from tfx import v1 as tfx
 
@@ -94,18 +108,21 @@ def component_intervals(metadata_path: str) -> dict[str, tuple[float, float]]:
         if executions:
             newest = max(executions, key=lambda e: e.id)
             start, end = newest.create_time_since_epoch / 1000, newest.last_update_time_since_epoch / 1000
-            intervals[context.name.split(".", 1)[-1]] = (start, end)
+            finished = newest.last_known_state not in (mlmd.proto.Execution.NEW, mlmd.proto.Execution.RUNNING)
+            intervals[context.name.split(".", 1)[-1]] = (start, end, finished)
     return intervals
 
 
 def attribute(
-    intervals: dict[str, tuple[float, float]], samples: Sequence[tuple[float, int]]
+    intervals: dict[str, tuple[float, float, bool]], samples: Sequence[tuple[float, int]], stopped_at: float
 ) -> dict[str, ComponentCost]:
-    """Each component's wall time and the peak of the RSS samples taken while it ran, in start order."""
+    """Each component's wall time and the peak of the RSS samples taken while it ran, in start order; one
+    that had not finished ran until `stopped_at` (the run's end)."""
     costs = {}
-    for name, (start, end) in sorted(intervals.items(), key=lambda kv: kv[1]):
+    for name, (start, end, finished) in sorted(intervals.items(), key=lambda kv: kv[1]):
+        end = end if finished else stopped_at
         inside = [rss for t, rss in samples if start <= t <= end]
-        costs[name] = ComponentCost(end - start, max(inside, default=0))
+        costs[name] = ComponentCost(end - start, max(inside, default=0), killed=not finished)
     return costs
 
 
@@ -114,7 +131,8 @@ def growth_exponents(points: Sequence[ScalePoint], component: str) -> list[float
     out: list[float | None] = []
     for a, b in itertools.pairwise(points):
         ca, cb = a.components.get(component), b.components.get(component)
-        if ca is None or cb is None or ca.seconds <= 0 or cb.seconds <= 0 or b.interactions == a.interactions:
+        unmeasured = ca is None or cb is None or ca.killed or cb.killed
+        if unmeasured or ca.seconds <= 0 or cb.seconds <= 0 or b.interactions == a.interactions:
             out.append(None)
         else:
             out.append(math.log(cb.seconds / ca.seconds) / math.log(b.interactions / a.interactions))
@@ -135,16 +153,17 @@ def run_scale(scale: float, out: str, limit_min: float, trainer_config: str) -> 
     print(f"{scale:g}×: {users:,} users, {items:,} items, {point.interactions:,} interactions", flush=True)
     command = [sys.executable, "-m", "pipeline.local_runner", "--data", data_dir, "--output", run_dir]
     command += ["--trainer-config", trainer_config]
+    shutil.rmtree(run_dir, ignore_errors=True)  # its ML Metadata must hold this run's executions only
     with open(os.path.join(out, f"run-{scale:g}x.log"), "w", encoding="utf-8") as log:
         start = time.time()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = RssSampler(child.pid)
         sampler.start()
         try:
             code = _wait(child, sampler, start + limit_min * 60)
             point.stopped = "" if code == 0 else f"the pipeline failed (exit {code}; see run-{scale:g}x.log)"
         except subprocess.TimeoutExpired:
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)  # Beam's worker processes too
             child.wait()
             point.stopped = f"passed the {limit_min:g}-min limit"
         finally:
@@ -153,7 +172,7 @@ def run_scale(scale: float, out: str, limit_min: float, trainer_config: str) -> 
     point.peak_rss = max((rss for _, rss in sampler.samples), default=0)
     metadata = configs.run_paths(run_dir)["metadata_path"]
     if os.path.exists(metadata):
-        point.components = attribute(component_intervals(metadata), sampler.samples)
+        point.components = attribute(component_intervals(metadata), sampler.samples, start + point.seconds)
     return point
 
 
@@ -190,7 +209,9 @@ def table(points: Sequence[ScalePoint]) -> str:
 
 
 def _cost(cost: ComponentCost | None) -> str:
-    return "–" if cost is None else f"{cost.seconds:,.0f} s / {cost.peak_rss / GIB:.2f} GiB"
+    if cost is None:
+        return "–"
+    return f"{cost.seconds:,.0f} s / {cost.peak_rss / GIB:.2f} GiB" + (" (stopped)" if cost.killed else "")
 
 
 def _dominant(point: ScalePoint) -> str:
@@ -230,7 +251,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--scales must be numbers like 1,10: {text!r}") from e
-    if not scales or any(s <= 0 for s in scales):
+    if not scales or not all(0 < s < math.inf for s in scales):
         raise argparse.ArgumentTypeError(f"--scales must be positive numbers like 1,10: {text!r}")
     return tuple(sorted(set(scales)))
 

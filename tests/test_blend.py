@@ -178,6 +178,29 @@ def test_choose_cold_keeps_the_warm_recall_it_may_lose_to_a_bound():
     assert 0 < chosen.cold_offset < unbounded.blend.cold_offset
 
 
+def test_new_items_left_out_of_the_replay_no_longer_hold_the_cold_terms_back():
+    # Half the catalog is cold, a tenth of the users want one of 3 of those items, nobody the other 17: at
+    # any useful offset these crowd the warm targets out and the bound holds the offset back. Taken for new
+    # arrivals (likely_new_items) and left out of the lists (-inf, as train.choose_cold_terms does), they
+    # no longer count against it, and a larger offset is chosen.
+    rng = np.random.default_rng(2)
+    is_cold = np.arange(N) >= N - 20
+    targets = rng.integers(0, N - 20, size=USERS)
+    targets[: USERS // 10] = rng.integers(N - 20, N - 17, size=USERS // 10)
+    scores = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
+    scores[np.arange(USERS), targets] += 0.7
+    scores[:, is_cold] -= 0.1
+    bounded, _ = blend.choose_cold([_replay(_validation(scores, targets), is_cold)], blend.Blend(), 5, 1.0)
+    new = blend.likely_new_items(np.where(is_cold, 0, 5), targets, seed=0)
+    assert new.sum() == 17 and not new[targets].any()  # no singletons: the profile explains no zero
+    scores[:, new] = -np.inf
+    chosen, trials = blend.choose_cold(
+        [_replay(_validation(scores, targets), is_cold)], blend.Blend(), 5, 1.0
+    )
+    assert chosen.cold_offset > bounded.cold_offset
+    assert all(np.isfinite([t.recall, t.cold_recall, t.objective]).all() for t in trials)
+
+
 def test_choose_cold_pools_the_users_of_every_replay():
     (one, is_cold), (other, _) = _cold_catalog(0.2, 2), _cold_catalog(0.0, 3)
     only = ((1.0,), (0.0,))

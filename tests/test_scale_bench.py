@@ -11,12 +11,22 @@ from pipeline import configs
 
 
 def test_rss_samples_are_attributed_to_the_component_running_then():
-    intervals = {"Trainer": (10.0, 20.0), "Transform": (2.0, 9.0)}
+    intervals = {"Trainer": (10.0, 20.0, True), "Transform": (2.0, 9.0, True)}
     samples = [(1.0, 900), (3.0, 100), (8.0, 300), (12.0, 500), (19.5, 700), (25.0, 999)]
-    costs = scale_bench.attribute(intervals, samples)
+    costs = scale_bench.attribute(intervals, samples, stopped_at=30.0)
     assert list(costs) == ["Transform", "Trainer"]  # in start order
     assert costs["Transform"] == ComponentCost(7.0, 300)
     assert costs["Trainer"] == ComponentCost(10.0, 700)  # samples outside every component count for none
+
+
+def test_a_component_stopped_by_the_time_limit_ran_until_the_stop():
+    # ML Metadata's last update of a still-running execution is about its start.
+    costs = scale_bench.attribute({"Trainer": (10.0, 10.1, False)}, [(25.0, 800), (31.0, 999)], 30.0)
+    assert costs["Trainer"] == ComponentCost(20.0, 800, killed=True)
+    points = [_point(1, 1000, Trainer=10), _point(10, 10000, Trainer=50)]
+    points[1].components["Trainer"].killed = True
+    assert scale_bench.growth_exponents(points, "Trainer") == [None]  # a lower bound is no slope
+    assert "50 s / 50.00 GiB (stopped)" in scale_bench.table(points)
 
 
 def _point(scale: float, interactions: int, **seconds: float) -> ScalePoint:
@@ -45,7 +55,7 @@ def test_table_names_each_scale_the_dominant_step_and_why_a_scale_stopped():
 
 def test_scales_must_be_positive_numbers():
     assert scale_bench.parse_scales("10,1,1") == (1.0, 10.0)
-    for bad in ("", "1,x", "0,1", "-1"):
+    for bad in ("", "1,x", "0,1", "-1", "nan", "inf"):
         with pytest.raises(argparse.ArgumentTypeError, match="--scales"):
             scale_bench.parse_scales(bad)
 
