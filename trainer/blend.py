@@ -295,8 +295,8 @@ def pseudo_cold_draws(counts: np.ndarray, share: float, draws: int, seed: int) -
 
 
 def unseen_expected(counts: np.ndarray) -> float:
-    """How many items the catalog's popularity profile alone leaves without a positive: Chao1's estimate
-    f1·(f1 − 1) / (2·(f2 + 1)) from the items with one and two positives (the bias-corrected Chao1 estimator, Chao 1984 / 2005)."""
+    """How many items the catalog's popularity profile alone leaves without a positive: the bias-corrected
+    Chao1 estimate f1·(f1 − 1) / (2·(f2 + 1)) from the items with one and two positives (Chao 1984, 2005)."""
     per_item = np.bincount(np.asarray(counts, np.int64), minlength=3)
     f1, f2 = float(per_item[1]), float(per_item[2])
     return f1 * (f1 - 1) / (2 * (f2 + 1))
