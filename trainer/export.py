@@ -51,8 +51,10 @@ so a service shows the titles of the model version that answered; the Pusher cop
 
 Example:
   catalog, item_metadata = train.load_catalog(catalog_files, tft.TFTransformOutput(transform_dir))
+  vectors = candidate_vectors(model, catalog, batch_size=512)
+  served = blend.served_blend(chosen, x, counts, vectors, neighbours=50, pop_scale=0.1)  # train.run_fn's
   export_serving_model(model, tft.TFTransformOutput(transform_dir), catalog, item_metadata, "/tmp/serving",
-                       top_k=10, rerank_pool=100)
+                       top_k=10, served=served, rerank_pool=100, vectors=vectors)
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
                                  k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3),
@@ -751,17 +753,17 @@ def export_serving_model(
     top_k: int,
     served: blend.ServedBlend,
     rerank_pool: int,
-    batch_size: int = 512,
+    vectors: np.ndarray,
 ) -> ServingModule:
-    """Scores the catalog, builds the `ServingModule` and saves it with its five signatures, then the
-    catalog metadata file (`catalog_metadata`) into its assets.extra/.
+    """Builds the `ServingModule` and saves it with its five signatures, then the catalog metadata file
+    (`catalog_metadata`) into its assets.extra/.
 
     Args:
       catalog: transformed catalog features, [N, ...] arrays keyed by `trainer.features` names (ITEM_ID
         unique); ITEM_IS_TAIL gives the tail flags, ITEM_INDEX the new ones, ITEM_LOG_PROB the xQuAD prior.
       item_metadata: the raw TITLE, BRAND, CATEGORIES of the same N rows, as `train.load_catalog` returns.
+      vectors: [N, D] `candidate_vectors(model, catalog, …)`, the index (`served` was built from them).
     """
-    vectors = candidate_vectors(model, catalog, batch_size)
     module = ServingModule(
         model,
         tf_transform_output.transform_features_layer(),

@@ -191,8 +191,8 @@ def export_refreshed(
         out_dir,
         config.top_k,
         served,
-        batch_size=config.batch_size,
         rerank_pool=config.rerank_pool,
+        vectors=vectors,
     )
 
 

@@ -624,8 +624,8 @@ def run_fn(fn_args) -> None:
         fn_args.serving_model_dir,
         config.top_k,
         served,
-        batch_size=config.batch_size,
         rerank_pool=config.rerank_pool,
+        vectors=vectors,
     )
     refresh_kit.write_kit(
         model,
