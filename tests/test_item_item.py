@@ -85,11 +85,39 @@ def test_graph_item_item_scores_match_numpy():
     assert actual[1, 11] > 0 and not actual[2].any()
 
 
-def test_without_rows_drops_later_rows_and_neighbours_pointing_to_them():
+def test_without_targets_drops_neighbours_at_later_rows_and_keeps_those_rows_as_sources():
     table = item_item.NeighbourTable(
         np.array([[2, 1, -1], [0, 2, 3], [0, 1, -1], [1, 0, 2]], np.int32),
         np.array([[0.9, 0.5, 0.0], [0.8, 0.7, 0.1], [0.6, 0.4, 0.0], [0.3, 0.2, 0.1]], np.float32),
     )
-    kept = item_item.without_rows(table, 2)
-    assert kept.rows.tolist() == [[1, -1, -1], [0, -1, -1]]
-    np.testing.assert_allclose(kept.weights, [[0.5, 0, 0], [0.8, 0, 0]])
+    kept = item_item.without_targets(table, 2)
+    assert kept.rows.tolist() == [[1, -1, -1], [0, -1, -1], [0, 1, -1], [1, 0, -1]]
+    np.testing.assert_allclose(kept.weights, [[0.5, 0, 0], [0.8, 0, 0], [0.6, 0.4, 0], [0.3, 0.2, 0]])
+
+
+def test_a_history_only_row_adds_its_neighbours_scores_to_the_candidates_in_numpy_and_the_graph():
+    # Rows 0..2 are candidates; row 3 (an item no longer listed) is only in histories.
+    table = item_item.without_targets(
+        item_item.NeighbourTable(
+            np.array([[1, 3], [0, 2], [3, 1], [2, 0]], np.int32),
+            np.array([[0.5, 0.4], [0.5, 0.3], [0.9, 0.2], [0.8, 0.6]], np.float32),
+        ),
+        3,
+    )
+    history = np.array([[PAD, 3], [PAD, 0]])
+    raw = item_item.cf_scores(table, history, 1.0, num_items=3)
+    np.testing.assert_allclose(raw, [[0.6, 0, 0.8], [0, 0.5, 0]])
+    no_fill = item_item.TextFill(
+        np.zeros(0, np.int32), np.zeros([0, 1], np.int32), np.zeros([0, 1], np.float32)
+    )
+    actual = export.item_item_scores(
+        tf.constant(history, tf.int64),
+        tf.constant(item_item.position_weights(2, 1.0)),
+        tf.constant(table.rows, tf.int64),
+        tf.constant(table.weights),
+        tf.constant(no_fill.cold_rows, tf.int64),
+        tf.constant(no_fill.rows, tf.int64),
+        tf.constant(no_fill.weights),
+        num_items=3,
+    ).numpy()
+    np.testing.assert_allclose(actual, item_item.scale_per_user(raw), rtol=1e-6)

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving.local_client import LocalClient
 from tests.test_export import ITEMS, _item
@@ -87,6 +88,22 @@ def test_the_refreshed_model_recommends_new_items_never_removed_ones(refreshed):
         rows = {row[features.ITEM_ID]: row for row in map(json.loads, f)}
     assert REMOVED not in rows and rows[NEW][features.IS_NEW] and rows[NEW][features.TITLE] == "a new pen"
     assert refresh_kit.has_kit(out)  # a refreshed version can be refreshed again
+
+
+def test_a_removed_item_in_a_history_still_adds_its_neighbours_to_the_item_item_term(trained, refreshed):
+    out, _ = refreshed
+    assert REMOVED.encode() in set(refresh_kit.read_kit(trained.serving_dir).positives[features.ITEM_ID])
+    loaded = LocalClient(out).loaded
+    catalog = [item.decode() for item in loaded.catalog_ids.numpy()]
+    # Its row follows the catalog's in the item-item table: a source for histories, never a candidate.
+    sources = tf.raw_ops.LookupTableFindV2(  # a restored table has no lookup method
+        table_handle=loaded.history_sources.resource_handle,
+        keys=tf.constant([REMOVED, NEW, "never-seen"]),
+        default_value=tf.constant(-1, tf.int64),
+    ).numpy()
+    assert sources.tolist() == [len(catalog), catalog.index(NEW), -1]
+    assert loaded.neighbour_rows.shape[0] == len(catalog) + 1
+    assert (loaded.neighbour_rows.numpy() < len(catalog)).all()
 
 
 def test_a_refresh_refuses_a_bert_the_model_was_not_trained_with(trained, tmp_path):

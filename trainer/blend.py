@@ -347,6 +347,9 @@ class ServedBlend:
     fill: item_item.TextFill  # of the cf term: weights times blend.cold_gain; fill.cold_rows = the cold items
     log_prob: np.ndarray  # [N] float32, text-filled for items without positives
     pop_scale: float  # τ
+    # Ids of the table's rows after the N candidates: items no longer listed (a refresh's removed items)
+    # that users' histories still hold, so they still add their neighbours' scores.
+    history_only_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
 
     def item_offset(self) -> np.ndarray:
         """[N] float32: blend.cold_offset at the cold items, 0 elsewhere."""
@@ -361,6 +364,7 @@ class ServedBlend:
             "pop_scale": self.pop_scale,
             "neighbours": int(self.table.rows.shape[1]),
             "text_filled_items": int(len(self.fill.cold_rows)),
+            "history_only_items": int(len(self.history_only_ids)),
         }
 
 
@@ -385,21 +389,23 @@ def served_blend(
     vectors: np.ndarray,
     neighbours: int,
     pop_scale: float,
-    history_only: int = 0,
+    history_only: Sequence[bytes] = (),
 ) -> ServedBlend:
     """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item.
 
-    history_only: the last columns of `x` are items that are no longer candidates (a catalog refresh's
-    removed items): the neighbour table is computed with them, as it was trained, then they are dropped from
-    it, so the kept items keep their trained neighbours. `counts` and `vectors` cover the candidates only.
+    history_only: the ids of the last columns of `x`, items that are no longer candidates (a catalog
+    refresh's removed items): the neighbour table is computed with them, as it was trained, so the kept items
+    keep their trained neighbours; they stop being anyone's neighbour but keep their own row, since users'
+    histories still hold them. `counts` and `vectors` cover the candidates only.
     """
     fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
-        table = item_item.without_rows(table, x.shape[1] - history_only)
+        table = item_item.without_targets(table, x.shape[1] - len(history_only))
     else:
-        table = item_item.NeighbourTable(
-            np.zeros([len(counts), 0], np.int32), np.zeros([len(counts), 0], np.float32)
-        )
+        rows = x.shape[1]
+        table = item_item.NeighbourTable(np.zeros([rows, 0], np.int32), np.zeros([rows, 0], np.float32))
     filled_log_prob = item_item.apply_fill(log_prob(counts), fill)
-    return ServedBlend(blend, table, gained(fill, blend.cold_gain), filled_log_prob, pop_scale)
+    history_only_ids = np.asarray(list(history_only), object)
+    gained_fill = gained(fill, blend.cold_gain)
+    return ServedBlend(blend, table, gained_fill, filled_log_prob, pop_scale, history_only_ids)

@@ -274,18 +274,23 @@ def item_item_scores(
     fill_cold_rows: tf.Tensor,
     fill_rows: tf.Tensor,
     fill_weights: tf.Tensor,
+    num_items: int | None = None,
 ) -> tf.Tensor:
     """The graph's `item_item.cf_scores` → `apply_fill` → `scale_per_user`, in TF core ops.
 
     Args:
-      sources: [B, H] int64 catalog rows of the history (-1: padding or outside the catalog), newest last.
-      slot_weights: [H] recency^age per history slot. neighbour_rows / neighbour_weights: [N, n] table.
+      sources: [B, H] int64 table rows of the history (-1: padding or outside the table), newest last.
+      slot_weights: [H] recency^age per history slot. neighbour_rows / neighbour_weights: [N (+ G), n]
+        table; rows after the first `num_items` (default all) are history sources only.
       fill_cold_rows [C], fill_rows [C, m], fill_weights [C, m]: the text fill of items without neighbours.
 
     Returns:
-      [B, N] float32, each row divided by its maximum.
+      [B, num_items] float32, each row divided by its maximum.
     """
-    size = tf.shape(neighbour_rows, out_type=tf.int64)[0]
+    if num_items is None:
+        size = tf.shape(neighbour_rows, out_type=tf.int64)[0]
+    else:
+        size = tf.constant(num_items, tf.int64)
     weights_per_slot = slot_weights[tf.newaxis, :] * tf.cast(sources >= 0, tf.float32)  # [B, H]
     targets = tf.gather(neighbour_rows, tf.maximum(sources, 0))  # [B, H, n]
     weights = tf.gather(neighbour_weights, tf.maximum(sources, 0)) * weights_per_slot[..., tf.newaxis]
@@ -409,6 +414,8 @@ class ServingModule(tf.Module):
             item_item.position_weights(features.HISTORY_LENGTH, served.blend.recency)
         )
         self.catalog_rows = _string_table(catalog_ids)
+        # The item-item table's rows: the catalog, then the items only histories still hold (blend.py).
+        self.history_sources = _string_table([*catalog_ids, *served.history_only_ids])
         self.brands = Facet([[brand] for brand in item_metadata[features.BRAND]])
         self.categories = Facet(item_metadata[features.CATEGORIES])
 
@@ -440,13 +447,14 @@ class ServingModule(tf.Module):
     def _item_item_scores(self, history: tf.Tensor) -> tf.Tensor:
         """history [B, HISTORY_LENGTH] → per-user scaled item-item scores [B, N]."""
         return item_item_scores(
-            self.catalog_rows.lookup(history),
+            self.history_sources.lookup(history),
             self.history_slot_weights,
             self.neighbour_rows,
             self.neighbour_weights,
             self.fill_cold_rows,
             self.fill_rows,
             self.fill_weights,
+            self._size,
         )
 
     def _listed(self, item_ids: tf.Tensor) -> tf.Tensor:

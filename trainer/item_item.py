@@ -55,10 +55,10 @@ class TextFill:
     weights: np.ndarray  # [C, m] float32
 
 
-def without_rows(table: NeighbourTable, keep: int) -> NeighbourTable:
-    """The table of the first `keep` rows only: later rows and every neighbour pointing to them are dropped
-    (PAD, weight 0, moved after the remaining neighbours, whose order is kept)."""
-    rows, weights = table.rows[:keep], table.weights[:keep]
+def without_targets(table: NeighbourTable, keep: int) -> NeighbourTable:
+    """The table without the neighbours at rows `keep` and later (PAD, weight 0, moved after the remaining
+    neighbours, whose order is kept). Every row stays: the later ones are still history sources."""
+    rows, weights = table.rows, table.weights
     dropped = (rows >= keep) | (rows == PAD)
     order = np.argsort(dropped, axis=1, kind="stable")
     rows = np.where(dropped, PAD, rows)
@@ -171,11 +171,14 @@ def position_weights(length: int, recency: float) -> np.ndarray:
     return (recency ** np.arange(length - 1, -1, -1, dtype=np.float64)).astype(np.float32)
 
 
-def cf_scores(table: NeighbourTable, history_rows: np.ndarray, recency: float) -> np.ndarray:
-    """history_rows [U, H] (catalog rows, PAD = none; newest last) → raw cf scores [U, N] float32."""
+def cf_scores(
+    table: NeighbourTable, history_rows: np.ndarray, recency: float, num_items: int | None = None
+) -> np.ndarray:
+    """history_rows [U, H] (table rows, PAD = none; newest last) → raw cf scores [U, num_items] float32.
+    num_items: the candidates, the table's first rows (default all; later rows are history sources only)."""
     history_rows = np.asarray(history_rows, np.int64)
     num_users, length = history_rows.shape
-    num_items = table.rows.shape[0]
+    num_items = table.rows.shape[0] if num_items is None else num_items
     source = np.maximum(history_rows, 0)
     slot_weight = position_weights(length, recency)[None, :] * (history_rows >= 0)  # [U, H]
     targets = table.rows[source]  # [U, H, n]

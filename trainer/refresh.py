@@ -181,7 +181,7 @@ def export_refreshed(
         vectors,
         config.item_item_neighbours,
         train.pop_scale(config),
-        history_only=len(gone),
+        history_only=gone,
     )
     export.export_serving_model(
         model,
