@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "requests>=2.31,<3",
     "urllib3>=1.26,<3",
     "pyyaml>=6,<7",  # serving/rules.py: the rules file
+    "psutil>=5.9,<8",  # evaluation/scale_bench.py: the pipeline's process-tree RSS
 ]
 
 EXTRAS_REQUIRE = {
