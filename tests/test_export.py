@@ -5,6 +5,7 @@ The fixture (built once per test session, ~30 s): 10 catalog items (i8, i9 cold:
 not quality.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -892,3 +893,44 @@ def test_recommend_serves_the_blend_of_towers_popularity_and_item_item_scores(tr
     assert order == sorted(expected, key=lambda i: -expected[i])
     assert cf[0].max() == pytest.approx(1.0) and (cf[0] > 0).sum() >= 3  # the term did something
     assert cf[0, 6:].max() > 0  # and the gained text fill reached the items without positives
+
+
+def test_an_item_only_histories_hold_adds_its_neighbours_to_the_served_score(trained):
+    """A refresh's removed item (blend.served_blend's history_only) is no candidate but, in a history,
+    still adds its item-item neighbours' scores, as the numpy definition does."""
+    module = trained.module
+    ids = module.catalog_ids.numpy()
+    n = len(ids)
+    # Column n is "gone": users 0 and 1 took it with items 0 and 1; user 2 took items 2 and 3.
+    x = item_item.interaction_matrix(np.array([0, 0, 1, 1, 2, 2]), np.array([0, n, 1, n, 2, 3]), n + 1)
+    vectors = module.candidate_vectors.numpy()
+    chosen = blend.Blend(item_item.COSINE, recency=0.5, alpha=1.0)
+    served = blend.served_blend(chosen, x, np.ones(n), vectors, 3, 0.1, history_only=[b"gone"])
+    assert served.table.rows.shape[0] == n + 1 and served.table.rows.max() < n
+    args = (module.model, module.tft_layer, module._raw_spec, ids)
+    rest = (module.catalog_is_tail.numpy(), module.catalog_is_new.numpy(), module.unknown_vector.numpy())
+    metadata = _item_metadata([i.decode() for i in ids])
+    with_gone = export.ServingModule(*args, vectors, *rest, 0.2, served, TOP_K, RERANK_POOL, metadata)
+    inputs = _recommend_inputs(["u0"], [["gone"]], k=n)
+    query, _ = module._query(inputs[features.USER_ID], inputs[features.HISTORY])
+    history_rows = np.full([1, features.HISTORY_LENGTH], item_item.PAD)
+    history_rows[0, -1] = n
+    cf = item_item.scale_per_user(
+        item_item.apply_fill(item_item.cf_scores(served.table, history_rows, 0.5, num_items=n), served.fill)
+    )
+    assert cf[0, 0] == cf[0, 1] == pytest.approx(1.0) and cf[0, 2] == 0  # gone's neighbours, only them
+    out = with_gone.recommend(**inputs)
+    got = dict(zip(out[features.ITEM_IDS].numpy()[0], out[features.SCORES].numpy()[0], strict=True))
+    expected = dict(zip(ids, (query.numpy() @ vectors.T)[0] + cf[0], strict=True))
+    np.testing.assert_allclose([got[i] for i in ids], [expected[i] for i in ids], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="item-item rows"):  # a table without the history-only row
+        export.ServingModule(
+            *args,
+            vectors,
+            *rest,
+            0.2,
+            dataclasses.replace(served, history_only_ids=np.zeros(0, object)),
+            TOP_K,
+            RERANK_POOL,
+            metadata,
+        )

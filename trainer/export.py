@@ -296,7 +296,7 @@ def item_item_scores(
     weights = tf.gather(neighbour_weights, tf.maximum(sources, 0)) * weights_per_slot[..., tf.newaxis]
     users = tf.shape(sources, out_type=tf.int64)[0]
     user = tf.broadcast_to(tf.range(users)[:, tf.newaxis, tf.newaxis], tf.shape(targets, out_type=tf.int64))
-    valid = targets >= 0
+    valid = (targets >= 0) & (targets < size)  # a neighbour past the candidates would score another user
     segments = tf.boolean_mask(user * size + targets, valid)
     flat = tf.math.unsorted_segment_sum(tf.boolean_mask(weights, valid), segments, users * size)
     cf = tf.reshape(flat, tf.stack([users, size]))  # [B, N]
@@ -387,6 +387,12 @@ class ServingModule(tf.Module):
         sizes = {name: len(item_metadata[name]) for name in (features.BRAND, features.CATEGORIES)}
         if set(sizes.values()) != {len(catalog_ids)}:
             raise ValueError(f"item_metadata has {sizes} rows for {len(catalog_ids)} catalog items")
+        table_rows = len(catalog_ids) + len(served.history_only_ids)
+        if len(candidate_vectors) != len(catalog_ids) or len(served.table.rows) != table_rows:
+            raise ValueError(
+                f"{len(candidate_vectors)} candidate vectors and {len(served.table.rows)} item-item rows "
+                f"for {len(catalog_ids)} catalog items and {len(served.history_only_ids)} history-only ones"
+            )
         self.model = model
         self.tft_layer = tft_layer
         self._raw_spec = dict(raw_feature_spec)
@@ -415,7 +421,10 @@ class ServingModule(tf.Module):
         )
         self.catalog_rows = _string_table(catalog_ids)
         # The item-item table's rows: the catalog, then the items only histories still hold (blend.py).
-        self.history_sources = _string_table([*catalog_ids, *served.history_only_ids])
+        history_only = served.history_only_ids
+        self.history_sources = (
+            _string_table([*catalog_ids, *history_only]) if len(history_only) else self.catalog_rows
+        )
         self.brands = Facet([[brand] for brand in item_metadata[features.BRAND]])
         self.categories = Facet(item_metadata[features.CATEGORIES])
 
