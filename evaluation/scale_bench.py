@@ -211,7 +211,8 @@ def table(points: Sequence[ScalePoint]) -> str:
 def _cost(cost: ComponentCost | None) -> str:
     if cost is None:
         return "–"
-    return f"{cost.seconds:,.0f} s / {cost.peak_rss / GIB:.2f} GiB" + (" (stopped)" if cost.killed else "")
+    peak = f"{cost.peak_rss / GIB:.2f} GiB" if cost.peak_rss else "– GiB"  # no sample fell inside it
+    return f"{cost.seconds:,.0f} s / {peak}" + (" (stopped)" if cost.killed else "")
 
 
 def _dominant(point: ScalePoint) -> str:
