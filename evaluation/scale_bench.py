@@ -230,9 +230,12 @@ def plot(points: Sequence[ScalePoint], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     names = list(dict.fromkeys(n for p in points for n in p.components))
-    for name in names:
+    # Resolvers and gates take milliseconds at every size and would crowd the plot; the table lists them.
+    names = [n for n in names if max(p.components[n].seconds for p in points if n in p.components) >= 1]
+    colours = plt.get_cmap("tab10").colors
+    for index, name in enumerate(names):
         measured = [(p.interactions, p.components[name].seconds) for p in points if name in p.components]
-        ax.plot(*zip(*measured, strict=True), marker="o", label=name)
+        ax.plot(*zip(*measured, strict=True), marker="o", color=colours[index % 10], label=name)
     whole = [(p.interactions, p.seconds) for p in points]
     ax.plot(*zip(*whole, strict=True), "k--", marker="s", label="whole run")
     n0, t0 = whole[0]
@@ -240,11 +243,21 @@ def plot(points: Sequence[ScalePoint], path: str) -> None:
         [n0, whole[-1][0]], [t0, t0 * whole[-1][0] / n0], ":", color="grey", label="linear from the first"
     )
     ax.set(xscale="log", yscale="log", xlabel="interactions", ylabel="wall seconds")
-    ax.set_title("tailtower pipeline cost against data size (2 cores)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("tailtower pipeline cost against data size (steps ≥ 1 s)")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_points(path: str) -> list[ScalePoint]:
+    """The points a run wrote to bench-scale.json."""
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+    return [
+        ScalePoint(**{**row, "components": {n: ComponentCost(**c) for n, c in row["components"].items()}})
+        for row in rows
+    ]
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
