@@ -1,6 +1,8 @@
 """`make bench-scale` (evaluation/scale_bench.py): the parts that do not need a pipeline run at scale."""
 
 import argparse
+import dataclasses
+import json
 import os
 
 import pytest
@@ -58,6 +60,14 @@ def test_scales_must_be_positive_numbers():
     for bad in ("", "1,x", "0,1", "-1", "nan", "inf"):
         with pytest.raises(argparse.ArgumentTypeError, match="--scales"):
             scale_bench.parse_scales(bad)
+
+
+def test_points_read_back_as_main_writes_them(tmp_path):
+    points = [_point(1, 1000, Trainer=10, Transform=5), _point(10, 10000, Trainer=100, Transform=500)]
+    points[1].components["Trainer"].killed, points[1].stopped = True, "passed the 1-min limit"
+    path = tmp_path / "bench-scale.json"
+    path.write_text(json.dumps([dataclasses.asdict(p) for p in points]))
+    assert scale_bench.read_points(str(path)) == points
 
 
 def test_plot_is_written(tmp_path):
