@@ -63,6 +63,26 @@ def test_text_fill_lends_cold_items_their_nearest_neighbours_scores():
     np.testing.assert_allclose(filled[0, :3], [1, 5, 3])
 
 
+def _graph_scores(
+    table: item_item.NeighbourTable,
+    fill: item_item.TextFill,
+    history: np.ndarray,
+    recency: float,
+    num_items: int | None = None,
+) -> np.ndarray:
+    """export.item_item_scores (the SavedModel's graph) on numpy inputs."""
+    return export.item_item_scores(
+        tf.constant(history, tf.int64),
+        tf.constant(item_item.position_weights(history.shape[1], recency)),
+        tf.constant(table.rows, tf.int64),
+        tf.constant(table.weights),
+        tf.constant(fill.cold_rows, tf.int64),
+        tf.constant(fill.rows, tf.int64),
+        tf.constant(fill.weights),
+        num_items=num_items,
+    ).numpy()
+
+
 def test_graph_item_item_scores_match_numpy():
     rng = np.random.default_rng(0)
     dense = (rng.random([30, 12]) < 0.3).astype(np.float64)
@@ -72,15 +92,7 @@ def test_graph_item_item_scores_match_numpy():
     fill = item_item.text_fill(rng.normal(size=[12, 3]), np.asarray(x.sum(axis=0)).ravel() > 0, 3)
     history = np.array([[PAD, PAD, 3, 5], [1, 2, 11, 4], [PAD, PAD, PAD, PAD]])
     expected = item_item.scale_per_user(item_item.apply_fill(item_item.cf_scores(table, history, 0.7), fill))
-    actual = export.item_item_scores(
-        tf.constant(history, tf.int64),
-        tf.constant(item_item.position_weights(4, 0.7)),
-        tf.constant(table.rows, tf.int64),
-        tf.constant(table.weights),
-        tf.constant(fill.cold_rows, tf.int64),
-        tf.constant(fill.rows, tf.int64),
-        tf.constant(fill.weights),
-    ).numpy()
+    actual = _graph_scores(table, fill, history, 0.7)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
     assert actual[1, 11] > 0 and not actual[2].any()
 
@@ -110,14 +122,5 @@ def test_a_history_only_row_adds_its_neighbours_scores_to_the_candidates_in_nump
     no_fill = item_item.TextFill(
         np.zeros(0, np.int32), np.zeros([0, 1], np.int32), np.zeros([0, 1], np.float32)
     )
-    actual = export.item_item_scores(
-        tf.constant(history, tf.int64),
-        tf.constant(item_item.position_weights(2, 1.0)),
-        tf.constant(table.rows, tf.int64),
-        tf.constant(table.weights),
-        tf.constant(no_fill.cold_rows, tf.int64),
-        tf.constant(no_fill.rows, tf.int64),
-        tf.constant(no_fill.weights),
-        num_items=3,
-    ).numpy()
+    actual = _graph_scores(table, no_fill, history, 1.0, num_items=3)
     np.testing.assert_allclose(actual, item_item.scale_per_user(raw), rtol=1e-6)
