@@ -77,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
     parser.add_argument("--trainer-config", default="{}", help="JSON of trainer.config.TrainerConfig fields")
     parser.add_argument("--beam-arg", action="append", default=[], help="Beam pipeline arg (repeatable)")
     parser.add_argument(
+        "--encoding-cache",
+        default="",
+        help="frozen-BERT encoding cache shared across runs (default <run-root>/encoding-cache)",
+    )
+    parser.add_argument(
         "--refresh",
         action="store_true",
         help="compile the catalog refresh pipeline (pipeline/refresh.py) instead",
@@ -91,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
             output_dir=args.run_root,
             trainer=trainer,
             beam_pipeline_args=args.beam_arg,
+            encoding_cache=args.encoding_cache,
             **local_runner.logs_config(args),
         )
     except ValueError as e:

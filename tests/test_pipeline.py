@@ -87,6 +87,17 @@ def test_the_refresh_pipeline_compiles_to_catalog_refresh_then_pusher(tmp_path):
     parameters = json.dumps(spec["root"]["dag"]["tasks"]["CatalogRefresh"])
     paths = configs.run_paths("gs://bucket/run")
     assert paths["serving_model_dir"] in parameters and paths["encoding_cache_dir"] in parameters
+    # Another cache, e.g. one bucket's cache shared by several shops' runs.
+    kubeflow_runner.main(["--refresh", "--output", str(output), "--encoding-cache", "gs://shared/cache"])
+    parameters = json.dumps(json.loads(output.read_text())["pipelineSpec"]["root"]["dag"]["tasks"])
+    assert "gs://shared/cache" in parameters
+
+
+def test_kubeflow_encoding_cache_flag_reaches_the_trainer():
+    _, config = kubeflow_runner.parse_args(["--encoding-cache", "gs://shared/cache"])
+    components = {c.id: c for c in create_pipeline(config, bert_dir="/models/bert").components}
+    custom = json.loads(components["Trainer"].exec_properties["custom_config"])
+    assert custom[features.ENCODING_CACHE_CONFIG] == "gs://shared/cache"
 
 
 def test_train_splits_reach_transform_analysis_and_trainer(tmp_path):
