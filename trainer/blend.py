@@ -57,7 +57,7 @@ PSEUDO_COLD_SHARE = 0.1
 PSEUDO_COLD_DRAWS = 3
 # Validation users scored per trial (a seeded sample beyond this): bounds the choice's cost on big data.
 MAX_VALIDATION_USERS = 5000
-_EXCLUDED = -np.inf
+EXCLUDED = -np.inf  # the score of an item no list may hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,7 @@ def choose(
         empty = item_item.NeighbourTable(np.zeros([len(log_prob), 0], np.int32), np.zeros([len(log_prob), 0]))
         no_fill = item_item.TextFill(np.zeros([0], np.int32), np.zeros([0, 0], np.int32), np.zeros([0, 0]))
         tables, alphas, recencies = {item_item.COSINE: (empty, no_fill)}, (0.0,), (1.0,)
-    base = np.where(validation.exclude.toarray() > 0, _EXCLUDED, validation.model_scores).astype(np.float32)
+    base = np.where(validation.exclude.toarray() > 0, EXCLUDED, validation.model_scores).astype(np.float32)
     trials = []
     for method, recency in itertools.product(tables, recencies):
         table, fill = tables[method]
@@ -229,7 +229,7 @@ def choose_cold(
     """`warm` with the best `cold_gain` and `cold_offset` (module docstring) and every trial, best first.
     Each trial's recalls pool the users of every replay (cold recall: those whose target is cold there)."""
     bases = [
-        np.where(r.validation.exclude.toarray() > 0, _EXCLUDED, r.validation.model_scores).astype(np.float32)
+        np.where(r.validation.exclude.toarray() > 0, EXCLUDED, r.validation.model_scores).astype(np.float32)
         for r in replays
     ]
     targets = np.concatenate([r.validation.targets for r in replays])

@@ -412,7 +412,7 @@ def choose_cold_terms(
     for made_cold, replay_inputs, replay_queries in zip(draws, inputs, queries, strict=True):
         replay_vectors = np.where(made_cold[:, None], cold_vectors, vectors)
         scores = (replay_queries @ replay_vectors.T).astype(np.float32)
-        scores[:, new] = -np.inf
+        scores[:, new] = blend.EXCLUDED
         replayed = blend.Validation(
             scores,
             rows(replay_inputs[features.HISTORY]),
