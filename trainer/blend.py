@@ -23,7 +23,8 @@ with positives lose them (their id vector, their cf rows and their popularity, a
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
 fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
 over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
-the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
+the warm users' Recall@K without them (users whose target is not cold: the replays' cold hits must not pay
+for what the offset costs every other list, as a catalog with few new items would not). Items without positives are of two kinds the data cannot tell apart one by one:
 the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
 profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
 """
@@ -48,8 +49,8 @@ GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RECENCIES = (1.0, 0.7, 0.4, 0.1)
 COLD_GAINS = (1.0, 2.0, 4.0)
 COLD_OFFSETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the towers' cosine
-# The cold terms may cost at most this share of the replays' Recall@K without them: cold hits are wanted,
-# not at any price in the warm lists every user sees.
+# The cold terms may cost at most this share of the replays' warm-target users' Recall@K without them: cold
+# hits are wanted, not at any price in the warm lists every user sees.
 COLD_MAX_RECALL_LOSS = 0.02
 # Items made cold when the cold terms are chosen: the share `make eval`'s cold-item protocol uses, in
 # disjoint draws whose users are pooled (one draw leaves few users with a cold target on a small catalog).
@@ -102,6 +103,7 @@ class Trial:
     recall: float
     tail_recall: float
     cold_recall: float = np.nan  # only in `choose_cold`'s trials
+    warm_recall: float = np.nan  # only in `choose_cold`'s trials: over the users whose target is not cold
 
     @property
     def objective(self) -> float:
@@ -253,15 +255,16 @@ def choose_cold(
                     metrics.recall(recs, targets),
                     metrics.recall(recs, targets, tail_users),
                     metrics.recall(recs, targets, cold_users),
+                    metrics.recall(recs, targets, ~cold_users),
                 )
             )
     plain = next((t for t in trials if t.blend == warm), None)
-    floor = (1.0 - COLD_MAX_RECALL_LOSS) * (plain.recall if plain else 0.0)
-    trials.sort(key=lambda t: (t.recall < floor, -t.objective))  # stable: gain 1, offset 0 first
+    floor = (1.0 - COLD_MAX_RECALL_LOSS) * (plain.warm_recall if plain else 0.0)
+    trials.sort(key=lambda t: (t.warm_recall < floor, -t.objective))  # stable: gain 1, offset 0 first
     best, plain = trials[0], plain or trials[0]
     logger.info(
         "Cold terms chosen on %d validation users × %d pseudo-cold draws (%d with a cold target): gain %g, "
-        "offset %g (Recall@%d %.4f, tail %.4f, cold %.4f; without them %.4f / %.4f / %.4f)",
+        "offset %g (Recall@%d %.4f, tail %.4f, cold %.4f, warm %.4f; without them %.4f / %.4f / %.4f / %.4f)",
         len(replays[0].validation.targets) if replays else 0,
         len(replays),
         int(cold_users.sum()),
@@ -271,9 +274,11 @@ def choose_cold(
         best.recall,
         best.tail_recall,
         best.cold_recall,
+        best.warm_recall,
         plain.recall,
         plain.tail_recall,
         plain.cold_recall,
+        plain.warm_recall,
     )
     return best.blend, trials
 

@@ -495,14 +495,14 @@ def write_blend_summary(
     if not log_dir:
         return
     columns = ["method", "recency", "alpha", "gamma", "cold_gain", "cold_offset"]
-    columns += [f"Recall@{k}", f"tail Recall@{k}", f"cold Recall@{k}"]
+    columns += [f"Recall@{k}", f"tail Recall@{k}", f"cold Recall@{k}", f"warm Recall@{k}"]
     header = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n"
 
     def table(rows: Sequence[blend.Trial]) -> str:
         return header + "".join(
             f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
             f"| {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
-            f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} |\n"
+            f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} | {t.warm_recall:.4f} |\n"
             for t in rows[:50]
         )
 
