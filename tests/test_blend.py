@@ -207,7 +207,8 @@ def test_new_items_left_out_of_the_replay_no_longer_hold_the_cold_terms_back():
     scores = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
     scores[np.arange(USERS), targets] += 0.7
     scores[:, is_cold] -= 0.3  # as _cold_catalog: text-only vectors score lower
-    bounded, bounded_trials = blend.choose_cold([_replay(_validation(scores, targets), is_cold)], blend.Blend(), 5, 1.0)
+    replay = _replay(_validation(scores, targets), is_cold)
+    bounded, bounded_trials = blend.choose_cold([replay], blend.Blend(), 5, 1.0)
     new = blend.likely_new_items(np.where(is_cold, 0, 5), targets, seed=0)
     assert new.sum() == 17 and not new[targets].any()  # no singletons: the profile explains no zero
     scores[:, new] = -np.inf

@@ -24,9 +24,10 @@ item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, 
 fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
 over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
 the warm users' Recall@K without them (users whose target is not cold: the replays' cold hits must not pay
-for what the offset costs every other list, as a catalog with few new items would not). Items without positives are of two kinds the data cannot tell apart one by one:
-the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
-profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
+for what the offset costs every other list, as a catalog with few new items would not). Items without
+positives are of two kinds the data cannot tell apart one by one: the tail nobody happened to like, and new
+arrivals; `likely_new_items` counts the second from the popularity profile and leaves that many out of the
+replays' lists, since no validation user could have wanted them.
 """
 
 from __future__ import annotations
