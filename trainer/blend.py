@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from evaluation import metrics
-from trainer import item_item
+from trainer import item_item, weighted_top_k
 
 logger = logging.getLogger(__name__)
 
@@ -117,22 +117,6 @@ def log_prob(counts: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)).astype(np.float32)
 
 
-def blended(
-    model_scores: np.ndarray,
-    scaled_cf: np.ndarray,
-    log_prob: np.ndarray,
-    blend: Blend,
-    pop_scale: float,
-    is_cold: np.ndarray | None = None,
-) -> np.ndarray:
-    """The served score (module docstring) from its parts: [U, N] + [U, N] + [N] (+ [N] bool) → [U, N].
-    `scaled_cf` already carries `cold_gain` (it is applied with the text fill, before scaling per user)."""
-    scores = model_scores + (blend.gamma * pop_scale) * log_prob[None, :] + blend.alpha * scaled_cf
-    if is_cold is not None and blend.cold_offset:
-        scores = scores + blend.cold_offset * np.asarray(is_cold, np.float32)[None, :]
-    return scores
-
-
 def user_cf(
     table: item_item.NeighbourTable, fill: item_item.TextFill, history_rows: np.ndarray, blend: Blend
 ) -> np.ndarray:
@@ -146,12 +130,6 @@ def gained(fill: item_item.TextFill, gain: float) -> item_item.TextFill:
     if gain == 1.0:
         return fill
     return dataclasses.replace(fill, weights=(fill.weights * gain).astype(np.float32))
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """[U, N] → [U, k] rows of the k best scores (order within the list is irrelevant to recall)."""
-    k = min(k, scores.shape[1])
-    return np.argpartition(-scores, k - 1, axis=1)[:, :k]
 
 
 def choose(
@@ -185,9 +163,10 @@ def choose(
     for method, recency in itertools.product(tables, recencies):
         table, fill = tables[method]
         cf = user_cf(table, fill, validation.history_rows, Blend(method, recency))
+        candidates = weighted_top_k.pool((base, cf, log_prob))
         for alpha, gamma in itertools.product(alphas, gammas):
             blend = Blend(method, recency, alpha, gamma)
-            recs = _top_k(blended(base, cf, log_prob, blend, pop_scale), k)
+            recs = weighted_top_k.top_k(candidates, (1.0, alpha, gamma * pop_scale), k)
             trials.append(
                 Trial(
                     blend,
@@ -238,18 +217,19 @@ def choose_cold(
     targets = np.concatenate([r.validation.targets for r in replays])
     tail_users = np.concatenate([r.is_tail[r.validation.targets] for r in replays])
     cold_users = np.concatenate([r.is_cold[r.validation.targets] for r in replays])
+    colds = [np.asarray(r.is_cold, np.float32) for r in replays]  # the part the offset weights
     trials = []
     for gain in gains if warm.alpha else gains[:1]:  # the gain scales the cf term only
         with_gain = dataclasses.replace(warm, cold_gain=gain)
         cfs = [user_cf(r.table, r.fill, r.validation.history_rows, with_gain) for r in replays]
+        pools = [
+            weighted_top_k.pool((base, cf, r.log_prob, cold))
+            for base, cf, cold, r in zip(bases, cfs, colds, replays, strict=True)
+        ]
         for offset in offsets:
             blend = dataclasses.replace(with_gain, cold_offset=offset)
-            recs = np.concatenate(
-                [
-                    _top_k(blended(base, cf, r.log_prob, blend, pop_scale, r.is_cold), k)
-                    for base, cf, r in zip(bases, cfs, replays, strict=True)
-                ]
-            )
+            weights = (1.0, blend.alpha, blend.gamma * pop_scale, offset)
+            recs = np.concatenate([weighted_top_k.top_k(candidates, weights, k) for candidates in pools])
             trials.append(
                 Trial(
                     blend,
