@@ -1,5 +1,5 @@
-"""A weak-text copy of a dataset folder: each item keeps its id and title only (no description, brand,
-categories, genres or tags), so `make eval` on it shows how much the model owes to rich text.
+"""A weak-text copy of a dataset folder: each item keeps its id, title and price only (no text, description,
+brand, categories, genres or tags), so `make eval` on it shows how much the model owes to rich text.
 
     scripts/env python -m evaluation.title_only --data ../shared/data/amazon-office --out /tmp/office-title
 
@@ -20,7 +20,9 @@ LAYOUT = "tsv"
 
 
 def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
-    """Writes OUT/items.jsonl (item_id, title) and links DATA's interactions file; returns (kept, dropped)."""
+    """Writes OUT/items.jsonl (item_id, title, price), links DATA's interactions file; → (kept, dropped)."""
+    if os.path.realpath(out_dir) == os.path.realpath(data_dir):
+        raise ValueError(f"title_only: --out {out_dir!r} is the dataset folder itself; choose another")
     files = data_files.find_dataset_files(data_dir)
     if files.layout != LAYOUT:
         raise data_files.DataFileError(f"{data_dir!r} uses the {files.layout} layout; title_only reads "
@@ -34,7 +36,8 @@ def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
             if isinstance(item, data_files.Rejected) or not item.title:
                 dropped += 1
                 continue
-            out.write(json.dumps({"item_id": item.item_id, "title": item.title}) + "\n")
+            price = {"price": item.price} if item.price else {}  # not text: kept
+            out.write(json.dumps({"item_id": item.item_id, "title": item.title, **price}) + "\n")
             kept += 1
     link = os.path.join(out_dir, interactions_name)
     if os.path.lexists(link):

@@ -206,7 +206,10 @@ def test_new_items_left_out_of_the_replay_no_longer_hold_the_cold_terms_back():
     targets[: USERS // 10] = rng.integers(N - 20, N - 17, size=USERS // 10)
     scores = rng.normal(scale=0.3, size=[USERS, N]).astype(np.float32)
     scores[np.arange(USERS), targets] += 0.7
-    scores[:, is_cold] -= 0.3  # as _cold_catalog: text-only vectors score lower
+    # As _cold_catalog, text-only vectors score 0.3 lower. (Were they close to the warm items', a small offset
+    # would already reach the wanted three and the larger one stop paying: the property needs cold items to
+    # need a lift.)
+    scores[:, is_cold] -= 0.3
     replay = _replay(_validation(scores, targets), is_cold)
     bounded, bounded_trials = blend.choose_cold([replay], blend.Blend(), 5, 1.0)
     new = blend.likely_new_items(np.where(is_cold, 0, 5), targets, seed=0)
@@ -278,3 +281,17 @@ def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
     assert served.item_offset().tolist() == pytest.approx([0.0, 0.0, 0.2])
     assert plain.item_offset().tolist() == [0.0, 0.0, 0.0]
     assert served.summary()["cold_gain"] == 4.0 and served.summary()["cold_offset"] == 0.2
+
+
+def test_choose_serves_lists_longer_than_the_candidate_pool():
+    counts, (scores, targets), _ = _popularity_catalogs()
+    big = 3 * N  # lists of 110 of 120 items: more than a pool of 100 per part
+    noise = np.random.default_rng(1).normal(scale=0.1, size=[USERS, big]).astype(np.float32)  # no ties
+    wide = np.tile(scores, (1, 3)) + noise
+    log_prob = blend.log_prob(np.tile(counts, 3))
+    history = np.full([USERS, 3], item_item.PAD)
+    validation = blend.Validation(wide, history, targets, sp.csr_matrix((USERS, big)))
+    _, trials = blend.choose(validation, {}, log_prob, np.zeros(big, bool), 110, 1.0)
+    for trial in trials:
+        full = np.argpartition(-(wide + trial.blend.gamma * log_prob), 109, axis=1)[:, :110]
+        assert trial.recall == pytest.approx(np.mean((full == targets[:, None]).any(axis=1)))

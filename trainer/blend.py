@@ -163,7 +163,7 @@ def choose(
     for method, recency in itertools.product(tables, recencies):
         table, fill = tables[method]
         cf = user_cf(table, fill, validation.history_rows, Blend(method, recency))
-        candidates = weighted_top_k.pool((base, cf, log_prob))
+        candidates = weighted_top_k.pool((base, cf, log_prob), max(weighted_top_k.POOL_SIZE, k))
         for alpha, gamma in itertools.product(alphas, gammas):
             blend = Blend(method, recency, alpha, gamma)
             recs = weighted_top_k.top_k(candidates, (1.0, alpha, gamma * pop_scale), k)
@@ -223,7 +223,7 @@ def choose_cold(
         with_gain = dataclasses.replace(warm, cold_gain=gain)
         cfs = [user_cf(r.table, r.fill, r.validation.history_rows, with_gain) for r in replays]
         pools = [
-            weighted_top_k.pool((base, cf, r.log_prob, cold))
+            weighted_top_k.pool((base, cf, r.log_prob, cold), max(weighted_top_k.POOL_SIZE, k))
             for base, cf, cold, r in zip(bases, cfs, colds, replays, strict=True)
         ]
         for offset in offsets:
@@ -240,7 +240,10 @@ def choose_cold(
                 )
             )
     plain = next((t for t in trials if t.blend == warm), None)
-    floor = (1.0 - COLD_MAX_RECALL_LOSS) * (plain.warm_recall if plain else 0.0)
+    if plain is None or np.isnan(plain.warm_recall):  # no warm-target user: nothing to bound
+        floor = -np.inf
+    else:
+        floor = (1.0 - COLD_MAX_RECALL_LOSS) * plain.warm_recall
     trials.sort(key=lambda t: (t.warm_recall < floor, -t.objective))  # stable: gain 1, offset 0 first
     best, plain = trials[0], plain or trials[0]
     logger.info(

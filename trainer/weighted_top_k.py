@@ -20,7 +20,7 @@ POOL_SIZE = 100  # each part's best items per user
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
-    parts: tuple[np.ndarray, ...]  # each [U, N] (per user) or [N] (the same for every user)
+    parts: tuple[np.ndarray, ...]  # float, each [U, N] (per user) or [N] (the same for every user)
     rows: np.ndarray  # [U, P] candidate item rows, the union of every part's best
     values: tuple[np.ndarray, ...]  # per part [U, P]: its value at rows
     floors: tuple[np.ndarray, ...]  # per part [U]: the lowest of its own best values (-inf: it kept all)
@@ -29,7 +29,8 @@ class Pool:
 
 
 def pool(parts: Sequence[np.ndarray], size: int = POOL_SIZE) -> Pool:
-    """The candidate pool of `parts` (at least one [U, N]); `top_k` then serves any k ≤ size."""
+    """The candidate pool of float `parts` (at least one [U, N]; -inf = never listed); `top_k` then serves
+    any k ≤ size."""
     parts = tuple(np.asarray(p) for p in parts)
     num_users = next(len(p) for p in parts if p.ndim == 2)
     num_items = parts[0].shape[-1]
@@ -67,8 +68,10 @@ def top_k(candidates: Pool, weights: Sequence[float], k: int) -> np.ndarray:
     kth = np.take_along_axis(scores, best, axis=1).min(axis=1)
     bound = _mix(candidates.floors, weights, kth.shape)
     recs = np.take_along_axis(candidates.rows, best, axis=1)
-    redo = np.flatnonzero(kth < bound)
-    if redo.size:  # an item outside the pool could enter these users' lists: score them in full
+    # An item outside the pool could enter these users' lists, or their pool holds fewer than k items with a
+    # finite score (a list padded from -inf entries could repeat a row): score them in full.
+    redo = np.flatnonzero((kth < bound) | (kth == -np.inf))
+    if redo.size:
         parts = [p[redo] if p.ndim == 2 else p for p in candidates.parts]
         full = _mix(parts, weights, (redo.size, num_items))
         recs[redo] = np.argpartition(-full, k - 1, axis=1)[:, :k]
