@@ -182,17 +182,25 @@ def test_choose_cold_keeps_the_warm_recall_it_may_lose_to_a_bound():
     assert 0 < chosen.cold_offset < unbounded.blend.cold_offset
 
 
-def test_the_cold_users_hits_do_not_pay_for_the_warm_users_loss():
+def test_the_cold_users_hits_pay_for_the_warm_users_loss_only_as_far_as_the_catalog_has_new_items():
     # A fifth of the users want a cold item: at offset 0.3 their hits lift the pooled recall above the
-    # plain one while the other users lose more than the bound allows; the bound reads their recall only.
+    # plain one while the other users lose more than the bound allows. A catalog without new items
+    # (new_share 0) bounds the warm users' recall alone and takes a smaller offset; one whose new share is
+    # the replay's cold share weighs the two as the replay pooled them, and takes the large one.
     validation, is_cold = _cold_catalog(0.2, 2)
-    chosen, trials = blend.choose_cold([_replay(validation, is_cold)], blend.Blend(), 5, 1.0)
+    replays = [_replay(validation, is_cold)]
+    chosen, trials = blend.choose_cold(replays, blend.Blend(), 5, 1.0)
     plain = next(t for t in trials if t.blend == blend.Blend())
     large = next(t for t in trials if t.blend.cold_offset == 0.3)
     assert large.recall > plain.recall and large.objective > trials[0].objective
     assert large.warm_recall < (1 - blend.COLD_MAX_RECALL_LOSS) * plain.warm_recall
     assert 0 < chosen.cold_offset < 0.3
     assert trials[0].warm_recall >= (1 - blend.COLD_MAX_RECALL_LOSS) * plain.warm_recall
+
+    cold_share = float(np.mean(is_cold[validation.targets]))
+    assert large.expected_recall(cold_share) == pytest.approx(large.recall)
+    with_new, _ = blend.choose_cold(replays, blend.Blend(), 5, 1.0, new_share=cold_share)
+    assert with_new.cold_offset == 0.3
 
 
 def test_new_items_left_out_of_the_replay_no_longer_hold_the_cold_terms_back():

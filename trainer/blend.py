@@ -23,11 +23,13 @@ with positives lose them (their id vector, their cf rows and their popularity, a
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
 fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
 over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
-the warm users' Recall@K without them (users whose target is not cold: the replays' cold hits must not pay
-for what the offset costs every other list, as a catalog with few new items would not). Items without
-positives are of two kinds the data cannot tell apart one by one: the tail nobody happened to like, and new
-arrivals; `likely_new_items` counts the second from the popularity profile and leaves that many out of the
-replays' lists, since no validation user could have wanted them.
+the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
+the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
+profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
+That count also sets the Recall@K the bound reads: the replays make a tenth of the catalog cold whatever the
+catalog, so their pooled recall lets cold hits pay for what the terms cost every other list even where
+nothing is new. The bound weights the replay's cold- and warm-target users' recalls by the catalog's own new
+share instead (`Trial.expected_recall`): a catalog without new items bounds its warm users' recall alone.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RECENCIES = (1.0, 0.7, 0.4, 0.1)
 COLD_GAINS = (1.0, 2.0, 4.0)
 COLD_OFFSETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the towers' cosine
-# The cold terms may cost at most this share of the replays' warm-target users' Recall@K without them: cold
-# hits are wanted, not at any price in the warm lists every user sees.
+# The cold terms may cost at most this share of the Recall@K without them (weighted as the catalog's new share
+# says): cold hits are wanted, not at any price in the warm lists every user sees.
 COLD_MAX_RECALL_LOSS = 0.02
 # Items made cold when the cold terms are chosen: the share `make eval`'s cold-item protocol uses, in
 # disjoint draws whose users are pooled (one draw leaves few users with a cold target on a small catalog).
@@ -105,6 +107,15 @@ class Trial:
     tail_recall: float
     cold_recall: float = np.nan  # only in `choose_cold`'s trials
     warm_recall: float = np.nan  # only in `choose_cold`'s trials: over the users whose target is not cold
+
+    def expected_recall(self, new_share: float) -> float:
+        """The recall of a catalog where `new_share` of the targets are new (cold) items: the replay's cold-
+        and warm-target users weighted by it (`choose`'s trials: their recall)."""
+        if np.isnan(self.warm_recall):
+            return self.recall
+        if np.isnan(self.cold_recall):
+            return self.warm_recall
+        return new_share * self.cold_recall + (1.0 - new_share) * self.warm_recall
 
     @property
     def objective(self) -> float:
@@ -207,9 +218,12 @@ def choose_cold(
     pop_scale: float,
     gains: Sequence[float] = COLD_GAINS,
     offsets: Sequence[float] = COLD_OFFSETS,
+    new_share: float = 0.0,
 ) -> tuple[Blend, list[Trial]]:
     """`warm` with the best `cold_gain` and `cold_offset` (module docstring) and every trial, best first.
-    Each trial's recalls pool the users of every replay (cold recall: those whose target is cold there)."""
+    Each trial's recalls pool the users of every replay (cold recall: those whose target is cold there).
+    new_share: the share of the catalog's items that are new (`likely_new_items`), which weights the cold-
+    and warm-target users' recalls in the bound."""
     bases = [
         np.where(r.validation.exclude.toarray() > 0, EXCLUDED, r.validation.model_scores).astype(np.float32)
         for r in replays
@@ -240,18 +254,19 @@ def choose_cold(
                 )
             )
     plain = next((t for t in trials if t.blend == warm), None)
-    if plain is None or np.isnan(plain.warm_recall):  # no warm-target user: nothing to bound
-        floor = -np.inf
-    else:
-        floor = (1.0 - COLD_MAX_RECALL_LOSS) * plain.warm_recall
-    trials.sort(key=lambda t: (t.warm_recall < floor, -t.objective))  # stable: gain 1, offset 0 first
+    reference = plain.expected_recall(new_share) if plain else np.nan
+    floor = -np.inf if np.isnan(reference) else (1.0 - COLD_MAX_RECALL_LOSS) * reference
+    # Stable: among equals gain 1, offset 0 first.
+    trials.sort(key=lambda t: (t.expected_recall(new_share) < floor, -t.objective))
     best, plain = trials[0], plain or trials[0]
     logger.info(
-        "Cold terms chosen on %d validation users × %d pseudo-cold draws (%d with a cold target): gain %g, "
-        "offset %g (Recall@%d %.4f, tail %.4f, cold %.4f, warm %.4f; without them %.4f / %.4f / %.4f / %.4f)",
+        "Cold terms chosen on %d validation users × %d pseudo-cold draws (%d with a cold target), bound on "
+        "a %.1f%% new catalog: gain %g, offset %g (Recall@%d %.4f, tail %.4f, cold %.4f, warm %.4f; without "
+        "them %.4f / %.4f / %.4f / %.4f)",
         len(replays[0].validation.targets) if replays else 0,
         len(replays),
         int(cold_users.sum()),
+        100 * new_share,
         best.blend.cold_gain,
         best.blend.cold_offset,
         k,

@@ -423,7 +423,8 @@ def choose_cold_terms(
         replays.append(
             cold_replay(fitted, warm, config.item_item_neighbours, replayed, replay_vectors, made_cold)
         )
-    chosen, trials = blend.choose_cold(replays, warm, config.top_k, pop_scale(config))
+    new_share = float(new.sum()) / len(counts)
+    chosen, trials = blend.choose_cold(replays, warm, config.top_k, pop_scale(config), new_share=new_share)
     logger.info("Tried %d cold terms in %.1f s", len(trials), time.monotonic() - start)
     return chosen, trials
 
