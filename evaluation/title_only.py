@@ -15,6 +15,7 @@ import json
 import os
 
 from components import data_files
+from trainer import features
 
 LAYOUT = "tsv"
 
@@ -36,8 +37,10 @@ def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
             if isinstance(item, data_files.Rejected) or not item.title:
                 dropped += 1
                 continue
-            price = {"price": item.price} if item.price else {}  # not text: kept
-            out.write(json.dumps({"item_id": item.item_id, "title": item.title, **price}) + "\n")
+            row = {features.ITEM_ID: item.item_id, features.TITLE: item.title}
+            if item.price:  # not text: kept
+                row[features.PRICE] = item.price
+            out.write(json.dumps(row) + "\n")
             kept += 1
     link = os.path.join(out_dir, interactions_name)
     if os.path.lexists(link):
