@@ -37,10 +37,10 @@ def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
             if isinstance(item, data_files.Rejected) or not item.title:
                 dropped += 1
                 continue
-            row = {features.ITEM_ID: item.item_id, features.TITLE: item.title}
+            record = {features.ITEM_ID: item.item_id, features.TITLE: item.title}
             if item.price:  # not text: kept
-                row[features.PRICE] = item.price
-            out.write(json.dumps(row) + "\n")
+                record[features.PRICE] = item.price
+            out.write(json.dumps(record) + "\n")
             kept += 1
     link = os.path.join(out_dir, interactions_name)
     if os.path.lexists(link):
@@ -51,7 +51,7 @@ def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset folder (any components.data_files layout)")
+    p.add_argument("--data", required=True, help="dataset folder, tsv layout (interactions.tsv + items.jsonl)")
     p.add_argument("--out", required=True, help="folder for the title-only copy")
     args = p.parse_args(argv)
     kept, dropped = write_title_only(args.data, args.out)
