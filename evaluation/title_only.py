@@ -51,7 +51,7 @@ def write_title_only(data_dir: str, out_dir: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset folder, tsv layout (interactions.tsv + items.jsonl)")
+    p.add_argument("--data", required=True, help="dataset folder: interactions.tsv + items.jsonl")
     p.add_argument("--out", required=True, help="folder for the title-only copy")
     args = p.parse_args(argv)
     kept, dropped = write_title_only(args.data, args.out)
