@@ -174,3 +174,26 @@ def test_encode_in_batches_matches_one_big_batch(tiny_dir, caplog):
     assert vectors.shape == (5, 32)
     np.testing.assert_allclose(vectors, encoder(tokens).numpy(), atol=1e-5)
     assert "Encoded 5/5 texts" in caplog.text
+
+
+def test_top_layers_over_frozen_hidden_states_are_the_whole_encoder(tiny_dir):
+    # The CPU fine-tuning path caches the frozen part once per item and runs only the top layers per step.
+    encoder = bert.BertTextEncoder(bert.load_bert(str(tiny_dir)), trainable_layers=1)
+    tokens = _tokens(tiny_dir / bert.VOCAB_FILE, ["office stapler", "a much longer text about paper clips"])
+    hidden = encoder.frozen_hidden_states(tokens)
+    assert hidden.shape == (2, TOKENS, encoder.hidden_size)
+    np.testing.assert_allclose(
+        encoder.top_layers(hidden, tokens[features.INPUT_MASK]).numpy(), encoder(tokens).numpy(), atol=1e-5
+    )
+    cached = bert.frozen_hidden_states_in_batches(
+        encoder, tokens[features.INPUT_IDS].numpy(), tokens[features.INPUT_MASK].numpy(), batch_size=4
+    )
+    np.testing.assert_allclose(cached, hidden.numpy(), atol=1e-5)
+
+
+def test_an_all_trainable_encoder_has_no_frozen_part_to_cache(tiny_dir):
+    encoder = bert.BertTextEncoder(bert.load_bert(str(tiny_dir)), trainable_layers=2)
+    assert encoder.frozen_layers == 0
+    tokens = _tokens(tiny_dir / bert.VOCAB_FILE, ["paper"])
+    with pytest.raises(ValueError, match="no frozen part"):
+        encoder.frozen_hidden_states(tokens)

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,42 @@ class BertTextEncoder(tf.keras.layers.Layer):
         )
         return masked_mean(outputs.last_hidden_state, mask)
 
+    @property
+    def frozen_layers(self) -> int:
+        """Encoder layers below the trainable ones (all of them when frozen)."""
+        return len(self.bert.bert.encoder.layer) - self.trainable_layers
+
+    def frozen_hidden_states(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """float32 [B, T, hidden]: what the frozen part (embeddings + lower layers) hands the trainable top
+        layers; it never changes during training, so it can be computed once per item and cached."""
+        if self.bert.bert.embeddings.trainable:
+            raise ValueError("every BERT layer is trainable: no frozen part to cache")
+        outputs = self.bert(
+            input_ids=tf.cast(inputs[features.INPUT_IDS], tf.int32),
+            attention_mask=tf.cast(inputs[features.INPUT_MASK], tf.int32),
+            output_hidden_states=True,
+            training=False,
+        )
+        return outputs.hidden_states[self.frozen_layers]  # [0] is the embeddings' output
+
+    def top_layers(self, hidden: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[B, T, hidden] `frozen_hidden_states` + [B, T] mask → [B, hidden]: the trainable top layers and
+        the mean pooling, so that top_layers(frozen_hidden_states(x)) is call(x)."""
+        # The additive attention mask TFBertMainLayer builds: 0 on tokens, -10000 on padding.
+        additive = (1.0 - tf.cast(mask, hidden.dtype)[:, tf.newaxis, tf.newaxis, :]) * -10000.0
+        for layer in self.bert.bert.encoder.layer[self.frozen_layers :]:
+            hidden = layer(
+                hidden_states=hidden,
+                attention_mask=additive,
+                head_mask=None,
+                encoder_hidden_states=None,
+                encoder_attention_mask=None,
+                past_key_value=None,
+                output_attentions=False,
+                training=training,
+            )[0]
+        return masked_mean(hidden, tf.cast(mask, tf.int32))
+
 
 def _set_trainable_layers(bert: transformers.TFBertModel, trainable_layers: int) -> None:
     main = bert.bert
@@ -255,25 +292,52 @@ def encode_in_batches(
     vector must not depend on how many rows are encoded with it: `trainer.encoding_cache` mixes vectors of
     several runs and promises the bytes of an uncached run (for the same batch_size and hardware).
     """
-    n, tokens = np.shape(input_ids)
-    spec = tf.TensorSpec([batch_size, tokens], tf.int64)
 
-    # No autograph: the call has no tensor-dependent Python control flow, and converting transformers'
-    # code costs seconds on first use (5 s of 5.3 s for the tiny test BERT; same graph, same bytes).
-    @tf.function(input_signature=[spec, spec], autograph=False)
     def encode(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         return encoder({features.INPUT_IDS: ids, features.INPUT_MASK: mask}, training=False)
 
+    empty = (0, encoder.hidden_size)
+    return _in_batches(encode, input_ids, input_mask, batch_size, log_every, "texts", empty)
+
+
+def frozen_hidden_states_in_batches(
+    encoder: BertTextEncoder, input_ids: np.ndarray, input_mask: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """float32 [N, T, hidden]: `encoder.frozen_hidden_states` of [N, T] token ids/mask, in batches."""
+
+    def frozen(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        return encoder.frozen_hidden_states({features.INPUT_IDS: ids, features.INPUT_MASK: mask})
+
+    empty = (0, np.shape(input_ids)[1], encoder.hidden_size)
+    return _in_batches(frozen, input_ids, input_mask, batch_size, 10, "texts' frozen layers", empty)
+
+
+def _in_batches(
+    fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    input_ids: np.ndarray,
+    input_mask: np.ndarray,
+    batch_size: int,
+    log_every: int,
+    what: str,
+    empty: tuple[int, ...],
+) -> np.ndarray:
+    """fn over [N, T] ids/mask in batches of exactly [batch_size, T] (see encode_in_batches) → [N, ...];
+    an array of shape `empty` when N is 0."""
+    n, tokens = np.shape(input_ids)
+    spec = tf.TensorSpec([batch_size, tokens], tf.int64)
+    # No autograph: the call has no tensor-dependent Python control flow, and converting transformers'
+    # code costs seconds on first use (5 s of 5.3 s for the tiny test BERT; same graph, same bytes).
+    traced = tf.function(fn, input_signature=[spec, spec], autograph=False)
     num_batches = -(-n // batch_size)
     chunks, start = [], time.monotonic()
     for b, lo in enumerate(range(0, n, batch_size)):
         rows = min(batch_size, n - lo)
         ids, mask = (_fill_batch(x[lo : lo + rows], batch_size) for x in (input_ids, input_mask))
-        chunks.append(encode(ids, mask).numpy()[:rows])
+        chunks.append(traced(ids, mask).numpy()[:rows])
         if (b + 1) % log_every == 0 or b + 1 == num_batches:
-            logging.info("Encoded %d/%d texts (%.1f s)", lo + rows, n, time.monotonic() - start)
+            logging.info("Encoded %d/%d %s (%.1f s)", lo + rows, n, what, time.monotonic() - start)
     if not chunks:
-        return np.zeros((0, encoder.hidden_size), np.float32)
+        return np.zeros(empty, np.float32)
     return np.concatenate(chunks)
 
 

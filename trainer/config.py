@@ -32,6 +32,12 @@ class TrainerConfig:
     bert: str = DEFAULT_BERT
     # 0 = frozen BERT, catalog text vectors cached once (CPU default); > 0 fine-tunes the top layers.
     trainable_bert_layers: int = 0
+    # Adam's learning rate for the fine-tuned BERT layers (the towers use `learning_rate`): BERT's usual
+    # 2e-5..5e-5 at batch 32, scaled by ~sqrt(2048 / 32) = 8 for the default batch.
+    bert_learning_rate: float = 1e-4
+    # With trainable_bert_layers > 0: 0 fine-tunes BERT in every epoch; k > 0 only in the last k, the earlier
+    # epochs training the towers over the frozen text vectors (a fine-tuned epoch costs minutes on CPU).
+    fine_tune_epochs: int = 0
     embedding_dim: int = 64
     # Defaults below are what `make eval` on amazon-office chose (quick runs of run_fn on one Transform
     # output, Recall@10 / tail Recall@10 through `recommend`; the README has the full table):
@@ -108,6 +114,7 @@ class TrainerConfig:
             "embedding_dim",
             "batch_size",
             "learning_rate",
+            "bert_learning_rate",
             "epochs",
             "top_k",
             "rerank_pool",
@@ -119,6 +126,7 @@ class TrainerConfig:
                 raise ValueError(f"TrainerConfig.{name} must be positive, got {getattr(self, name)!r}")
         for name in (
             "trainable_bert_layers",
+            "fine_tune_epochs",
             "logq_beta",
             "retrieval_weight",
             "ranking_weight",

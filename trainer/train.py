@@ -24,7 +24,7 @@ import tensorflow_transform as tft
 
 from trainer import bert, blend, encoding_cache, export, features, item_item, refresh_kit
 from trainer.config import TrainerConfig
-from trainer.model import CANDIDATE_KEYS, TailTowerModel, TextVectorCache, VocabSizes
+from trainer.model import CANDIDATE_KEYS, FrozenLayerCache, TailTowerModel, TextVectorCache, VocabSizes
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def build_model(
         )
     fine_tune = config.trainable_bert_layers > 0
     with precision_policy(_has_gpu()):
-        cache = TextVectorCache(ids, text, fallback=None if fine_tune else encoder)
+        cache = TextVectorCache(ids, text, fallback=encoder)
         model = TailTowerModel(
             config, sizes, cache, text_encoder=encoder if fine_tune else None, catalog=catalog
         )
@@ -529,15 +529,52 @@ def _fit(
         train = train.repeat()
     if fn_args.eval_steps:
         evaluation = evaluation.repeat()
-    model.fit(
+    fit = functools.partial(
+        model.fit,
         train,
-        epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation,
         validation_steps=fn_args.eval_steps or None,
         callbacks=_callbacks(log_dir),
         verbose=0,
     )
+    frozen_epochs = _frozen_epochs(config, epochs) if model.text_encoder is not None else 0
+    if frozen_epochs:
+        logger.info("Epochs 1-%d train the towers over frozen BERT vectors, then BERT tunes", frozen_epochs)
+        model.fine_tuning = False
+        fit(epochs=frozen_epochs)
+        model.fine_tuning = True
+        # Keras keeps the traced step functions; the candidate text they read has changed.
+        model.train_function = model.test_function = model.predict_function = None
+    start = time.monotonic()
+    fit(initial_epoch=frozen_epochs, epochs=epochs)
+    if model.text_encoder is not None:
+        logger.info(
+            "Fine-tuned BERT's top %d layer(s) for %d epoch(s) in %.0f s",
+            config.trainable_bert_layers,
+            epochs - frozen_epochs,
+            time.monotonic() - start,
+        )
+
+
+def _frozen_epochs(config: TrainerConfig, epochs: int) -> int:
+    """Epochs before BERT's layers start to train (`config.fine_tune_epochs`)."""
+    return max(epochs - config.fine_tune_epochs, 0) if config.fine_tune_epochs else 0
+
+
+def frozen_layer_cache(catalog: Mapping[str, np.ndarray], encoder: bert.BertTextEncoder) -> FrozenLayerCache:
+    """The frozen BERT part's output for every catalog item (the CPU fine-tuning path)."""
+    start = time.monotonic()
+    ids, mask = catalog[features.INPUT_IDS], catalog[features.INPUT_MASK]
+    hidden = bert.frozen_hidden_states_in_batches(encoder, ids, mask)
+    logger.info(
+        "Cached BERT's %d frozen layer(s) for %d catalog items (%.0f MB) in %.1f s",
+        encoder.frozen_layers,
+        len(ids),
+        hidden.nbytes / 1e6,
+        time.monotonic() - start,
+    )
+    return FrozenLayerCache(hidden, mask)
 
 
 def _callbacks(log_dir: str | None) -> list[tf.keras.callbacks.Callback]:
@@ -593,12 +630,20 @@ def run_fn(fn_args) -> None:
 
     bert_digests = []  # of the BERT as loaded, before any fine-tuning: what the catalog text was encoded with
 
+    frozen_layers: list[FrozenLayerCache] = []  # computed once, shared by both models
+
     def new_model(text: np.ndarray | None = None) -> tuple[TailTowerModel, np.ndarray]:
         with strategy.scope():
             encoder = bert.BertTextEncoder(bert.load_bert(config.bert), config.trainable_bert_layers)
             text = encode_catalog(catalog, encoder, cache_dir) if text is None else text
             bert_digests.append(encoding_cache.weights_digest(encoder))
-            return build_model(config, sizes, catalog, encoder, text), text
+            model = build_model(config, sizes, catalog, encoder, text)
+        # On CPU a fine-tuning step runs only BERT's trainable top layers, over cached frozen ones; a GPU
+        # runs the whole encoder on every example (its speed is in the matmuls, the cache's in skipping them).
+        if config.trainable_bert_layers and encoder.frozen_layers and not _has_gpu():
+            frozen_layers[:] = frozen_layers or [frozen_layer_cache(catalog, encoder)]
+            model.frozen_layer_cache = frozen_layers[0]
+        return model, text
 
     log_dir = getattr(fn_args, "model_run_dir", None)  # TensorBoard: `tensorboard --logdir <model_run_dir>`
     first_log_dir = _subdir(log_dir, "validation-model") if retrain else log_dir
@@ -616,6 +661,8 @@ def run_fn(fn_args) -> None:
     rows = CatalogRows(catalog[features.ITEM_ID])
     x, counts = interactions(fit_positives, rows, len(catalog[features.ITEM_ID]))
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
+    model.frozen_layer_cache = None  # training's shortcut: the served model runs the whole encoder
+    frozen_layers.clear()
     served = blend.served_blend(chosen, x, counts, vectors, config.item_item_neighbours, pop_scale(config))
     export.export_serving_model(
         model,
