@@ -243,8 +243,8 @@ def serving_module(catalog: Catalog, text_dtype: str, transform_dir: str, config
 
 
 def save(module, output_dir: str) -> None:
-    """Saves `module` with `export.export_serving_model`'s five signatures."""
-    tf.saved_model.save(module, output_dir, signatures=export.serving_signatures(module))
+    """Saves `module` as `export.export_serving_model` does."""
+    export.save_serving_model(module, output_dir)
 
 
 def table_bytes(module) -> dict[str, int]:

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx import v1 as tfx
 
@@ -602,6 +603,24 @@ def test_supporting_slots_weigh_cosine_by_slot_and_skip_unusable_slots():
 def test_the_exported_slot_weights_are_the_position_poolings(trained):
     exported = trained.module._pooling_weights().numpy()
     np.testing.assert_allclose(exported / exported.sum(), _pooling_weights(trained), rtol=1e-5)
+
+
+def test_the_saved_model_holds_the_signatures_without_keras_layer_traces(trained):
+    """Keras' per-layer call traces (each BERT sublayer's, for Keras' own loader) are left out of the export;
+    the signatures' functions and the variables are what TF Serving loads."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(trained.serving_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    (meta_graph,) = saved.meta_graphs
+    names = [f.signature.name for f in meta_graph.graph_def.library.function]
+    assert names and not [n for n in names if "call_and_return_conditional_losses" in n]
+    assert set(meta_graph.signature_def) >= {
+        features.SERVING_DEFAULT_SIGNATURE,
+        features.RECOMMEND_SIGNATURE,
+        features.RANK_SIGNATURE,
+        features.ITEM_EMBEDDINGS_SIGNATURE,
+        features.TRANSFORM_FEATURES_SIGNATURE,
+    }
 
 
 def test_rank_matches_serving_default_score(trained, loaded):
