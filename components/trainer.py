@@ -4,6 +4,8 @@ TFRS retrieval needs every candidate item, not just the ones in the training exa
 included) is indexed at export time. The stock Trainer takes one `examples` channel, so this component is the
 stock Trainer plus a `catalog` input (an Examples artifact), whose file patterns reach `run_fn` as
 `fn_args.custom_config["catalog_files"]`. Everything else behaves exactly like `tfx.v1.components.Trainer`.
+`VertexTrainer` is the same component run as a Vertex AI custom job, as
+`tfx.extensions.google_cloud_ai_platform.Trainer` runs the stock one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.components.trainer import fn_args_utils
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.extensions.google_cloud_ai_platform import constants as vertex_constants
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
@@ -23,6 +27,17 @@ from tfx.utils import json_utils
 from trainer import features
 
 CATALOG_KEY = "catalog"
+# custom_config keys of TFX's Vertex Trainer executor, which hands them on to the job: the platform's, not
+# run_fn's (TrainerConfig refuses unknown keys), so the executor drops them before calling run_fn.
+VERTEX_CONFIG_KEYS = (
+    vertex_constants.ENABLE_VERTEX_KEY,
+    vertex_constants.VERTEX_REGION_KEY,
+    vertex_trainer_executor.TRAINING_ARGS_KEY,
+    vertex_trainer_executor.JOB_ID_KEY,
+    vertex_trainer_executor.LABELS_KEY,
+    vertex_trainer_executor.ENABLE_UCAIP_KEY,
+    vertex_trainer_executor.UCAIP_REGION_KEY,
+)
 
 
 class CatalogTrainerSpec(standard_component_specs.TrainerSpec):
@@ -41,7 +56,8 @@ def catalog_file_patterns(catalog: types.Artifact) -> list[str]:
 
 
 class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
-    """GenericExecutor that adds the catalog's file patterns to `fn_args.custom_config`."""
+    """GenericExecutor that adds the catalog's file patterns to `fn_args.custom_config` (and drops the
+    Vertex job's keys, when it runs inside one)."""
 
     def _GetFnArgs(
         self,
@@ -51,10 +67,8 @@ class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
     ) -> fn_args_utils.FnArgs:
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
         catalog = artifact_utils.get_single_instance(input_dict[CATALOG_KEY])
-        fn_args.custom_config = {
-            **(fn_args.custom_config or {}),
-            features.CATALOG_FILES_CONFIG: catalog_file_patterns(catalog),
-        }
+        config = {k: v for k, v in (fn_args.custom_config or {}).items() if k not in VERTEX_CONFIG_KEYS}
+        fn_args.custom_config = {**config, features.CATALOG_FILES_CONFIG: catalog_file_patterns(catalog)}
         return fn_args
 
 
@@ -88,3 +102,17 @@ class Trainer(base_component.BaseComponent):
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )
         super().__init__(spec=spec)
+
+
+class VertexCatalogTrainerExecutor(vertex_trainer_executor.GenericExecutor):
+    """Starts a Vertex AI custom job that runs `CatalogTrainerExecutor` (the job's spec and region come from
+    custom_config's ai_platform_* keys, as for TFX's own Vertex Trainer)."""
+
+    def _GetExecutorClass(self):
+        return CatalogTrainerExecutor
+
+
+class VertexTrainer(Trainer):
+    """`Trainer` run as a Vertex AI custom job, on the machine its custom_config asks for."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(VertexCatalogTrainerExecutor)

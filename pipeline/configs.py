@@ -71,6 +71,36 @@ class EvalGateConfig:
             raise ValueError(f"EvalGateConfig: {'; '.join(failed)} (got {self})")
 
 
+@dataclass(frozen=True)
+class VertexTraining:
+    """Runs the Trainer as a Vertex AI custom job on its own machine (TFX's google_cloud_ai_platform Trainer
+    executor), e.g. a GPU for fine-tuning BERT, while the Beam components run elsewhere (Dataflow)."""
+
+    project: str
+    region: str
+    image: str  # the container image the job runs: the pipeline's own
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4; "" = CPU only
+    accelerator_count: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.project and self.region and self.image and self.machine_type):
+            raise ValueError(f"VertexTraining: project, region, image and machine_type must be set: {self}")
+        if bool(self.accelerator_type) != (self.accelerator_count > 0):
+            raise ValueError(
+                f"VertexTraining: give accelerator_type and a positive accelerator_count together, got {self}"
+            )
+
+    def job_spec(self) -> dict:
+        """The CustomJob's job_spec: one worker on `machine_type` running `image`."""
+        machine = {"machine_type": self.machine_type}
+        if self.accelerator_type:
+            machine["accelerator_type"] = self.accelerator_type
+            machine["accelerator_count"] = self.accelerator_count
+        pool = {"machine_spec": machine, "replica_count": 1, "container_spec": {"image_uri": self.image}}
+        return {"worker_pool_specs": [pool]}
+
+
 @dataclass
 class PipelineConfig:
     """Everything `pipeline.pipeline.create_pipeline` needs; runners fill it from flags. Checked on
@@ -99,6 +129,8 @@ class PipelineConfig:
     # The splits the model learns from: Transform analyzes them (vocabularies, popularity), the Trainer fits
     # on them. The offline harness adds "eval", whose items the harness's own test split already excludes.
     train_splits: list[str] = field(default_factory=lambda: [interactions.TRAIN])
+    # None: the Trainer runs where the orchestrator runs it; set (Kubeflow / Vertex): a Vertex AI custom job.
+    vertex_training: VertexTraining | None = None
 
     def __post_init__(self) -> None:
         if self.eval_gate is None and isinstance(self.trainer, TrainerConfig):

@@ -5,8 +5,11 @@
 
 Submit the JSON with the KFP client or a Vertex `PipelineJob`. Beam-heavy components run on
 Dataflow when given `--beam-arg=--runner=DataflowRunner --beam-arg=--project=... --beam-arg=--region=...`.
-`--trainer-config '{"epochs": 4}'` sets the trainer's hyperparameters, as for the local runner. The flags are
-checked before TFX loads.
+`--trainer-config '{"epochs": 4}'` sets the trainer's hyperparameters, as for the local runner.
+`--vertex-trainer PROJECT/REGION [--trainer-machine-type n1-standard-8]
+[--trainer-accelerator NVIDIA_TESLA_T4:1]` runs the Trainer as a Vertex AI custom job on that machine (the
+pipeline's image), e.g. a GPU to fine-tune BERT (`--trainer-config '{"trainable_bert_layers": 6}'`). The
+flags are checked before TFX loads.
 """
 
 from __future__ import annotations
@@ -82,6 +85,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
         help="frozen-BERT encoding cache shared across runs (default <run-root>/encoding-cache)",
     )
     parser.add_argument(
+        "--vertex-trainer",
+        default="",
+        metavar="PROJECT/REGION",
+        help="run the Trainer as a Vertex AI custom job there (default: where the orchestrator runs it)",
+    )
+    parser.add_argument(
+        "--trainer-machine-type",
+        default=None,
+        help=f"the job's machine, with --vertex-trainer (default {configs.VertexTraining.machine_type})",
+    )
+    parser.add_argument(
+        "--trainer-accelerator", default="", metavar="TYPE[:COUNT]", help="e.g. NVIDIA_TESLA_T4:1"
+    )
+    parser.add_argument(
         "--refresh",
         action="store_true",
         help="compile the catalog refresh pipeline (pipeline/refresh.py) instead",
@@ -97,11 +114,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
             trainer=trainer,
             beam_pipeline_args=args.beam_arg,
             encoding_cache=args.encoding_cache,
+            vertex_training=vertex_training(args),
             **local_runner.logs_config(args),
         )
     except ValueError as e:
         parser.error(str(e))
     return args, config
+
+
+def vertex_training(args: argparse.Namespace) -> configs.VertexTraining | None:
+    """The Vertex training job the flags ask for (None: no --vertex-trainer)."""
+    if not args.vertex_trainer:
+        if args.trainer_machine_type or args.trainer_accelerator:
+            raise ValueError("--trainer-machine-type and --trainer-accelerator need --vertex-trainer")
+        return None
+    project, _, region = args.vertex_trainer.partition("/")
+    accelerator, _, count = args.trainer_accelerator.partition(":")
+    if count and not count.isdigit():
+        raise ValueError(f"--trainer-accelerator: COUNT must be a positive integer, got {count!r}")
+    return configs.VertexTraining(
+        project=project,
+        region=region,
+        image=args.image,
+        machine_type=args.trainer_machine_type or configs.VertexTraining.machine_type,
+        accelerator_type=accelerator,
+        accelerator_count=int(count) if count else int(bool(accelerator)),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 from components.anomalies_gate import AnomaliesGate
 from components.drift_gate import DriftGate
 from components.example_gen import InteractionsExampleGen
-from components.trainer import Trainer
+from components.trainer import Trainer, VertexTrainer
 from pipeline import configs, eval_config
 from trainer import features
 
@@ -85,7 +85,7 @@ def create_pipeline(
     transform.add_upstream_node(drift_gate)
 
     # Trains the TFRS retrieval + ranking model and exports the serving SavedModel.
-    trainer = Trainer(
+    trainer = (VertexTrainer if config.vertex_training else Trainer)(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         catalog=example_gen.outputs["catalog"],
@@ -96,8 +96,9 @@ def create_pipeline(
             **asdict(config.trainer),
             "bert": bert_dir,
             features.ENCODING_CACHE_CONFIG: config.encoding_cache or paths["encoding_cache_dir"],
+            **vertex_custom_config(config.vertex_training),
         },
-    )
+    ).with_id("Trainer")  # one node id (and metadata lineage) wherever it runs
 
     # Finds the latest blessed model, the baseline for the no-regression check.
     model_resolver = tfx.dsl.Resolver(
@@ -145,3 +146,15 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
     )
+
+
+def vertex_custom_config(vertex: configs.VertexTraining | None) -> dict:
+    """The custom_config keys TFX's Vertex Trainer executor reads (none when the Trainer runs in place)."""
+    if vertex is None:
+        return {}
+    gcp = tfx.extensions.google_cloud_ai_platform
+    return {
+        gcp.ENABLE_VERTEX_KEY: True,
+        gcp.VERTEX_REGION_KEY: vertex.region,
+        gcp.TRAINING_ARGS_KEY: {"project": vertex.project, "job_spec": vertex.job_spec()},
+    }

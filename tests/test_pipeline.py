@@ -7,10 +7,15 @@ import pytest
 import tensorflow_data_validation as tfdv
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.components.trainer import executor as trainer_executor
+from tfx.components.trainer import fn_args_utils
+from tfx.types import artifact_utils, standard_artifacts
 
 from components.drift_gate_config import DriftThresholds
 from components.example_gen_config import ExampleGenConfig
+from components.trainer import CATALOG_KEY, VERTEX_CONFIG_KEYS, CatalogTrainerExecutor, Trainer
 from pipeline import configs, kubeflow_runner
+from pipeline import pipeline as pipeline_module
 from pipeline.pipeline import create_pipeline
 from trainer import features
 from trainer.config import DEFAULT_BERT, TrainerConfig
@@ -168,3 +173,71 @@ def test_kubeflow_bert_is_the_image_folder_unless_given():
     assert config.trainer == TrainerConfig(bert="/b", epochs=2)
     with pytest.raises(SystemExit):
         kubeflow_runner.parse_args(["--bert-dir", "/a", "--trainer-config", '{"bert": "/b"}'])
+
+
+def test_vertex_trainer_flags_compile_to_a_custom_job_on_that_machine(tmp_path):
+    output = tmp_path / "tailtower_pipeline.json"
+    kubeflow_runner.main([
+        "--output", str(output), "--image", "gcr.io/p/tailtower:1",
+        "--vertex-trainer", "my-project/us-central1", "--trainer-accelerator", "NVIDIA_TESLA_T4:2",
+    ])  # fmt: skip
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    trainer = json.dumps(spec["deploymentSpec"]["executors"]["Trainer_executor"])
+    assert "components.trainer.VertexCatalogTrainerExecutor" in trainer
+    parameters = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    custom = json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+    assert custom["ai_platform_enable_vertex"] is True
+    assert custom["ai_platform_vertex_region"] == "us-central1"
+    assert custom["ai_platform_training_args"] == {
+        "project": "my-project",
+        "job_spec": {
+            "worker_pool_specs": [{
+                "machine_spec": {
+                    "machine_type": "n1-standard-8",
+                    "accelerator_type": "NVIDIA_TESLA_T4",
+                    "accelerator_count": 2,
+                },
+                "replica_count": 1,
+                "container_spec": {"image_uri": "gcr.io/p/tailtower:1"},
+            }]
+        },
+    }  # fmt: skip
+    assert custom["epochs"] == TrainerConfig.epochs  # the hyperparameters travel beside the job's keys
+
+
+def test_the_trainer_runs_in_place_without_vertex_flags_and_bad_ones_fail():
+    _, config = kubeflow_runner.parse_args([])
+    trainer = {c.id: c for c in create_pipeline(config, bert_dir="/b").components}["Trainer"]
+    assert type(trainer) is Trainer
+    custom = json.loads(trainer.exec_properties["custom_config"])
+    assert not [k for k in custom if k.startswith("ai_platform")]
+    _, config = kubeflow_runner.parse_args(["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_L4"])
+    assert config.vertex_training == configs.VertexTraining(
+        "p", "r", "tailtower:latest", accelerator_type="NVIDIA_L4", accelerator_count=1
+    )
+    for bad in (
+        ["--trainer-accelerator", "NVIDIA_L4:1"],  # no --vertex-trainer
+        ["--trainer-machine-type", "n1-highmem-8"],
+        ["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_L4:two"],
+        ["--vertex-trainer", "just-a-project"],  # no region
+    ):
+        with pytest.raises(SystemExit):
+            kubeflow_runner.parse_args(bad)
+
+
+def test_the_catalog_executor_hands_run_fn_its_own_keys_only(tmp_path, monkeypatch):
+    """Inside a Vertex job the executor gets the job's ai_platform_* keys too; run_fn must not see them
+    (TrainerConfig refuses unknown keys)."""
+    given = {"epochs": 2, **pipeline_module.vertex_custom_config(configs.VertexTraining("p", "r", "i"))}
+    assert set(given) - {"epochs"} and set(given) - {"epochs"} <= set(VERTEX_CONFIG_KEYS)
+    monkeypatch.setattr(
+        trainer_executor.GenericExecutor, "_GetFnArgs", lambda *_: fn_args_utils.FnArgs(custom_config=given)
+    )
+    catalog = standard_artifacts.Examples()
+    catalog.uri = str(tmp_path / "catalog")
+    catalog.split_names = artifact_utils.encode_split_names(["catalog"])
+    fn_args = CatalogTrainerExecutor()._GetFnArgs({CATALOG_KEY: [catalog]}, {}, {})
+    assert fn_args.custom_config == {
+        "epochs": 2,
+        features.CATALOG_FILES_CONFIG: [str(tmp_path / "catalog" / "Split-catalog" / "*")],
+    }
