@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import tensorflow as tf
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.components.trainer import fn_args_utils
@@ -55,6 +56,22 @@ def catalog_file_patterns(catalog: types.Artifact) -> list[str]:
     return [os.path.join(artifact_utils.get_split_uri([catalog], split), "*") for split in splits]
 
 
+def requested_gpus(custom_config: dict[str, Any]) -> int:
+    """GPUs the Vertex job's machine was asked for (0 outside a Vertex job)."""
+    job_spec = (custom_config.get(vertex_trainer_executor.TRAINING_ARGS_KEY) or {}).get("job_spec", {})
+    pools = job_spec.get("worker_pool_specs") or [{}]
+    return int(pools[0].get("machine_spec", {}).get("accelerator_count", 0))
+
+
+def check_requested_gpus(requested: int, visible: int) -> None:
+    """Fails a job that was given GPUs its TensorFlow cannot see, rather than train on its CPU for hours."""
+    if requested and not visible:
+        raise RuntimeError(
+            f"the Trainer's machine has {requested} GPU(s) but TensorFlow sees none: run the job in an image "
+            "built with the Dockerfile's TENSORFLOW_GPU=1 (kubeflow_runner --trainer-image)"
+        )
+
+
 class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
     """GenericExecutor that adds the catalog's file patterns to `fn_args.custom_config` (and drops the
     Vertex job's keys, when it runs inside one)."""
@@ -67,7 +84,9 @@ class CatalogTrainerExecutor(trainer_executor.GenericExecutor):
     ) -> fn_args_utils.FnArgs:
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
         catalog = artifact_utils.get_single_instance(input_dict[CATALOG_KEY])
-        config = {k: v for k, v in (fn_args.custom_config or {}).items() if k not in VERTEX_CONFIG_KEYS}
+        given = fn_args.custom_config or {}
+        check_requested_gpus(requested_gpus(given), len(tf.config.list_physical_devices("GPU")))
+        config = {k: v for k, v in given.items() if k not in VERTEX_CONFIG_KEYS}
         fn_args.custom_config = {**config, features.CATALOG_FILES_CONFIG: catalog_file_patterns(catalog)}
         return fn_args
 

@@ -71,6 +71,10 @@ class EvalGateConfig:
             raise ValueError(f"EvalGateConfig: {'; '.join(failed)} (got {self})")
 
 
+# The GPUs Vertex attaches to n1 machines; others need their own machine family (L4: g2, A100: a2, H100: a3).
+N1_ACCELERATORS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_V100")
+
+
 @dataclass(frozen=True)
 class VertexTraining:
     """Runs the Trainer as a Vertex AI custom job on its own machine (TFX's google_cloud_ai_platform Trainer
@@ -78,7 +82,7 @@ class VertexTraining:
 
     project: str
     region: str
-    image: str  # the container image the job runs: the pipeline's own
+    image: str  # the container image the job runs (a GPU job: one whose TensorFlow sees CUDA, see Dockerfile)
     machine_type: str = "n1-standard-8"
     accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4; "" = CPU only
     accelerator_count: int = 0
@@ -89,6 +93,12 @@ class VertexTraining:
         if bool(self.accelerator_type) != (self.accelerator_count > 0):
             raise ValueError(
                 f"VertexTraining: give accelerator_type and a positive accelerator_count together, got {self}"
+            )
+        if self.machine_type.startswith("n1-") and self.accelerator_type not in ("", *N1_ACCELERATORS):
+            raise ValueError(
+                f"VertexTraining: {self.accelerator_type} does not attach to {self.machine_type} "
+                f"(n1 machines take {', '.join(N1_ACCELERATORS)}): "
+                "set a machine type of its family, e.g. g2-standard-8 for L4"
             )
 
     def job_spec(self) -> dict:
@@ -136,7 +146,9 @@ class PipelineConfig:
         if self.eval_gate is None and isinstance(self.trainer, TrainerConfig):
             self.eval_gate = EvalGateConfig(top_k=self.trainer.top_k)
         for name, kind in [
-            ("trainer", TrainerConfig), ("example_gen", ExampleGenConfig), ("eval_gate", EvalGateConfig)
+            ("trainer", TrainerConfig),
+            ("example_gen", ExampleGenConfig),
+            ("eval_gate", EvalGateConfig),
         ]:
             value = getattr(self, name)
             if not isinstance(value, kind):

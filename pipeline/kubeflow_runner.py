@@ -7,9 +7,10 @@ Submit the JSON with the KFP client or a Vertex `PipelineJob`. Beam-heavy compon
 Dataflow when given `--beam-arg=--runner=DataflowRunner --beam-arg=--project=... --beam-arg=--region=...`.
 `--trainer-config '{"epochs": 4}'` sets the trainer's hyperparameters, as for the local runner.
 `--vertex-trainer PROJECT/REGION [--trainer-machine-type n1-standard-8]
-[--trainer-accelerator NVIDIA_TESLA_T4:1]` runs the Trainer as a Vertex AI custom job on that machine (the
-pipeline's image), e.g. a GPU to fine-tune BERT (`--trainer-config '{"trainable_bert_layers": 6}'`). The
-flags are checked before TFX loads.
+[--trainer-accelerator NVIDIA_TESLA_T4:1] [--trainer-image IMAGE]` runs the Trainer as a Vertex AI custom job
+on that machine, e.g. a GPU to fine-tune BERT (`--trainer-config '{"trainable_bert_layers": 6,
+"fine_tune_epochs": 2}'`) in an image built with the Dockerfile's TENSORFLOW_GPU=1. The flags are checked
+before TFX loads.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
         "--trainer-accelerator", default="", metavar="TYPE[:COUNT]", help="e.g. NVIDIA_TESLA_T4:1"
     )
     parser.add_argument(
+        "--trainer-image",
+        default="",
+        help="the job's image, with --vertex-trainer (default --image; a GPU: Dockerfile's TENSORFLOW_GPU=1)",
+    )
+    parser.add_argument(
         "--refresh",
         action="store_true",
         help="compile the catalog refresh pipeline (pipeline/refresh.py) instead",
@@ -124,9 +130,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, confi
 
 def vertex_training(args: argparse.Namespace) -> configs.VertexTraining | None:
     """The Vertex training job the flags ask for (None: no --vertex-trainer)."""
+    job_flags = args.trainer_machine_type or args.trainer_accelerator or args.trainer_image
+    if args.refresh and (args.vertex_trainer or job_flags):
+        raise ValueError("--refresh trains nothing: drop --vertex-trainer and the --trainer-* job flags")
     if not args.vertex_trainer:
-        if args.trainer_machine_type or args.trainer_accelerator:
-            raise ValueError("--trainer-machine-type and --trainer-accelerator need --vertex-trainer")
+        if job_flags:
+            raise ValueError(
+                "--trainer-machine-type, --trainer-accelerator and --trainer-image need --vertex-trainer"
+            )
         return None
     project, _, region = args.vertex_trainer.partition("/")
     accelerator, _, count = args.trainer_accelerator.partition(":")
@@ -135,7 +146,7 @@ def vertex_training(args: argparse.Namespace) -> configs.VertexTraining | None:
     return configs.VertexTraining(
         project=project,
         region=region,
-        image=args.image,
+        image=args.trainer_image or args.image,
         machine_type=args.trainer_machine_type or configs.VertexTraining.machine_type,
         accelerator_type=accelerator,
         accelerator_count=int(count) if count else int(bool(accelerator)),

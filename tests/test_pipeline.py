@@ -9,11 +9,20 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.components.trainer import executor as trainer_executor
 from tfx.components.trainer import fn_args_utils
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.drift_gate_config import DriftThresholds
 from components.example_gen_config import ExampleGenConfig
-from components.trainer import CATALOG_KEY, VERTEX_CONFIG_KEYS, CatalogTrainerExecutor, Trainer
+from components.trainer import (
+    CATALOG_KEY,
+    VERTEX_CONFIG_KEYS,
+    CatalogTrainerExecutor,
+    Trainer,
+    VertexCatalogTrainerExecutor,
+    check_requested_gpus,
+    requested_gpus,
+)
 from pipeline import configs, kubeflow_runner
 from pipeline import pipeline as pipeline_module
 from pipeline.pipeline import create_pipeline
@@ -211,15 +220,25 @@ def test_the_trainer_runs_in_place_without_vertex_flags_and_bad_ones_fail():
     assert type(trainer) is Trainer
     custom = json.loads(trainer.exec_properties["custom_config"])
     assert not [k for k in custom if k.startswith("ai_platform")]
-    _, config = kubeflow_runner.parse_args(["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_L4"])
+    _, config = kubeflow_runner.parse_args(
+        ["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_TESLA_T4", "--trainer-image", "gpu:1"]
+    )
     assert config.vertex_training == configs.VertexTraining(
-        "p", "r", "tailtower:latest", accelerator_type="NVIDIA_L4", accelerator_count=1
+        "p", "r", "gpu:1", accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1
+    )
+    l4_on_g2 = ["--trainer-accelerator", "NVIDIA_L4", "--trainer-machine-type", "g2-standard-8"]
+    _, config = kubeflow_runner.parse_args(["--vertex-trainer", "p/r", *l4_on_g2])
+    assert config.vertex_training.job_spec()["worker_pool_specs"][0]["machine_spec"]["machine_type"] == (
+        "g2-standard-8"
     )
     for bad in (
-        ["--trainer-accelerator", "NVIDIA_L4:1"],  # no --vertex-trainer
+        ["--trainer-accelerator", "NVIDIA_TESLA_T4:1"],  # no --vertex-trainer
         ["--trainer-machine-type", "n1-highmem-8"],
-        ["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_L4:two"],
+        ["--trainer-image", "gpu:1"],
+        ["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_TESLA_T4:two"],
+        ["--vertex-trainer", "p/r", "--trainer-accelerator", "NVIDIA_L4"],  # L4 does not attach to n1
         ["--vertex-trainer", "just-a-project"],  # no region
+        ["--refresh", "--vertex-trainer", "p/r"],  # the refresh pipeline trains nothing
     ):
         with pytest.raises(SystemExit):
             kubeflow_runner.parse_args(bad)
@@ -241,3 +260,30 @@ def test_the_catalog_executor_hands_run_fn_its_own_keys_only(tmp_path, monkeypat
         "epochs": 2,
         features.CATALOG_FILES_CONFIG: [str(tmp_path / "catalog" / "Split-catalog" / "*")],
     }
+
+
+def test_the_vertex_executor_starts_a_job_that_runs_the_catalog_trainer(monkeypatch):
+    """What TFX's Vertex runner is handed: our catalog-aware executor (run in the job's container), the job's
+    spec and region; the stock GenericExecutor there would call run_fn without the catalog."""
+    started = {}
+
+    def start_cloud_training(*args):
+        names = ("inputs", "outputs", "exec_properties", "executor_class_path", "job_args", "job_id")
+        started.update(zip(names, args, strict=False), enable_vertex=args[-2], region=args[-1])
+
+    monkeypatch.setattr(vertex_trainer_executor.runner, "start_cloud_training", start_cloud_training)
+    vertex = configs.VertexTraining("p", "us-central1", "gpu:1", accelerator_type="NVIDIA_TESLA_T4",
+                                    accelerator_count=1)  # fmt: skip
+    custom = {"epochs": 2, **pipeline_module.vertex_custom_config(vertex)}
+    VertexCatalogTrainerExecutor().Do({}, {}, {"custom_config": json.dumps(custom)})
+    assert started["executor_class_path"] == "components.trainer.CatalogTrainerExecutor"
+    assert started["job_args"] == {"project": "p", "job_spec": vertex.job_spec()}
+    assert (started["enable_vertex"], started["region"]) == (True, "us-central1")
+    assert requested_gpus(custom) == 1 and requested_gpus({"epochs": 2}) == 0
+
+
+def test_a_job_given_gpus_its_tensorflow_cannot_see_fails():
+    check_requested_gpus(0, 0)
+    check_requested_gpus(1, 1)
+    with pytest.raises(RuntimeError, match="TENSORFLOW_GPU=1"):
+        check_requested_gpus(2, 0)
