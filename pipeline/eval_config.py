@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 # The config protos themselves: `tfma.MetricConfig` & co. exist only once TFX has been imported.
+from tensorflow_model_analysis.constants import TF_GENERIC
 from tensorflow_model_analysis.proto import config_pb2 as tfma_config
 
 from pipeline import configs
@@ -53,6 +54,8 @@ def make_eval_config(gate: configs.EvalGateConfig) -> tfma_config.EvalConfig:
     return tfma_config.EvalConfig(
         model_specs=[
             tfma_config.ModelSpec(
+                # A plain SavedModel of signatures: said, so TFMA does not first try to load it as Keras.
+                model_type=TF_GENERIC,
                 signature_name=features.SERVING_DEFAULT_SIGNATURE,
                 label_key=features.LABEL,
                 prediction_key=features.SCORE,

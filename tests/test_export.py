@@ -23,6 +23,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 from tfx import v1 as tfx
 
 from serving.client_error import ServingClientError
@@ -614,6 +615,7 @@ def test_the_saved_model_holds_the_signatures_without_keras_layer_traces(trained
     (meta_graph,) = saved.meta_graphs
     names = [f.signature.name for f in meta_graph.graph_def.library.function]
     assert names and not [n for n in names if "call_and_return_conditional_losses" in n]
+    assert keras_saved_model_utils.should_save_traces()  # the option is Keras' default again after the save
     assert set(meta_graph.signature_def) >= {
         features.SERVING_DEFAULT_SIGNATURE,
         features.RECOMMEND_SIGNATURE,
