@@ -7,7 +7,8 @@ run with those of the previous run (a Resolver of the latest ExampleStatistics, 
 StatisticsGen) on:
   item_id   item popularity: L-infinity distance of the item distributions (TFDV's drift comparator)
   user_id   user activity: the same over users
-  text      the examples' mean item text length: relative change |new / old − 1|
+and, from the catalog's statistics (CatalogStatisticsGen, against the previous run's), on:
+  text      the catalog's mean item text length: relative change |new / old − 1|
 and fails naming the feature and the distance when one is past its threshold (`DriftThresholds`). The
 first run (nothing to compare with) passes. Distances are logged either way.
 """
@@ -22,6 +23,7 @@ from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import Artifact
 
+from components.data_report import CATALOG
 from components.drift_gate_config import DriftThresholds
 from components.interactions import TRAIN
 from trainer import features
@@ -87,8 +89,11 @@ def measure(
     current: statistics_pb2.DatasetFeatureStatisticsList,
     previous: statistics_pb2.DatasetFeatureStatisticsList,
     thresholds: DriftThresholds,
+    catalog: statistics_pb2.DatasetFeatureStatisticsList | None = None,
+    previous_catalog: statistics_pb2.DatasetFeatureStatisticsList | None = None,
 ) -> list[Drift]:
-    """Every check's distance between two train-split statistics."""
+    """Every check's distance: popularity and activity between two train-split statistics, text length
+    between two catalogs' statistics (only when both are given)."""
     linf = _linf_distances(current, previous)
     drifts = [
         Drift(check, feature, linf[feature][0], threshold, linf[feature][1])
@@ -97,7 +102,9 @@ def measure(
             ("user_activity", features.USER_ID, thresholds.user_activity),
         )
     ]
-    now, before = _mean_text_length(current), _mean_text_length(previous)
+    if catalog is None or previous_catalog is None:
+        return drifts
+    now, before = _mean_text_length(catalog), _mean_text_length(previous_catalog)
     if now is not None and before:
         change = abs(now / before - 1.0)
         detail = f"mean length {before:.1f} → {now:.1f} bytes"
@@ -115,15 +122,24 @@ def check(drifts: list[Drift]) -> None:
         )
 
 
-def _train_statistics(artifact: Artifact) -> statistics_pb2.DatasetFeatureStatisticsList:
-    view = stats_artifact_utils.load_statistics(artifact, TRAIN)
-    return view.proto()
+def _split_statistics(
+    artifact: Artifact | None, split: str
+) -> statistics_pb2.DatasetFeatureStatisticsList | None:
+    if artifact is None:
+        return None
+    return stats_artifact_utils.load_statistics(artifact, split).proto()
 
 
 @tfx.dsl.components.component
 def DriftGate(  # noqa: N802 -- TFX names components by their function
     statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     previous_statistics: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleStatistics
+    ] = None,
+    catalog_statistics: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleStatistics
+    ] = None,
+    previous_catalog_statistics: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.ExampleStatistics
     ] = None,
     thresholds: tfx.dsl.components.Parameter[str] = "{}",
@@ -133,9 +149,11 @@ def DriftGate(  # noqa: N802 -- TFX names components by their function
         logging.info("DriftGate: no previous statistics (first run): nothing to compare")
         return
     drifts = measure(
-        _train_statistics(statistics),
-        _train_statistics(previous_statistics),
+        _split_statistics(statistics, TRAIN),
+        _split_statistics(previous_statistics, TRAIN),
         DriftThresholds.from_json(thresholds),
+        _split_statistics(catalog_statistics, CATALOG),
+        _split_statistics(previous_catalog_statistics, CATALOG),
     )
     for drift in drifts:
         logging.info("DriftGate: %s", drift.describe())

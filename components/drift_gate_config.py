@@ -15,7 +15,7 @@ class DriftThresholds:
 
     item_popularity: float = 0.3  # L-infinity distance of the item_id distributions
     user_activity: float = 0.3  # L-infinity distance of the user_id distributions
-    text_length: float = 0.5  # |mean text length now / before − 1|
+    text_length: float = 0.5  # |the catalog's mean item text length now / before − 1|
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

@@ -34,16 +34,18 @@ def item_example(item: Item) -> tf.train.Example:
 
 
 def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.Example:
-    """An interaction example: user, history, timestamp, label (and position), plus the features of `item`.
+    """An interaction example: user, history, timestamp, label (and position), plus the item's
+    `features.EXAMPLE_ITEM_FEATURES` (not its title or text: the Trainer reads those once per catalog item).
 
-    `item` is `item_example(...)` of `stub.item_id`, built once per item and copied (a fast C++ copy)
-    for each of its examples.
+    `item` is `item_example(...)` of `stub.item_id`, built once per item; its features are copied (fast C++
+    copies) into each of its examples.
     """
     if item.features.feature[features.ITEM_ID].bytes_list.value != [stub.item_id.encode("utf-8")]:
         raise ValueError(f"example for item {stub.item_id!r} joined with another item's features")
     example = tf.train.Example()
-    example.CopyFrom(item)
     feature = example.features.feature
+    for key in features.EXAMPLE_ITEM_FEATURES:
+        feature[key].CopyFrom(item.features.feature[key])
     feature[features.USER_ID].bytes_list.value.append(stub.user_id.encode("utf-8"))
     feature[features.HISTORY].bytes_list.value.extend(h.encode("utf-8") for h in stub.history)
     feature[features.TIMESTAMP].int64_list.value.append(stub.timestamp)

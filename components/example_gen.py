@@ -2,8 +2,10 @@
 
 Outputs (artifacts):
   examples  Examples, splits `train` and `eval`: gzipped TFRecords of tf.Example under Split-train/ and
-            Split-eval/, one example per positive (label 1.0) and per sampled negative (label 0.0).
-  catalog   Examples, one split `catalog`: one tf.Example per valid item, interactions or not.
+            Split-eval/, one example per positive (label 1.0) and per sampled negative (label 0.0), with
+            the item's brand, categories and price but not its title or text (read once per item).
+  catalog   Examples, one split `catalog`: one tf.Example per valid item, interactions or not, all of its
+            features.
   rejected  RejectedRows: rejected.jsonl (one bad row per line: source, line, reason, detail, raw) and
             summary.json (rows read/rejected/kept per file, counts per reason, examples per split).
 Feature keys and formats: trainer/features.py. Split, history and negative rules: components/interactions.py.

@@ -1,7 +1,8 @@
 """The tailtower TFX pipeline: pure wiring of its parameters (runners build and run it).
 
-ExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator (→ AnomaliesGate) and DriftGate (against the
-previous run's statistics) → Transform → Trainer → Evaluator (against the latest blessed model) → Pusher.
+ExampleGen → StatisticsGen (interactions; CatalogStatisticsGen: the catalog) → ImportSchemaGen →
+ExampleValidator (→ AnomaliesGate) and DriftGate (against the previous run's statistics) → Transform →
+Trainer → Evaluator (against the latest blessed model) → Pusher.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline import configs, eval_config
 from trainer import features
 
 STATISTICS_GEN_ID = "StatisticsGen"  # its node id: the drift gate's resolver filters on it
+CATALOG_STATISTICS_GEN_ID = "CatalogStatisticsGen"  # likewise, for the catalog's statistics
 
 
 def create_pipeline(
@@ -41,25 +43,28 @@ def create_pipeline(
 
     # Finds the previous run's statistics (resolved before this run's exist), for the drift gate. Only
     # StatisticsGen's: Transform writes ExampleStatistics too (pre/post transform, without splits).
-    previous_statistics = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        statistics=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ExampleStatistics,
-            producer_component_id=STATISTICS_GEN_ID,
-            output_key="statistics",
-        ),
-    ).with_id("previous_statistics_resolver")
+    previous_statistics = _previous_statistics(STATISTICS_GEN_ID).with_id("previous_statistics_resolver")
+    previous_catalog_statistics = _previous_statistics(CATALOG_STATISTICS_GEN_ID).with_id(
+        "previous_catalog_statistics_resolver"
+    )
 
-    # Computes statistics over the interaction examples, for the schema and the validator.
+    # Computes statistics over the interaction examples, for the schema and the validator ...
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
         STATISTICS_GEN_ID
     )
     statistics_gen.add_upstream_node(previous_statistics)
+    # ... and over the catalog (the item text lives there only), for the drift gate's text check.
+    catalog_statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["catalog"]).with_id(
+        CATALOG_STATISTICS_GEN_ID
+    )
+    catalog_statistics_gen.add_upstream_node(previous_catalog_statistics)
 
     # Stops the run, naming feature and distance, when the train data drifted from the previous run's.
     drift_gate = DriftGate(
         statistics=statistics_gen.outputs["statistics"],
         previous_statistics=previous_statistics.outputs["statistics"],
+        catalog_statistics=catalog_statistics_gen.outputs["statistics"],
+        previous_catalog_statistics=previous_catalog_statistics.outputs["statistics"],
         thresholds=config.drift_thresholds.to_json(),
     )
 
@@ -132,6 +137,8 @@ def create_pipeline(
             example_gen,
             previous_statistics,
             statistics_gen,
+            previous_catalog_statistics,
+            catalog_statistics_gen,
             drift_gate,
             schema_gen,
             example_validator,
@@ -145,6 +152,18 @@ def create_pipeline(
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
+    )
+
+
+def _previous_statistics(producer_id: str) -> tfx.dsl.Resolver:
+    """The latest statistics `producer_id` wrote (in an earlier run: resolved before this run's exist)."""
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ExampleStatistics,
+            producer_component_id=producer_id,
+            output_key="statistics",
+        ),
     )
 
 

@@ -30,14 +30,20 @@ def _catalog_tokens() -> dict[str, np.ndarray]:
     return {features.INPUT_IDS: ids, features.INPUT_MASK: mask}
 
 
-def _fine_tuned_model(tiny_bert: str, **config) -> tuple[TailTowerModel, bert.BertTextEncoder, dict]:
+def _fine_tuned_model(
+    tiny_bert: str, with_catalog: bool = False, **config
+) -> tuple[TailTowerModel, bert.BertTextEncoder, dict]:
     tf.keras.utils.set_random_seed(0)
     encoder = bert.BertTextEncoder(bert.load_bert(tiny_bert), trainable_layers=1)
     catalog = {**_catalog(), **_catalog_tokens()}
     text = bert.encode_in_batches(encoder, catalog[features.INPUT_IDS], catalog[features.INPUT_MASK])
     cache = TextVectorCache(CATALOG, text, fallback=encoder)
     model = TailTowerModel(
-        TrainerConfig(embedding_dim=16, trainable_bert_layers=1, **config), SIZES, cache, encoder
+        TrainerConfig(embedding_dim=16, trainable_bert_layers=1, **config),
+        SIZES,
+        cache,
+        encoder,
+        catalog=catalog if with_catalog else None,
     )
     return model, encoder, catalog
 
@@ -62,6 +68,28 @@ def test_top_layers_over_the_cache_give_the_whole_encoders_text(tiny_bert):
     changed = model.candidate_text(batch).numpy()
     np.testing.assert_allclose(changed[0], whole[0], atol=1e-5)
     assert not np.allclose(changed[1:], whole[1:], atol=1e-3)
+
+
+def test_the_whole_encoder_reads_a_catalog_items_tokens_from_the_catalog(tiny_bert):
+    # Interaction examples carry no item text (their tokens are [CLS] [SEP] at most): the catalog's tokens
+    # are read by item id. An item outside the catalog keeps its example's own tokens.
+    model, _, catalog = _fine_tuned_model(tiny_bert, with_catalog=True)
+    full = _items_batch(catalog, ITEMS)
+    expected = model.candidate_text(full).numpy()
+    bare = {**full, **{key: tf.zeros_like(full[key]) for key in TOKEN_KEYS}}
+    np.testing.assert_allclose(model.candidate_text(bare).numpy(), expected, atol=1e-5)
+    # Row 0 becomes an unknown item that brings the tokens of ITEMS[0] itself.
+    own = {**bare, features.ITEM_ID: tf.constant(np.array([b"new", *CATALOG[ITEMS[1:]]], dtype=object))}
+    own[features.INPUT_IDS] = tf.tensor_scatter_nd_update(
+        bare[features.INPUT_IDS], [[0]], full[features.INPUT_IDS][:1]
+    )
+    own[features.INPUT_MASK] = tf.tensor_scatter_nd_update(
+        bare[features.INPUT_MASK], [[0]], full[features.INPUT_MASK][:1]
+    )
+    np.testing.assert_allclose(model.candidate_text(own).numpy(), expected, atol=1e-5)
+    own[features.INPUT_IDS] = bare[features.INPUT_IDS]
+    own[features.INPUT_MASK] = bare[features.INPUT_MASK]
+    assert not np.allclose(model.candidate_text(own).numpy()[0], expected[0], atol=1e-3)
 
 
 def test_frozen_layer_cache_stays_out_of_the_model(tiny_bert, tmp_path):
@@ -125,7 +153,7 @@ def test_run_fn_fine_tunes_the_top_layer_over_the_cache_and_exports_the_whole_en
     # trainable_bert_layers 1 of 2 on CPU, BERT tuned in the last of 2 epochs: the Trainer caches the frozen
     # layer, trains, and exports a model (and refresh kit) with the tuned layer and no cache. The data and
     # transform are those of tests/test_export.py's trained model.
-    from tests.test_export import ITEMS
+    from tests.test_export import ITEMS, _serialize
 
     workdir = trained.workdir
     vocab = bert.fetch_minilm() / bert.VOCAB_FILE
@@ -170,3 +198,18 @@ def test_run_fn_fine_tunes_the_top_layer_over_the_cache_and_exports_the_whole_en
     knobs = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0, features.KEEP_HISTORY: 0}
     answer = LocalClient(serving_dir).recommend(["u0"], [["i0", "i1"]], 3, **knobs).item_ids()
     assert len(answer[0]) == 3 and not {"i0", "i1", ""} & set(answer[0])
+    # The Evaluator's examples carry no item text: a catalog item is scored by its tuned candidate vector,
+    # as `rank` scores it.
+    loaded = tf.saved_model.load(serving_dir)
+    row = {features.USER_ID: [b"u0"], features.HISTORY: [b"i0", b"i1"], features.ITEM_ID: [b"i2"]}
+    score = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](examples=tf.constant([_serialize(row)]))
+    ranked = loaded.signatures[features.RANK_SIGNATURE](
+        **{
+            features.USER_ID: tf.constant(["u0"]),
+            features.HISTORY: tf.constant([["i0", "i1"]]),
+            features.ITEM_IDS: tf.constant([["i2"]]),
+        }
+    )
+    np.testing.assert_allclose(
+        score[features.SCORE].numpy(), ranked[features.SCORES].numpy()[:, 0], rtol=1e-5
+    )

@@ -36,6 +36,8 @@ COMPONENT_IDS = {
     "ExampleValidator",
     "AnomaliesGate",
     "previous_statistics_resolver",
+    "CatalogStatisticsGen",
+    "previous_catalog_statistics_resolver",
     "DriftGate",
     "Transform",
     "Trainer",
@@ -70,6 +72,12 @@ def test_transform_waits_for_the_anomalies_and_drift_gates(tmp_path):
     assert {"AnomaliesGate", "DriftGate"} <= {node.id for node in nodes["Transform"].upstream_nodes}
     # The previous run's statistics are resolved before this run's StatisticsGen writes new ones.
     assert "previous_statistics_resolver" in {node.id for node in nodes["StatisticsGen"].upstream_nodes}
+    catalog_statistics = nodes["CatalogStatisticsGen"]
+    assert "previous_catalog_statistics_resolver" in {node.id for node in catalog_statistics.upstream_nodes}
+    assert catalog_statistics.inputs["examples"].output_key == "catalog"  # the item text's only home
+    assert {"StatisticsGen", "CatalogStatisticsGen"} <= {
+        node.id for node in nodes["DriftGate"].upstream_nodes
+    }
     thresholds = DriftThresholds.from_json(nodes["DriftGate"].exec_properties["thresholds"])
     assert thresholds == DriftThresholds()
 

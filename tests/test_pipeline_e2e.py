@@ -41,7 +41,12 @@ LENIENT_GATE = configs.EvalGateConfig(min_auc=0.0, min_tail_coverage=0.0)
 STRICT_GATE = configs.EvalGateConfig(min_auc=1.0)
 # Everything upstream of the Evaluator: the second run changes only the gate, so TFX reuses these. The
 # resolvers always run, and the drift gate now has the first run's statistics to compare with.
-RERUN = {"latest_blessed_model_resolver", "previous_statistics_resolver", "DriftGate", "Evaluator", "Pusher"}
+RESOLVERS = {
+    "latest_blessed_model_resolver",
+    "previous_statistics_resolver",
+    "previous_catalog_statistics_resolver",
+}
+RERUN = RESOLVERS | {"DriftGate", "Evaluator", "Pusher"}
 CACHED_ON_RERUN = COMPONENT_IDS - RERUN
 
 
@@ -90,11 +95,12 @@ def _executions(config: configs.PipelineConfig) -> dict[str, list[int]]:
 
 def test_every_component_ran(first_run):
     states = _executions(first_run)
-    for component in COMPONENT_IDS - {"latest_blessed_model_resolver", "previous_statistics_resolver"}:
+    for component in COMPONENT_IDS - RESOLVERS:
         assert states.get(component) == [mlmd.proto.Execution.COMPLETE], component
-    # A first run has no earlier statistics: TFX records that resolver as failed (and logs why) and runs on;
-    # the drift gate above completed without them.
-    assert states.get("previous_statistics_resolver") == [mlmd.proto.Execution.FAILED]
+    # A first run has no earlier statistics: TFX records those resolvers as failed (and logs why) and runs
+    # on; the drift gate above completed without them.
+    for resolver in ("previous_statistics_resolver", "previous_catalog_statistics_resolver"):
+        assert states.get(resolver) == [mlmd.proto.Execution.FAILED], resolver
 
 
 def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
@@ -157,6 +163,20 @@ def _split_examples(config: configs.PipelineConfig, output: str, split: str) -> 
     files = glob.glob(os.path.join(root, "InteractionsExampleGen", output, "*", f"Split-{split}", "*"))
     assert files, (output, split)
     return [record.numpy() for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_transform_tokenizes_no_example_text_and_every_catalog_text(first_run):
+    # Interaction examples carry no item text: their tokens are [CLS] [SEP]; the catalog's are real text.
+    root = configs.run_paths(first_run.output_dir)["pipeline_root"]
+    files = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*", "Split-train", "*"))
+    assert files
+    masks = [
+        tf.train.Example.FromString(record.numpy()).features.feature[features.INPUT_MASK].int64_list.value
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ]
+    assert masks and all(sum(mask) == 2 for mask in masks)
+    catalog = [tf.train.Example.FromString(r) for r in _split_examples(first_run, "catalog", "catalog")]
+    assert all(e.features.feature[features.TEXT].bytes_list.value[0] for e in catalog)
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:

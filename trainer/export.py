@@ -77,7 +77,7 @@ import tensorflow_transform as tft
 from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
 from trainer import blend, features, item_item, rerank
-from trainer.model import TailTowerModel
+from trainer.model import CANDIDATE_KEYS, TailTowerModel
 
 logger = logging.getLogger(__name__)
 
@@ -528,11 +528,24 @@ class ServingModule(tf.Module):
         vectors = tf.gather(self.candidate_vectors, tf.maximum(rows, 0))
         return tf.where(found[..., tf.newaxis], vectors, self.unknown_vector), found
 
+    def _example_candidates(self, transformed: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """[B, D] candidate vectors of the examples' items: the index's for catalog items (interaction
+        examples carry no item text), the candidate tower over the example's own features for the others."""
+        vectors, found = self._item_vectors(transformed[features.ITEM_ID])
+        missing = tf.where(tf.logical_not(found))  # [M, 1]
+
+        def encode_missing() -> tf.Tensor:
+            inputs = {key: tf.gather_nd(transformed[key], missing) for key in CANDIDATE_KEYS}
+            encoded = tf.cast(self.model.candidate_embedding(inputs), vectors.dtype)
+            return tf.tensor_scatter_nd_update(vectors, missing, encoded)
+
+        return tf.cond(tf.size(missing) > 0, encode_missing, lambda: vectors)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
     def serve_examples(self, examples: tf.Tensor) -> dict:
         transformed = self._transform(examples)
         query = self.model.query_embedding(transformed)
-        candidate = self.model.candidate_embedding(transformed)
+        candidate = self._example_candidates(transformed)
         score = tf.sigmoid(self.model.ranking_logits(query, candidate))
         ids, scores, is_tail = self._top_k(query, transformed[features.HISTORY], self._k)
         return {

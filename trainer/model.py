@@ -270,6 +270,38 @@ class FrozenLayerCache:
 
 
 _TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
+
+
+class CatalogTokens:
+    """The catalog's WordPiece tokens by catalog row: what a fully fine-tuned BERT reads for an example's
+    item, since interaction examples do not carry item text (`features.EXAMPLE_ITEM_FEATURES`).
+
+    A plain object like `FrozenLayerCache`: training only, never in a SavedModel or a checkpoint.
+
+    Args:
+      catalog: transformed catalog features with INPUT_IDS and INPUT_MASK [N, MAX_TOKENS], in the rows of the
+        model's `TextVectorCache`.
+    """
+
+    def __init__(self, catalog: Mapping[str, np.ndarray]):
+        self.tokens = {
+            key: tf.Variable(np.asarray(catalog[key]), trainable=False, name=f"catalog_{key}")
+            for key in _TOKEN_KEYS
+        }
+        self.size = int(self.tokens[features.INPUT_IDS].shape[0])
+
+    def lookup(self, rows: tf.Tensor, own: Features) -> Features:
+        """Catalog rows [B] → the rows' tokens; rows outside the catalog keep their example's `own` tokens."""
+        known = tf.logical_and(rows >= 0, rows < self.size)
+        safe = tf.where(known, rows, tf.zeros_like(rows))
+        return {
+            key: tf.where(
+                known[:, tf.newaxis], tf.gather(self.tokens[key], safe), tf.cast(own[key], tf.int64)
+            )
+            for key in _TOKEN_KEYS
+        }
+
+
 _MIN_SQUARED_NORM = 1e-3
 # Transformed features `TailTowerModel.candidate_embedding` reads.
 CANDIDATE_KEYS = (
@@ -502,8 +534,9 @@ class TailTowerModel(tfrs.Model):
         mixed_negatives, id_dropout, the two loss weights and ranking_trains_towers are read.
       sizes: vocabulary sizes of the transform output.
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
-      text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(example tokens) [B, T] while
-        `fine_tuning` is true (it is by default), else the frozen vectors of `text_cache`. Its trainable
+      text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(the item's tokens) [B, T]
+        while `fine_tuning` is true (it is by default), else the frozen vectors of `text_cache`. The tokens
+        are the catalog's (`catalog` given) for catalog items, else the example's own. Its trainable
         weights learn at `config.bert_learning_rate` with their own Adam (`bert_optimizer`). With a
         `frozen_layer_cache` attached, the encoder's top layers run on the cached frozen part instead.
       catalog: transformed catalog features ([N, ...] arrays, `CANDIDATE_KEYS`); required when
@@ -525,6 +558,9 @@ class TailTowerModel(tfrs.Model):
         self.text_encoder = text_encoder
         self.fine_tuning = text_encoder is not None
         self.frozen_layer_cache: FrozenLayerCache | None = None
+        self.catalog_tokens = None
+        if text_encoder is not None and catalog is not None:
+            self.catalog_tokens = CatalogTokens(catalog)
         self.bert_optimizer = None
         if text_encoder is not None:
             self.bert_optimizer = tf.keras.optimizers.Adam(config.bert_learning_rate)
@@ -588,6 +624,8 @@ class TailTowerModel(tfrs.Model):
         if self.text_encoder is None or not self.fine_tuning:
             return self.text_cache(item_ids, tokens)
         if self.frozen_layer_cache is None:
+            if self.catalog_tokens is not None:
+                tokens = self.catalog_tokens.lookup(self.text_cache.table.lookup(item_ids), tokens)
             return tf.cast(self.text_encoder(tokens, training=training), tf.float32)
         return self._top_layers_text(item_ids, tokens, training)
 

@@ -6,7 +6,9 @@ per line, most popular first), from which ITEM_LOG_PROB and ITEM_IS_TAIL are der
 must not contain spaces (the space separates count and id in that file).
 
 Item outputs (ITEM_INDEX, ITEM_LOG_PROB, ITEM_IS_TAIL, INPUT_IDS/MASK, BRAND_INDEX, CATEGORY_INDEX,
-PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own.
+PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own. Only
+catalog examples carry TEXT (interaction examples' INPUT_IDS are [CLS] [SEP]): the tokenizer runs once per
+catalog item, and stays in the transform graph for serving.
 POSITION_BUCKET is 0 for every example without a POSITION (dataset and catalog examples, serving requests).
 """
 

@@ -661,7 +661,10 @@ def run_fn(fn_args) -> None:
     rows = CatalogRows(catalog[features.ITEM_ID])
     x, counts = interactions(fit_positives, rows, len(catalog[features.ITEM_ID]))
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
-    model.frozen_layer_cache = None  # training's shortcut: the served model runs the whole encoder
+    # Training's shortcuts: the served model runs the whole encoder, on the catalog's tokens as the catalog
+    # examples bring them (the serving graph keeps no catalog-sized token table).
+    model.frozen_layer_cache = None
+    model.catalog_tokens = None
     frozen_layers.clear()
     served = blend.served_blend(chosen, x, counts, vectors, config.item_item_neighbours, pop_scale(config))
     export.export_serving_model(
