@@ -8,7 +8,8 @@ StatisticsGen) on:
   item_id   item popularity: L-infinity distance of the item distributions (TFDV's drift comparator)
   user_id   user activity: the same over users
 and, from the catalog's statistics (CatalogStatisticsGen, against the previous run's), on:
-  text      the catalog's mean item text length: relative change |new / old − 1|
+  text      the catalog's mean item text length: relative change |new / old − 1| (per catalog item; before
+            the catalog had its own statistics it was a mean over the train examples)
 and fails naming the feature and the distance when one is past its threshold (`DriftThresholds`). The
 first run (nothing to compare with) passes. Distances are logged either way.
 """
@@ -148,6 +149,8 @@ def DriftGate(  # noqa: N802 -- TFX names components by their function
     if previous_statistics is None:
         logging.info("DriftGate: no previous statistics (first run): nothing to compare")
         return
+    if catalog_statistics is None or previous_catalog_statistics is None:
+        logging.info("DriftGate: no previous catalog statistics (an older run): the text check is skipped")
     drifts = measure(
         _split_statistics(statistics, TRAIN),
         _split_statistics(previous_statistics, TRAIN),

@@ -33,9 +33,12 @@ def item_example(item: Item) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=_item_features(item)))
 
 
-def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.Example:
+def interaction_example(
+    stub: ExampleStub, item: tf.train.Example, with_text: bool = False
+) -> tf.train.Example:
     """An interaction example: user, history, timestamp, label (and position), plus the item's
-    `features.EXAMPLE_ITEM_FEATURES` (not its title or text: the Trainer reads those once per catalog item).
+    `features.EXAMPLE_ITEM_FEATURES` — and its title and text only `with_text` (the eval split: see
+    `features.EXAMPLE_ITEM_FEATURES`); training reads those once per catalog item.
 
     `item` is `item_example(...)` of `stub.item_id`, built once per item; its features are copied (fast C++
     copies) into each of its examples.
@@ -44,7 +47,7 @@ def interaction_example(stub: ExampleStub, item: tf.train.Example) -> tf.train.E
         raise ValueError(f"example for item {stub.item_id!r} joined with another item's features")
     example = tf.train.Example()
     feature = example.features.feature
-    for key in features.EXAMPLE_ITEM_FEATURES:
+    for key in features.ITEM_FEATURES if with_text else features.EXAMPLE_ITEM_FEATURES:
         feature[key].CopyFrom(item.features.feature[key])
     feature[features.USER_ID].bytes_list.value.append(stub.user_id.encode("utf-8"))
     feature[features.HISTORY].bytes_list.value.extend(h.encode("utf-8") for h in stub.history)

@@ -3,7 +3,8 @@
 Outputs (artifacts):
   examples  Examples, splits `train` and `eval`: gzipped TFRecords of tf.Example under Split-train/ and
             Split-eval/, one example per positive (label 1.0) and per sampled negative (label 0.0), with
-            the item's brand, categories and price but not its title or text (read once per item).
+            the item's brand, categories and price; its title and text in the eval split only (training
+            reads them once per catalog item; see trainer/features.py EXAMPLE_ITEM_FEATURES).
   catalog   Examples, one split `catalog`: one tf.Example per valid item, interactions or not, all of its
             features.
   rejected  RejectedRows: rejected.jsonl (one bad row per line: source, line, reason, detail, raw) and
@@ -172,7 +173,8 @@ def _user_examples(
     )
     counts: Counter = Counter()
     for stub in stubs:
-        example = example_encoding.interaction_example(stub, item_examples[stub.item_id])
+        with_text = stub.split == interactions.EVAL  # see features.EXAMPLE_ITEM_FEATURES
+        example = example_encoding.interaction_example(stub, item_examples[stub.item_id], with_text)
         yield beam.pvalue.TaggedOutput(stub.split, example.SerializeToString())
         counts["positives" if stub.label else "negatives", stub.split] += 1
     for key, n in counts.items():

@@ -227,17 +227,19 @@ def test_component_writes_splits_catalog_and_split_names(toy_run):
     # negatives), u2 can only draw a (1 per positive), u3 can only draw b.
     train, evals = _read_split(toy_run["examples"], TRAIN), _read_split(toy_run["examples"], EVAL)
     assert (len(train), len(evals)) == (3 + 1, 3 + 2)
-    # No item text in an interaction example (the catalog carries it); position: logged displays only.
+    # No item text in a train example (the catalog carries it); an eval example has it (a baseline model
+    # scores an item outside its catalog by it). Position: logged displays only.
     dataset_features = {*features.EXAMPLE_ITEM_FEATURES, *features.INTERACTION_FEATURES} - {features.SLOT}
-    assert all(set(e) == dataset_features for e in train + evals)
+    assert all(set(e) == dataset_features for e in train)
+    assert all(set(e) == dataset_features | set(features.CATALOG_ONLY_FEATURES) for e in evals)
     u1_eval = [e for e in evals if e[features.USER_ID] == [b"u1"]]
     assert len(u1_eval) == 1
     assert u1_eval[0][features.HISTORY] == [b"a", b"b"]
     assert u1_eval[0][features.LABEL] == [1.0] and u1_eval[0][features.TIMESTAMP] == [2]
     assert u1_eval[0][features.CATEGORIES] == [b"Office", b"Staplers"] and u1_eval[0][features.PRICE] == [0.0]
     u3_negative = [e for e in evals if e[features.USER_ID] == [b"u3"] and e[features.LABEL] == [0.0]]
-    assert [(e[features.ITEM_ID], e[features.BRAND], e[features.HISTORY]) for e in u3_negative] == [
-        ([b"b"], [b""], [])]  # b has no brand
+    assert [(e[features.ITEM_ID], e[features.TEXT], e[features.HISTORY]) for e in u3_negative] == [
+        ([b"b"], [b"Blue ink for pens"], [])]
 
 
 def test_component_writes_rejected_rows_and_summary(toy_run):

@@ -13,7 +13,7 @@ from tests.test_model import CATALOG, HISTORIES, ITEMS, LABELS, SIZES, USERS, _b
 from tests.tiny_bert import write_tiny_bert
 from trainer import bert, features, refresh_kit, train
 from trainer.config import TrainerConfig
-from trainer.model import FrozenLayerCache, TailTowerModel, TextVectorCache
+from trainer.model import CatalogTokens, FrozenLayerCache, TailTowerModel, TextVectorCache
 from trainer.train import frozen_layer_cache
 
 TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
@@ -30,20 +30,14 @@ def _catalog_tokens() -> dict[str, np.ndarray]:
     return {features.INPUT_IDS: ids, features.INPUT_MASK: mask}
 
 
-def _fine_tuned_model(
-    tiny_bert: str, with_catalog: bool = False, **config
-) -> tuple[TailTowerModel, bert.BertTextEncoder, dict]:
+def _fine_tuned_model(tiny_bert: str, **config) -> tuple[TailTowerModel, bert.BertTextEncoder, dict]:
     tf.keras.utils.set_random_seed(0)
     encoder = bert.BertTextEncoder(bert.load_bert(tiny_bert), trainable_layers=1)
     catalog = {**_catalog(), **_catalog_tokens()}
     text = bert.encode_in_batches(encoder, catalog[features.INPUT_IDS], catalog[features.INPUT_MASK])
     cache = TextVectorCache(CATALOG, text, fallback=encoder)
     model = TailTowerModel(
-        TrainerConfig(embedding_dim=16, trainable_bert_layers=1, **config),
-        SIZES,
-        cache,
-        encoder,
-        catalog=catalog if with_catalog else None,
+        TrainerConfig(embedding_dim=16, trainable_bert_layers=1, **config), SIZES, cache, encoder
     )
     return model, encoder, catalog
 
@@ -73,23 +67,21 @@ def test_top_layers_over_the_cache_give_the_whole_encoders_text(tiny_bert):
 def test_the_whole_encoder_reads_a_catalog_items_tokens_from_the_catalog(tiny_bert):
     # Interaction examples carry no item text (their tokens are [CLS] [SEP] at most): the catalog's tokens
     # are read by item id. An item outside the catalog keeps its example's own tokens.
-    model, _, catalog = _fine_tuned_model(tiny_bert, with_catalog=True)
+    model, _, catalog = _fine_tuned_model(tiny_bert)
+    model.catalog_tokens = CatalogTokens(catalog)
     full = _items_batch(catalog, ITEMS)
     expected = model.candidate_text(full).numpy()
     bare = {**full, **{key: tf.zeros_like(full[key]) for key in TOKEN_KEYS}}
     np.testing.assert_allclose(model.candidate_text(bare).numpy(), expected, atol=1e-5)
-    # Row 0 becomes an unknown item that brings the tokens of ITEMS[0] itself.
+    # Row 0 becomes an unknown item: it is encoded from the tokens its example brings (here ITEMS[1]'s).
     own = {**bare, features.ITEM_ID: tf.constant(np.array([b"new", *CATALOG[ITEMS[1:]]], dtype=object))}
-    own[features.INPUT_IDS] = tf.tensor_scatter_nd_update(
-        bare[features.INPUT_IDS], [[0]], full[features.INPUT_IDS][:1]
-    )
-    own[features.INPUT_MASK] = tf.tensor_scatter_nd_update(
-        bare[features.INPUT_MASK], [[0]], full[features.INPUT_MASK][:1]
-    )
-    np.testing.assert_allclose(model.candidate_text(own).numpy(), expected, atol=1e-5)
-    own[features.INPUT_IDS] = bare[features.INPUT_IDS]
-    own[features.INPUT_MASK] = bare[features.INPUT_MASK]
-    assert not np.allclose(model.candidate_text(own).numpy()[0], expected[0], atol=1e-3)
+    for key in TOKEN_KEYS:
+        own[key] = tf.tensor_scatter_nd_update(bare[key], [[0]], full[key][1:2])
+    text = model.candidate_text(own).numpy()
+    assert ITEMS[0] != ITEMS[1]
+    np.testing.assert_allclose(text[0], expected[1], atol=1e-5)
+    np.testing.assert_allclose(text[1:], expected[1:], atol=1e-5)
+    assert not np.allclose(text[0], expected[0], atol=1e-3)
 
 
 def test_frozen_layer_cache_stays_out_of_the_model(tiny_bert, tmp_path):

@@ -529,8 +529,9 @@ class ServingModule(tf.Module):
         return tf.where(found[..., tf.newaxis], vectors, self.unknown_vector), found
 
     def _example_candidates(self, transformed: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """[B, D] candidate vectors of the examples' items: the index's for catalog items (interaction
-        examples carry no item text), the candidate tower over the example's own features for the others."""
+        """[B, D] candidate vectors of the examples' items: the index's for catalog items (as `rank` scores
+        them, whatever text the example brings: train examples bring none), the candidate tower over the
+        example's own features, text included, for the others."""
         vectors, found = self._item_vectors(transformed[features.ITEM_ID])
         missing = tf.where(tf.logical_not(found))  # [M, 1]
 

@@ -12,8 +12,8 @@ Raw interaction example (splits `train` and `eval`), one per (user, item, label)
                                  not taken)
   slot         int64      [0|1]  the position (0 = first) the item was displayed at, for examples from the
                                  service's logs only (absent otherwise)
-  + `item_id`'s brand, categories and price (EXAMPLE_ITEM_FEATURES) — not its title or text: those are
-    read once per item from the catalog (CATALOG_ONLY_FEATURES), so Transform tokenizes no example's text
+  + `item_id`'s brand, categories and price (EXAMPLE_ITEM_FEATURES); its title and text
+    (CATALOG_ONLY_FEATURES) in the eval split only
 
 Raw item features (also the whole of a catalog example):
   item_id, title, text, brand  bytes [1]  (`text` is what the BERT tower reads; brand may be "")
@@ -37,10 +37,11 @@ CATEGORIES = "categories"
 PRICE = "price"
 
 ITEM_FEATURES = (ITEM_ID, TITLE, TEXT, BRAND, CATEGORIES, PRICE)
-# Item features an interaction example carries: what Transform's vocabularies and the per-example
-# candidate features (BRAND_INDEX, CATEGORY_INDEX, PRICE_Z) need. The free text stays in the catalog: the
-# Trainer encodes it once per catalog item (TextVectorCache, keyed by ITEM_ID), so Transform tokenizes no
-# example's text and an example's INPUT_IDS are [CLS] [SEP] only.
+# Item features a train example carries: what Transform's vocabularies and the per-example candidate
+# features (BRAND_INDEX, CATEGORY_INDEX, PRICE_Z) need. The free text stays in the catalog: the Trainer
+# encodes it once per catalog item (TextVectorCache, keyed by ITEM_ID), so Transform tokenizes no train
+# example's text (their INPUT_IDS are [CLS] [SEP] only). Eval examples keep title and text: the Evaluator
+# also scores them with the last blessed model, whose catalog may lack the item — it scores it by its text.
 EXAMPLE_ITEM_FEATURES = (ITEM_ID, BRAND, CATEGORIES, PRICE)
 CATALOG_ONLY_FEATURES = tuple(f for f in ITEM_FEATURES if f not in EXAMPLE_ITEM_FEATURES)
 INTERACTION_FEATURES = (USER_ID, ITEM_ID, HISTORY, TIMESTAMP, LABEL, SLOT)

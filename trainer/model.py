@@ -3,7 +3,7 @@
 Both towers share one item representation, `ItemVectors` (item-id embedding + projected BERT text vector), so
 a user's history items and the candidates live in the same space. Item text comes from `TextVectorCache`
 (frozen BERT vectors of the catalog, keyed by raw item id) or, when BERT is fine-tuned, from a text encoder
-run on the example's own tokens.
+run on the item's tokens (the catalog's, `CatalogTokens`, or the cached frozen layers' output).
 
 Example (constructed inputs; `features` holds the transformed keys of `trainer.features`):
   cache = TextVectorCache(np.array([b"a", b"b"]), np.zeros([2, 8], np.float32))
@@ -276,7 +276,8 @@ class CatalogTokens:
     """The catalog's WordPiece tokens by catalog row: what a fully fine-tuned BERT reads for an example's
     item, since interaction examples do not carry item text (`features.EXAMPLE_ITEM_FEATURES`).
 
-    A plain object like `FrozenLayerCache`: training only, never in a SavedModel or a checkpoint.
+    A plain object like `FrozenLayerCache`: training only, never in a SavedModel or a checkpoint. int32 (BERT
+    reads int32): N × MAX_TOKENS × 8 bytes, 512 MB at 1M items.
 
     Args:
       catalog: transformed catalog features with INPUT_IDS and INPUT_MASK [N, MAX_TOKENS], in the rows of the
@@ -285,7 +286,7 @@ class CatalogTokens:
 
     def __init__(self, catalog: Mapping[str, np.ndarray]):
         self.tokens = {
-            key: tf.Variable(np.asarray(catalog[key]), trainable=False, name=f"catalog_{key}")
+            key: tf.Variable(np.asarray(catalog[key], np.int32), trainable=False, name=f"catalog_{key}")
             for key in _TOKEN_KEYS
         }
         self.size = int(self.tokens[features.INPUT_IDS].shape[0])
@@ -296,7 +297,7 @@ class CatalogTokens:
         safe = tf.where(known, rows, tf.zeros_like(rows))
         return {
             key: tf.where(
-                known[:, tf.newaxis], tf.gather(self.tokens[key], safe), tf.cast(own[key], tf.int64)
+                known[:, tf.newaxis], tf.gather(self.tokens[key], safe), tf.cast(own[key], tf.int32)
             )
             for key in _TOKEN_KEYS
         }
@@ -536,7 +537,8 @@ class TailTowerModel(tfrs.Model):
       text_cache: frozen catalog text vectors (history items always; candidates when `text_encoder` is None).
       text_encoder: when given (fine-tuned BERT), candidate text = text_encoder(the item's tokens) [B, T]
         while `fine_tuning` is true (it is by default), else the frozen vectors of `text_cache`. The tokens
-        are the catalog's (`catalog` given) for catalog items, else the example's own. Its trainable
+        are the catalog's for catalog items when `catalog_tokens` is attached, else the example's own (train
+        examples bring none). Its trainable
         weights learn at `config.bert_learning_rate` with their own Adam (`bert_optimizer`). With a
         `frozen_layer_cache` attached, the encoder's top layers run on the cached frozen part instead.
       catalog: transformed catalog features ([N, ...] arrays, `CANDIDATE_KEYS`); required when
@@ -558,9 +560,7 @@ class TailTowerModel(tfrs.Model):
         self.text_encoder = text_encoder
         self.fine_tuning = text_encoder is not None
         self.frozen_layer_cache: FrozenLayerCache | None = None
-        self.catalog_tokens = None
-        if text_encoder is not None and catalog is not None:
-            self.catalog_tokens = CatalogTokens(catalog)
+        self.catalog_tokens: CatalogTokens | None = None
         self.bert_optimizer = None
         if text_encoder is not None:
             self.bert_optimizer = tf.keras.optimizers.Adam(config.bert_learning_rate)

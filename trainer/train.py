@@ -2,7 +2,8 @@
 
 On CPU (the default, `trainable_bert_layers == 0`) BERT is frozen: every catalog item's text is encoded once
 at start and the towers read those cached vectors. With a GPU, training runs under MirroredStrategy with mixed
-precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the candidates' own tokens.
+precision, and `trainable_bert_layers > 0` fine-tunes the top BERT layers on the candidates' catalog tokens
+(on CPU over the cached output of the frozen layers).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import tensorflow_transform as tft
 
 from trainer import bert, blend, encoding_cache, export, features, item_item, refresh_kit
 from trainer.config import TrainerConfig
-from trainer.model import CANDIDATE_KEYS, FrozenLayerCache, TailTowerModel, TextVectorCache, VocabSizes
+from trainer.model import (
+    CANDIDATE_KEYS,
+    CatalogTokens,
+    FrozenLayerCache,
+    TailTowerModel,
+    TextVectorCache,
+    VocabSizes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -643,6 +651,8 @@ def run_fn(fn_args) -> None:
         if config.trainable_bert_layers and encoder.frozen_layers and not _has_gpu():
             frozen_layers[:] = frozen_layers or [frozen_layer_cache(catalog, encoder)]
             model.frozen_layer_cache = frozen_layers[0]
+        elif config.trainable_bert_layers:
+            model.catalog_tokens = CatalogTokens(catalog)
         return model, text
 
     log_dir = getattr(fn_args, "model_run_dir", None)  # TensorBoard: `tensorboard --logdir <model_run_dir>`
