@@ -274,7 +274,7 @@ _TOKEN_KEYS = (features.INPUT_IDS, features.INPUT_MASK)
 
 class CatalogTokens:
     """The catalog's WordPiece tokens by catalog row: what a fully fine-tuned BERT reads for an example's
-    item, since interaction examples do not carry item text (`features.EXAMPLE_ITEM_FEATURES`).
+    item, since train examples do not carry item text (`features.EXAMPLE_ITEM_FEATURES`).
 
     A plain object like `FrozenLayerCache`: training only, never in a SavedModel or a checkpoint. int32 (BERT
     reads int32): N × MAX_TOKENS × 8 bytes, 512 MB at 1M items.

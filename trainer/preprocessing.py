@@ -6,9 +6,9 @@ per line, most popular first), from which ITEM_LOG_PROB and ITEM_IS_TAIL are der
 must not contain spaces (the space separates count and id in that file).
 
 Item outputs (ITEM_INDEX, ITEM_LOG_PROB, ITEM_IS_TAIL, INPUT_IDS/MASK, BRAND_INDEX, CATEGORY_INDEX,
-PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own. Only
-catalog examples carry TEXT (interaction examples' INPUT_IDS are [CLS] [SEP]): the tokenizer runs once per
-catalog item, and stays in the transform graph for serving.
+PRICE_Z, ITEM_ID) depend on item features only, so catalog examples can be transformed on their own. Train
+examples carry no TEXT (their INPUT_IDS are [CLS] [SEP]; `features.EXAMPLE_ITEM_FEATURES`): the tokenizer
+runs on the catalog's and the eval split's text, and stays in the transform graph for serving.
 POSITION_BUCKET is 0 for every example without a POSITION (dataset and catalog examples, serving requests).
 """
 
