@@ -77,7 +77,7 @@ import tensorflow_transform as tft
 from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
 from trainer import blend, features, item_item, rerank
-from trainer.model import CANDIDATE_KEYS, TailTowerModel
+from trainer.model import CANDIDATE_KEYS, TailTowerModel, fill_misses
 
 logger = logging.getLogger(__name__)
 
@@ -533,14 +533,8 @@ class ServingModule(tf.Module):
         them, whatever text the example brings: train examples bring none), the candidate tower over the
         example's own features, text included, for the others."""
         vectors, found = self._item_vectors(transformed[features.ITEM_ID])
-        missing = tf.where(tf.logical_not(found))  # [M, 1]
-
-        def encode_missing() -> tf.Tensor:
-            inputs = {key: tf.gather_nd(transformed[key], missing) for key in CANDIDATE_KEYS}
-            encoded = tf.cast(self.model.candidate_embedding(inputs), vectors.dtype)
-            return tf.tensor_scatter_nd_update(vectors, missing, encoded)
-
-        return tf.cond(tf.size(missing) > 0, encode_missing, lambda: vectors)
+        own = {key: transformed[key] for key in CANDIDATE_KEYS}
+        return fill_misses(vectors, found, self.model.candidate_embedding, own)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
     def serve_examples(self, examples: tf.Tensor) -> dict:

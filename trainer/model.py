@@ -15,7 +15,7 @@ Example (constructed inputs; `features` holds the transformed keys of `trainer.f
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -188,6 +188,20 @@ class PositionBias(tf.keras.layers.Layer):
         return tf.gather(self.values, bucket)
 
 
+def fill_misses(
+    values: tf.Tensor, hit: tf.Tensor, encode: Callable[[Features], tf.Tensor], inputs: Features
+) -> tf.Tensor:
+    """values [B, ...] with each row where `hit` [B] is false replaced by `encode` of that row's `inputs`
+    ({key: [B, ...]}, gathered to [M, ...]); `encode` runs only when some row misses."""
+    missing = tf.where(tf.logical_not(hit))  # [M, 1]
+
+    def encode_missing() -> tf.Tensor:
+        encoded = encode({key: tf.gather_nd(value, missing) for key, value in inputs.items()})
+        return tf.tensor_scatter_nd_update(values, missing, tf.cast(encoded, values.dtype))
+
+    return tf.cond(tf.size(missing) > 0, encode_missing, lambda: values)
+
+
 class TextVectorCache(tf.keras.layers.Layer):
     """Frozen text vectors of the catalog items, looked up by raw item id.
 
@@ -228,14 +242,8 @@ class TextVectorCache(tf.keras.layers.Layer):
         vectors, hit = self.lookup(item_ids)
         if self.fallback is None or tokens is None:
             return vectors
-        missing = tf.where(tf.logical_not(hit))  # [M, 1]
-
-        def encode_missing() -> tf.Tensor:
-            miss_tokens = {key: tf.gather_nd(tokens[key], missing) for key in _TOKEN_KEYS}
-            encoded = tf.cast(self.fallback(miss_tokens, training=False), vectors.dtype)
-            return tf.tensor_scatter_nd_update(vectors, missing, encoded)
-
-        return tf.cond(tf.reduce_any(tf.logical_not(hit)), encode_missing, lambda: vectors)
+        own = {key: tokens[key] for key in _TOKEN_KEYS}
+        return fill_misses(vectors, hit, lambda miss: self.fallback(miss, training=False), own)
 
 
 class FrozenLayerCache:
@@ -638,14 +646,8 @@ class TailTowerModel(tfrs.Model):
         distinct, position = tf.unique(tf.where(cached, rows, tf.zeros_like(rows)))
         hidden, mask = cache.rows(distinct)
         text = tf.gather(self.text_encoder.top_layers(hidden, mask, training=training), position)
-        missing = tf.where(tf.logical_not(cached))  # [M, 1]
-
-        def encode_missing() -> tf.Tensor:
-            miss_tokens = {key: tf.gather_nd(tokens[key], missing) for key in _TOKEN_KEYS}
-            encoded = self.text_encoder(miss_tokens, training=training)
-            return tf.tensor_scatter_nd_update(text, missing, encoded)
-
-        return tf.cond(tf.size(missing) > 0, encode_missing, lambda: text)
+        own = {key: tokens[key] for key in _TOKEN_KEYS}
+        return fill_misses(text, cached, lambda miss: self.text_encoder(miss, training=training), own)
 
     def ranking_logits(self, query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
         """[B, D] query, [B, D] candidate → [B] click logits, position-free (what serving scores)."""
