@@ -343,6 +343,24 @@ def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
     assert served.summary()["cold_gain"] == 4.0 and served.summary()["cold_offset"] == 0.2
 
 
+def test_served_blend_lends_from_the_chosen_number_of_neighbours_as_the_choice_scored_them():
+    rng = np.random.default_rng(4)
+    users, items = rng.integers(0, 6, 40), np.arange(40) % 16  # items 16..19: no positives
+    x = item_item.interaction_matrix(users, items, 20)
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    vectors = rng.normal(size=[20, 4])
+    chosen = blend.Blend(alpha=0.5, cold_neighbours=3)
+    served = blend.served_blend(chosen, x, counts, vectors, neighbours=5, pop_scale=0.1)
+    widest = item_item.text_fill(vectors, counts > 0, max(blend.COLD_NEIGHBOURS))
+    assert served.fill.cold_rows.tolist() == [16, 17, 18, 19]
+    np.testing.assert_array_equal(served.fill.rows, widest.rows[:, :3])
+    np.testing.assert_allclose(served.fill.weights, item_item.narrowed(widest, 3).weights)
+    assert served.summary()["cold_neighbours"] == 3
+    # a chosen mix saved before the number was chosen (a refresh kit's JSON) lends from the old 10
+    saved = {key: value for key, value in dataclasses.asdict(chosen).items() if key != "cold_neighbours"}
+    assert blend.Blend(**saved).cold_neighbours == 10
+
+
 def test_choose_serves_lists_longer_than_the_candidate_pool():
     counts, (scores, targets), _ = _popularity_catalogs()
     big = 3 * N  # lists of 110 of 120 items: more than a pool of 100 per part

@@ -23,15 +23,15 @@ warm item's cf is its own, a cold item's a mean of its neighbours', so a large a
 with positives lose them (their id vector, their cf rows and their popularity, all text-filled as a new
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
 fixed, `COLD_NEIGHBOURS` × `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K +
-cold Recall@K (recall
-over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
-the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
-the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
-profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
-That count also sets the Recall@K the bound reads: the replays make a tenth of the catalog cold whatever the
-catalog, so their pooled recall lets cold hits pay for what the terms cost every other list even where
-nothing is new. The bound weights the replay's cold- and warm-target users' recalls by the catalog's own new
-share instead (`Trial.expected_recall`): a catalog without new items bounds its warm users' recall alone.
+cold Recall@K (recall over the users whose target is one of those items) among those that lose at most
+`COLD_MAX_RECALL_LOSS` of the Recall@K without them. Items without positives are of two kinds the data cannot
+tell apart one by one: the tail nobody happened to like, and new arrivals; `likely_new_items` counts the
+second from the popularity profile and leaves that many out of the replays' lists, since no validation user
+could have wanted them. That count also sets the Recall@K the bound reads: the replays make a tenth of the
+catalog cold whatever the catalog, so their pooled recall lets cold hits pay for what the terms cost every
+other list even where nothing is new. The bound weights the replay's cold- and warm-target users' recalls by
+the catalog's own new share instead (`Trial.expected_recall`): a catalog without new items bounds its warm
+users' recall alone.
 """
 
 from __future__ import annotations
@@ -138,8 +138,19 @@ def user_cf(
     table: item_item.NeighbourTable, fill: item_item.TextFill, history_rows: np.ndarray, blend: Blend
 ) -> np.ndarray:
     """[U, N] the cf term as served: raw scores, text fill (times `cold_gain`), scaled per user."""
-    raw = item_item.cf_scores(table, history_rows, blend.recency)
-    return item_item.scale_per_user(item_item.apply_fill(raw, gained(fill, blend.cold_gain)))
+    return filled_cf(item_item.cf_scores(table, history_rows, blend.recency), fill, blend.cold_gain)
+
+
+def filled_cf(raw: np.ndarray, fill: item_item.TextFill, gain: float) -> np.ndarray:
+    """[U, N] raw cf scores → the cf term as served: text fill (times `gain`), scaled per user."""
+    return item_item.scale_per_user(item_item.apply_fill(raw, gained(fill, gain)))
+
+
+def cold_fill(vectors: np.ndarray, has_interactions: np.ndarray, neighbours: int) -> item_item.TextFill:
+    """The text fill of `neighbours` lenders, cut from the widest one `choose_cold` tries, so a served fill is
+    exactly the one it scored (a search for fewer could break ties at the cut differently)."""
+    widest = item_item.text_fill(vectors, has_interactions, max(*COLD_NEIGHBOURS, neighbours))
+    return item_item.narrowed(widest, neighbours)
 
 
 def gained(fill: item_item.TextFill, gain: float) -> item_item.TextFill:
@@ -240,6 +251,7 @@ def choose_cold(
     tail_users = np.concatenate([r.is_tail[r.validation.targets] for r in replays])
     cold_users = np.concatenate([r.is_cold[r.validation.targets] for r in replays])
     colds = [np.asarray(r.is_cold, np.float32) for r in replays]  # the part the offset weights
+    raws = [item_item.cf_scores(r.table, r.validation.history_rows, warm.recency) for r in replays]
     trials = []
     # The neighbours lend the cf term and the popularity: without either, their number changes nothing.
     for size in sizes if warm.alpha or warm.gamma else sizes[:1]:
@@ -247,10 +259,7 @@ def choose_cold(
         log_probs = [item_item.apply_fill(r.log_prob, fill) for r, fill in zip(replays, fills, strict=True)]
         for gain in gains if warm.alpha else gains[:1]:  # the gain scales the cf term only
             with_gain = dataclasses.replace(warm, cold_neighbours=size, cold_gain=gain)
-            cfs = [
-                user_cf(r.table, fill, r.validation.history_rows, with_gain)
-                for r, fill in zip(replays, fills, strict=True)
-            ]
+            cfs = [filled_cf(raw, fill, gain) for raw, fill in zip(raws, fills, strict=True)]
             pools = [
                 weighted_top_k.pool((base, cf, log_p, cold), max(weighted_top_k.POOL_SIZE, k))
                 for base, cf, log_p, cold in zip(bases, cfs, log_probs, colds, strict=True)
@@ -395,7 +404,7 @@ def candidate_tables(
     if neighbours <= 0:
         return {}
     has_interactions = np.asarray(x.sum(axis=0)).reshape(-1) > 0
-    fill = item_item.text_fill(vectors, has_interactions, Blend().cold_neighbours)
+    fill = cold_fill(vectors, has_interactions, Blend().cold_neighbours)
     return {
         method: (item_item.neighbour_table(x, method, neighbours), fill)
         for method in item_item.methods(int(has_interactions.sum()))
@@ -418,7 +427,7 @@ def served_blend(
     keep their trained neighbours; they stop being anyone's neighbour but keep their own row, since users'
     histories still hold them. `counts` and `vectors` cover the candidates only.
     """
-    fill = item_item.text_fill(vectors, np.asarray(counts) > 0, blend.cold_neighbours)
+    fill = cold_fill(vectors, np.asarray(counts) > 0, blend.cold_neighbours)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
         table = item_item.without_targets(table, x.shape[1] - len(history_only))

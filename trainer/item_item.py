@@ -223,7 +223,7 @@ def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: 
 
 def narrowed(fill: TextFill, m: int) -> TextFill:
     """`fill` cut to each cold item's `m` nearest items, weights normalised to sum 1 again: what `text_fill`
-    with `m` gives (its rows are nearest first), without searching the neighbours again."""
+    with `m` gives (its rows are nearest first; up to ties at the cut), without searching again."""
     if m >= fill.rows.shape[1]:
         return fill
     weights = fill.weights[:, :m]

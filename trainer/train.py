@@ -357,7 +357,7 @@ def choose_blend(
     x, counts = interactions(fit_positives, rows, num_items)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
-    fill = item_item.text_fill(vectors, counts > 0, blend.Blend().cold_neighbours)  # as served_blend fills
+    fill = blend.cold_fill(vectors, counts > 0, blend.Blend().cold_neighbours)  # the default's served fill
     chosen, trials = blend.choose(
         validation,
         tables,
@@ -460,7 +460,7 @@ def cold_replay(
     rows and their popularity, which the text fill lends them back as to any cold item (`blend.choose_cold`
     narrows it to each trial's number of neighbours)."""
     counts = np.where(made_cold, 0, fitted.counts)
-    fill = item_item.text_fill(vectors, counts > 0, max(blend.COLD_NEIGHBOURS))
+    fill = blend.cold_fill(vectors, counts > 0, max(blend.COLD_NEIGHBOURS))
     if warm.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(blend.without_items(fitted.x, made_cold), warm.method, neighbours)
     else:
