@@ -164,11 +164,10 @@ def synthetic_catalog(n: int, config: TrainerConfig, seed: int = SEED) -> Catalo
     is_new = rng.random(n) < NEW_SHARE
     counts = np.where(is_new, 0, rng.geometric(0.2, n))
     cold, warm = np.flatnonzero(is_new).astype(np.int32), np.flatnonzero(~is_new)
-    lenders = blend.Blend().cold_neighbours
     fill = item_item.TextFill(
         cold,
-        rng.choice(warm, (len(cold), lenders)).astype(np.int32),
-        np.full((len(cold), lenders), 1 / lenders, np.float32),
+        rng.choice(warm, (len(cold), blend.TEXT_FILL_SIZE)).astype(np.int32),
+        np.full((len(cold), blend.TEXT_FILL_SIZE), 1 / blend.TEXT_FILL_SIZE, np.float32),
     )
     neighbours = config.item_item_neighbours
     table = item_item.NeighbourTable(

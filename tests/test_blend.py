@@ -127,8 +127,7 @@ def test_choose_cold_offsets_cold_items_only_when_their_users_gain(cold_targets)
     warm = blend.Blend(gamma=0.25)
     chosen, trials = blend.choose_cold(replays, warm, 5, 1.0)
     assert dataclasses.replace(chosen, cold_gain=1.0, cold_offset=0.0) == warm  # the warm mix is kept
-    # alpha 0: no gain to try; gamma > 0: the neighbours lend popularity, so their number is tried
-    assert len(trials) == len(blend.COLD_NEIGHBOURS) * len(blend.COLD_OFFSETS) and trials[0].blend == chosen
+    assert len(trials) == len(blend.COLD_OFFSETS) and trials[0].blend == chosen  # alpha 0: no gain to try
     plain = next(t for t in trials if t.blend == warm)
     if cold_targets:
         assert chosen.cold_offset > 0
@@ -167,57 +166,6 @@ def test_choose_cold_gains_the_borrowed_item_item_score_when_cold_targets_follow
     plain = next(t for t in trials if t.blend == warm)
     assert plain.cold_recall < 0.6 and trials[0].cold_recall > 0.95
     assert trials[0].warm_recall == plain.warm_recall == 1.0
-
-
-@pytest.mark.parametrize("cold_wanted", [True, False])
-def test_choose_cold_narrows_the_fill_when_the_nearest_text_neighbour_tells_what_a_cold_item_is_for(
-    cold_wanted,
-):
-    # A user's last item h (10..19) has two item-item neighbours: h - 10 (every user's first hit) and the
-    # decoy h + 10 (nobody's target, cf 0.35 of h - 10's). Cold item h + 20's nearest text neighbour is
-    # h - 10, its 9 others (items 40..48) have no cf: over 10 neighbours it borrows a sixth of h - 10's cf
-    # and trails the decoy; over 3, nearly half, and it takes the second place, which half the users want.
-    n = 50
-    rng = np.random.default_rng(7)
-    last = rng.integers(10, 20, size=USERS)
-    wants_cold = (np.arange(USERS) % 2 == 0) & cold_wanted
-    targets = np.where(wants_cold, last + 20, last - 10)
-    rows = np.full([n, 2], item_item.PAD, np.int32)
-    rows[10:20] = np.stack([np.arange(0, 10), np.arange(20, 30)], 1)
-    weights = np.where(rows >= 0, 1.0, 0.0).astype(np.float32)
-    weights[:, 1] *= 0.35
-    is_cold = (np.arange(n) >= 30) & (np.arange(n) < 40)
-    fill = item_item.TextFill(
-        np.arange(30, 40, dtype=np.int32),
-        np.concatenate([np.arange(0, 10)[:, None], np.tile(np.arange(40, 49), (10, 1))], 1).astype(np.int32),
-        np.array([[0.9] + [0.5] * 9] * 10, np.float32) / 5.4,
-    )
-    history = np.stack([np.full(USERS, item_item.PAD), last], 1)
-    validation = blend.Validation(
-        rng.normal(scale=0.01, size=[USERS, n]).astype(np.float32),
-        history,
-        targets,
-        sp.csr_matrix((USERS, n)),
-    )
-    replay = blend.ColdReplay(
-        validation,
-        item_item.NeighbourTable(rows, weights),
-        fill,
-        np.zeros(n, np.float32),
-        np.zeros(n, bool),
-        is_cold,
-    )
-    warm = blend.Blend(alpha=1.0)
-    chosen, trials = blend.choose_cold([replay], warm, 2, 1.0, gains=(1.0,), offsets=(0.0,))
-    by_size = {t.blend.cold_neighbours: t for t in trials}
-    assert sorted(by_size) == sorted(blend.COLD_NEIGHBOURS)
-    if cold_wanted:
-        assert chosen.cold_neighbours == 3
-        assert by_size[10].cold_recall == 0.0 and by_size[3].cold_recall > 0.95
-        assert by_size[3].warm_recall == by_size[10].warm_recall == 1.0  # h - 10 keeps the first place
-    else:
-        assert chosen == warm  # nothing to gain: the default's wider fill is kept
-        assert by_size[3].recall == by_size[10].recall == 1.0
 
 
 def test_choose_cold_keeps_the_warm_recall_it_may_lose_to_a_bound():
@@ -341,24 +289,6 @@ def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
     assert served.item_offset().tolist() == pytest.approx([0.0, 0.0, 0.2])
     assert plain.item_offset().tolist() == [0.0, 0.0, 0.0]
     assert served.summary()["cold_gain"] == 4.0 and served.summary()["cold_offset"] == 0.2
-
-
-def test_served_blend_lends_from_the_chosen_number_of_neighbours_as_the_choice_scored_them():
-    rng = np.random.default_rng(4)
-    users, items = rng.integers(0, 6, 40), np.arange(40) % 16  # items 16..19: no positives
-    x = item_item.interaction_matrix(users, items, 20)
-    counts = np.asarray(x.sum(axis=0)).reshape(-1)
-    vectors = rng.normal(size=[20, 4])
-    chosen = blend.Blend(alpha=0.5, cold_neighbours=3)
-    served = blend.served_blend(chosen, x, counts, vectors, neighbours=5, pop_scale=0.1)
-    widest = item_item.text_fill(vectors, counts > 0, max(blend.COLD_NEIGHBOURS))
-    assert served.fill.cold_rows.tolist() == [16, 17, 18, 19]
-    np.testing.assert_array_equal(served.fill.rows, widest.rows[:, :3])
-    np.testing.assert_allclose(served.fill.weights, item_item.narrowed(widest, 3).weights)
-    assert served.summary()["cold_neighbours"] == 3
-    # a chosen mix saved before the number was chosen (a refresh kit's JSON) lends from the old 10
-    saved = {key: value for key, value in dataclasses.asdict(chosen).items() if key != "cold_neighbours"}
-    assert blend.Blend(**saved).cold_neighbours == 10
 
 
 def test_choose_serves_lists_longer_than_the_candidate_pool():

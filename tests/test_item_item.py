@@ -63,21 +63,6 @@ def test_text_fill_lends_cold_items_their_nearest_neighbours_scores():
     np.testing.assert_allclose(filled[0, :3], [1, 5, 3])
 
 
-def test_narrowed_fill_is_the_fill_of_fewer_neighbours():
-    vectors = np.random.default_rng(3).normal(size=[30, 4]).astype(np.float32)
-    has_interactions = np.arange(30) % 3 != 0
-    wide = item_item.text_fill(vectors, has_interactions, 10)
-    for m in (1, 3, 10):
-        narrow, direct = item_item.narrowed(wide, m), item_item.text_fill(vectors, has_interactions, m)
-        np.testing.assert_array_equal(narrow.rows, direct.rows)
-        np.testing.assert_allclose(narrow.weights, direct.weights, rtol=1e-6)
-    # neighbours with no positive cosine lend uniformly, as text_fill's do
-    opposite = item_item.text_fill(
-        np.array([[1.0, 0], [0.9, 0.1], [-1, 0]]), np.array([True, True, False]), 2
-    )
-    np.testing.assert_allclose(item_item.narrowed(opposite, 1).weights, [[1.0]])
-
-
 def _graph_scores(
     table: item_item.NeighbourTable,
     fill: item_item.TextFill,

@@ -8,9 +8,8 @@ gamma = 1 puts back the popularity that the uncorrected in-batch softmax (`logq_
 logits, cos / τ, estimate log p(j | u) − log p(j) (logit adjustment, Menon et al. 2021): one trained model
 slides along the accuracy ↔ tail curve that `logq_beta` used to fix per catalog at training time. cf: the
 item-item score of the user's history (`trainer.item_item`), with `method` and `recency`, scaled so the
-user's best item scores 1. Cold items (no training positives: new, or never bought) take the cf and the
-popularity of their `cold_neighbours` nearest items by candidate vector (`item_item.text_fill`), the cf
-multiplied by `cold_gain`, and `cold_offset`.
+user's best item scores 1. Cold items (no training positives: new, or never bought) take their text
+neighbours' cf, multiplied by `cold_gain`, and popularity (`item_item.text_fill`), and `cold_offset`.
 
 `choose` tries every combination of `METHODS(catalog)` × `RECENCIES` × `ALPHAS` × `GAMMAS` on the validation
 split (each user's last training positive, scored by a model that did not train on it) and keeps the one with
@@ -22,16 +21,15 @@ warm item's cf is its own, a cold item's a mean of its neighbours', so a large a
 `choose_cold` then plays the cold-item protocol on the same users: a seeded `PSEUDO_COLD_SHARE` of the items
 with positives lose them (their id vector, their cf rows and their popularity, all text-filled as a new
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
-fixed, `COLD_NEIGHBOURS` × `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K +
-cold Recall@K (recall over the users whose target is one of those items) among those that lose at most
-`COLD_MAX_RECALL_LOSS` of the Recall@K without them. Items without positives are of two kinds the data cannot
-tell apart one by one: the tail nobody happened to like, and new arrivals; `likely_new_items` counts the
-second from the popularity profile and leaves that many out of the replays' lists, since no validation user
-could have wanted them. That count also sets the Recall@K the bound reads: the replays make a tenth of the
-catalog cold whatever the catalog, so their pooled recall lets cold hits pay for what the terms cost every
-other list even where nothing is new. The bound weights the replay's cold- and warm-target users' recalls by
-the catalog's own new share instead (`Trial.expected_recall`): a catalog without new items bounds its warm
-users' recall alone.
+fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Recall@K + cold Recall@K (recall
+over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
+the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
+the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
+profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
+That count also sets the Recall@K the bound reads: the replays make a tenth of the catalog cold whatever the
+catalog, so their pooled recall lets cold hits pay for what the terms cost every other list even where
+nothing is new. The bound weights the replay's cold- and warm-target users' recalls by the catalog's own new
+share instead (`Trial.expected_recall`): a catalog without new items bounds its warm users' recall alone.
 """
 
 from __future__ import annotations
@@ -52,9 +50,6 @@ logger = logging.getLogger(__name__)
 ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 100.0)  # 100: the item-item score first, the towers break ties
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RECENCIES = (1.0, 0.7, 0.4, 0.1)
-# How many text neighbours a cold item borrows from, the served default first (it wins ties): fewer lend
-# each one's score more fully (a mean over many is flat), at a cost to the warm lists that the bound weighs.
-COLD_NEIGHBOURS = (10, 5, 3)
 COLD_GAINS = (1.0, 2.0, 4.0)
 COLD_OFFSETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the towers' cosine
 # The cold terms may cost at most this share of the Recall@K without them (weighted as the catalog's new share
@@ -79,7 +74,6 @@ class Blend:
     gamma: float = 0.0
     cold_gain: float = 1.0
     cold_offset: float = 0.0
-    cold_neighbours: int = COLD_NEIGHBOURS[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,19 +132,8 @@ def user_cf(
     table: item_item.NeighbourTable, fill: item_item.TextFill, history_rows: np.ndarray, blend: Blend
 ) -> np.ndarray:
     """[U, N] the cf term as served: raw scores, text fill (times `cold_gain`), scaled per user."""
-    return filled_cf(item_item.cf_scores(table, history_rows, blend.recency), fill, blend.cold_gain)
-
-
-def filled_cf(raw: np.ndarray, fill: item_item.TextFill, gain: float) -> np.ndarray:
-    """[U, N] raw cf scores → the cf term as served: text fill (times `gain`), scaled per user."""
-    return item_item.scale_per_user(item_item.apply_fill(raw, gained(fill, gain)))
-
-
-def cold_fill(vectors: np.ndarray, has_interactions: np.ndarray, neighbours: int) -> item_item.TextFill:
-    """The text fill of `neighbours` lenders, cut from the widest one `choose_cold` tries, so a served fill is
-    exactly the one it scored (a search for fewer could break ties at the cut differently)."""
-    widest = item_item.text_fill(vectors, has_interactions, max(*COLD_NEIGHBOURS, neighbours))
-    return item_item.narrowed(widest, neighbours)
+    raw = item_item.cf_scores(table, history_rows, blend.recency)
+    return item_item.scale_per_user(item_item.apply_fill(raw, gained(fill, blend.cold_gain)))
 
 
 def gained(fill: item_item.TextFill, gain: float) -> item_item.TextFill:
@@ -222,8 +205,8 @@ class ColdReplay:
 
     validation: Validation  # the made-cold columns scored with their text-only (OOV id) candidate vectors
     table: item_item.NeighbourTable  # the warm method's table without the made-cold items' positives
-    fill: item_item.TextFill  # the text fill of that catalog's cold items, max(COLD_NEIGHBOURS) wide
-    log_prob: np.ndarray  # [N] its popularity, the cold items' not yet text-filled
+    fill: item_item.TextFill  # the text fill of that catalog's cold items
+    log_prob: np.ndarray  # [N] its popularity, text-filled
     is_tail: np.ndarray  # [N] bool
     is_cold: np.ndarray  # [N] bool: no positives in this catalog (made cold, or never bought)
 
@@ -236,10 +219,8 @@ def choose_cold(
     gains: Sequence[float] = COLD_GAINS,
     offsets: Sequence[float] = COLD_OFFSETS,
     new_share: float = 0.0,
-    sizes: Sequence[int] = COLD_NEIGHBOURS,
 ) -> tuple[Blend, list[Trial]]:
-    """`warm` with the best `cold_neighbours`, `cold_gain` and `cold_offset` (module docstring) and every
-    trial, best first.
+    """`warm` with the best `cold_gain` and `cold_offset` (module docstring) and every trial, best first.
     Each trial's recalls pool the users of every replay (cold recall: those whose target is cold there).
     new_share: the share of the catalog's items that are new (`likely_new_items`), which weights the cold-
     and warm-target users' recalls in the bound."""
@@ -251,48 +232,41 @@ def choose_cold(
     tail_users = np.concatenate([r.is_tail[r.validation.targets] for r in replays])
     cold_users = np.concatenate([r.is_cold[r.validation.targets] for r in replays])
     colds = [np.asarray(r.is_cold, np.float32) for r in replays]  # the part the offset weights
-    raws = [item_item.cf_scores(r.table, r.validation.history_rows, warm.recency) for r in replays]
     trials = []
-    # The neighbours lend the cf term and the popularity: without either, their number changes nothing.
-    for size in sizes if warm.alpha or warm.gamma else sizes[:1]:
-        fills = [item_item.narrowed(r.fill, size) for r in replays]
-        log_probs = [item_item.apply_fill(r.log_prob, fill) for r, fill in zip(replays, fills, strict=True)]
-        for gain in gains if warm.alpha else gains[:1]:  # the gain scales the cf term only
-            with_gain = dataclasses.replace(warm, cold_neighbours=size, cold_gain=gain)
-            cfs = [filled_cf(raw, fill, gain) for raw, fill in zip(raws, fills, strict=True)]
-            pools = [
-                weighted_top_k.pool((base, cf, log_p, cold), max(weighted_top_k.POOL_SIZE, k))
-                for base, cf, log_p, cold in zip(bases, cfs, log_probs, colds, strict=True)
-            ]
-            for offset in offsets:
-                blend = dataclasses.replace(with_gain, cold_offset=offset)
-                weights = (1.0, blend.alpha, blend.gamma * pop_scale, offset)
-                recs = np.concatenate([weighted_top_k.top_k(candidates, weights, k) for candidates in pools])
-                trials.append(
-                    Trial(
-                        blend,
-                        metrics.recall(recs, targets),
-                        metrics.recall(recs, targets, tail_users),
-                        metrics.recall(recs, targets, cold_users),
-                        metrics.recall(recs, targets, ~cold_users),
-                    )
+    for gain in gains if warm.alpha else gains[:1]:  # the gain scales the cf term only
+        with_gain = dataclasses.replace(warm, cold_gain=gain)
+        cfs = [user_cf(r.table, r.fill, r.validation.history_rows, with_gain) for r in replays]
+        pools = [
+            weighted_top_k.pool((base, cf, r.log_prob, cold), max(weighted_top_k.POOL_SIZE, k))
+            for base, cf, cold, r in zip(bases, cfs, colds, replays, strict=True)
+        ]
+        for offset in offsets:
+            blend = dataclasses.replace(with_gain, cold_offset=offset)
+            weights = (1.0, blend.alpha, blend.gamma * pop_scale, offset)
+            recs = np.concatenate([weighted_top_k.top_k(candidates, weights, k) for candidates in pools])
+            trials.append(
+                Trial(
+                    blend,
+                    metrics.recall(recs, targets),
+                    metrics.recall(recs, targets, tail_users),
+                    metrics.recall(recs, targets, cold_users),
+                    metrics.recall(recs, targets, ~cold_users),
                 )
+            )
     plain = next((t for t in trials if t.blend == warm), None)
     reference = plain.expected_recall(new_share) if plain else np.nan
     floor = -np.inf if np.isnan(reference) else (1.0 - COLD_MAX_RECALL_LOSS) * reference
-    # Stable: among equals the served default's neighbours, gain 1, offset 0 first.
+    # Stable: among equals gain 1, offset 0 first.
     trials.sort(key=lambda t: (t.expected_recall(new_share) < floor, -t.objective))
     best, plain = trials[0], plain or trials[0]
     logger.info(
         "Cold terms chosen on %d validation users × %d pseudo-cold draws (%d with a cold target), bound on "
-        "a %.1f%% new catalog: %d neighbours, gain %g, offset %g (Recall@%d %.4f, tail %.4f, cold %.4f, warm "
-        "%.4f; without "
+        "a %.1f%% new catalog: gain %g, offset %g (Recall@%d %.4f, tail %.4f, cold %.4f, warm %.4f; without "
         "them %.4f / %.4f / %.4f / %.4f)",
         len(replays[0].validation.targets) if replays else 0,
         len(replays),
         int(cold_users.sum()),
         100 * new_share,
-        best.blend.cold_neighbours,
         best.blend.cold_gain,
         best.blend.cold_offset,
         k,
@@ -365,6 +339,7 @@ def _towers_alone(trials: Sequence[Trial]) -> str:
 
 
 # ------------------------------------------------------------------------------------ what the model holds
+TEXT_FILL_SIZE = 10  # text neighbours that lend a cold item their item-item score and popularity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +379,7 @@ def candidate_tables(
     if neighbours <= 0:
         return {}
     has_interactions = np.asarray(x.sum(axis=0)).reshape(-1) > 0
-    fill = cold_fill(vectors, has_interactions, Blend().cold_neighbours)
+    fill = item_item.text_fill(vectors, has_interactions, TEXT_FILL_SIZE)
     return {
         method: (item_item.neighbour_table(x, method, neighbours), fill)
         for method in item_item.methods(int(has_interactions.sum()))
@@ -427,7 +402,7 @@ def served_blend(
     keep their trained neighbours; they stop being anyone's neighbour but keep their own row, since users'
     histories still hold them. `counts` and `vectors` cover the candidates only.
     """
-    fill = cold_fill(vectors, np.asarray(counts) > 0, blend.cold_neighbours)
+    fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
         table = item_item.without_targets(table, x.shape[1] - len(history_only))

@@ -221,17 +221,6 @@ def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: 
     return TextFill(cold, np.concatenate(rows).astype(np.int32), np.concatenate(weights).astype(np.float32))
 
 
-def narrowed(fill: TextFill, m: int) -> TextFill:
-    """`fill` cut to each cold item's `m` nearest items, weights normalised to sum 1 again: what `text_fill`
-    with `m` gives (its rows are nearest first; up to ties at the cut), without searching again."""
-    if m >= fill.rows.shape[1]:
-        return fill
-    weights = fill.weights[:, :m]
-    totals = weights.sum(axis=1, keepdims=True)
-    weights = np.where(totals > 0, weights / np.maximum(totals, FLOOR), 1.0 / max(m, 1))
-    return TextFill(fill.cold_rows, fill.rows[:, :m], weights.astype(np.float32))
-
-
 def apply_fill(values: np.ndarray, fill: TextFill) -> np.ndarray:
     """values [..., N] with each cold column replaced by the weighted mean of its fill rows' columns."""
     out = np.array(values, copy=True)

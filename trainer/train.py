@@ -357,7 +357,7 @@ def choose_blend(
     x, counts = interactions(fit_positives, rows, num_items)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
-    fill = blend.cold_fill(vectors, counts > 0, blend.Blend().cold_neighbours)  # the default's served fill
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)  # as served_blend fills
     chosen, trials = blend.choose(
         validation,
         tables,
@@ -457,10 +457,9 @@ def cold_replay(
     """The validation users as `make eval`'s cold-item protocol would serve them had the `made_cold` items
     no positives. `validation` and `vectors` are already replayed (the items out of the users' histories and
     training items; their candidate vectors on the out-of-vocabulary id); here they also lose their item-item
-    rows and their popularity, which the text fill lends them back as to any cold item (`blend.choose_cold`
-    narrows it to each trial's number of neighbours)."""
+    rows and their popularity, which the text fill lends them back as to any cold item."""
     counts = np.where(made_cold, 0, fitted.counts)
-    fill = blend.cold_fill(vectors, counts > 0, max(blend.COLD_NEIGHBOURS))
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)
     if warm.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(blend.without_items(fitted.x, made_cold), warm.method, neighbours)
     else:
@@ -469,7 +468,7 @@ def cold_replay(
         validation,
         table,
         fill,
-        blend.log_prob(counts),
+        item_item.apply_fill(blend.log_prob(counts), fill),
         fitted.is_tail | made_cold,
         counts == 0,
     )
@@ -504,14 +503,14 @@ def write_blend_summary(
     best first, as two TensorBoard text tables."""
     if not log_dir:
         return
-    columns = ["method", "recency", "alpha", "gamma", "cold_neighbours", "cold_gain", "cold_offset"]
+    columns = ["method", "recency", "alpha", "gamma", "cold_gain", "cold_offset"]
     columns += [f"Recall@{k}", f"tail Recall@{k}", f"cold Recall@{k}", f"warm Recall@{k}"]
     header = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n"
 
     def table(rows: Sequence[blend.Trial]) -> str:
         return header + "".join(
             f"| {t.blend.method} | {t.blend.recency:g} | {t.blend.alpha:g} | {t.blend.gamma:g} "
-            f"| {t.blend.cold_neighbours} | {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
+            f"| {t.blend.cold_gain:g} | {t.blend.cold_offset:g} "
             f"| {t.recall:.4f} | {t.tail_recall:.4f} | {t.cold_recall:.4f} | {t.warm_recall:.4f} |\n"
             for t in rows[:50]
         )
