@@ -290,7 +290,8 @@ def encode_in_batches(
     Every batch has the shape [batch_size, T]: the last one is filled up with copies of its last row, whose
     outputs are dropped. The kernels behind BERT's matmuls can depend on the batch's shape, and a row's
     vector must not depend on how many rows are encoded with it: `trainer.encoding_cache` mixes vectors of
-    several runs and promises the bytes of an uncached run (for the same batch_size and hardware).
+    several runs and promises an uncached run's vectors (for the same batch_size and hardware; to the last bit
+    on most CPUs, not on all: trainer/encoding_cache.py).
     """
 
     def encode(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
