@@ -15,8 +15,8 @@ so the root may be a local folder or a gs:// path. Nothing is ever evicted.
 Vectors: what `encode` returns is the bytes each row was encoded to, and equals an uncached `encode_fn`
 over the same rows when encode_fn gives each row a vector independent of the rows encoded with it, as
 `bert.encode_in_batches` does with its fixed batch shape on most CPUs; on one (2026-12-04) a row's last
-bit still varied with the batch's other rows (7 of 200 rows, at most 1.2e-7). The folder name does not record the hardware: a CPU and a GPU
-sharing one root would mix vectors that differ in their last bits.
+bit still varied with the batch's other rows (7 of 200 rows, at most 1.2e-7). The folder name does not
+record the hardware: a CPU and a GPU sharing one root would mix vectors that differ in their last bits.
 
 Example:
     cache = EncodingCache(root, weights_digest(encoder), features.MAX_TOKENS)
