@@ -6,7 +6,8 @@ Outputs (artifacts):
             the item's brand, categories and price; its title and text in the eval split only (training
             reads them once per catalog item; see trainer/features.py EXAMPLE_ITEM_FEATURES).
   catalog   Examples, one split `catalog`: one tf.Example per valid item, interactions or not, all of its
-            features.
+            features, and its count of ratings below the threshold when it has any (NEGATIVE_RATINGS:
+            seen and not liked, so the Trainer does not take it for a new item).
   rejected  RejectedRows: rejected.jsonl (one bad row per line: source, line, reason, detail, raw) and
             summary.json (rows read/rejected/kept per file, counts per reason, examples per split).
 Feature keys and formats: trainer/features.py. Split, history and negative rules: components/interactions.py.
@@ -46,6 +47,7 @@ from components.data_files import DatasetFiles, Interaction, Item, RawRow, Rejec
 from components.example_gen_config import ExampleGenConfig
 from components.interactions import NegativeSampler
 from serving import event_log
+from trainer import features
 
 REJECTED = "rejected"
 BELOW = "below"
@@ -133,7 +135,8 @@ def _route_interaction(row: RawRow) -> Iterator[Any]:
 
 
 def _keep_known(kv: tuple[str, dict[str, list[Any]]], source: str, threshold: float) -> Iterator[Any]:
-    """Interactions of a catalog item pass as positives unless rated below `threshold`."""
+    """Interactions of a catalog item pass as positives unless rated below `threshold` (tagged BELOW as
+    (source, item_id))."""
     item_id, grouped = kv
     known = bool(list(grouped["item"]))
     for interaction, raw in grouped["rows"]:
@@ -143,7 +146,7 @@ def _keep_known(kv: tuple[str, dict[str, list[Any]]], source: str, threshold: fl
                 REJECTED, Rejected(source, interaction.line, data_files.UNKNOWN_ITEM, detail, raw)
             )
         elif interaction.rating is not None and interaction.rating < threshold:
-            yield beam.pvalue.TaggedOutput(BELOW, source)
+            yield beam.pvalue.TaggedOutput(BELOW, (source, item_id))
         else:
             yield interaction
 
@@ -205,6 +208,25 @@ def _item_example(kv: tuple[str, Item]) -> tuple[str, tf.train.Example]:
     return kv[0], example_encoding.item_example(kv[1])
 
 
+def _copy(example: tf.train.Example) -> tf.train.Example:
+    copy = tf.train.Example()
+    copy.CopyFrom(example)
+    return copy
+
+
+def _catalog_example(kv: tuple[str, dict[str, list[Any]]]) -> Iterator[bytes]:
+    """One catalog item's serialized example, with its count of ratings below the threshold when it has
+    any (features.NEGATIVE_RATINGS: catalog examples only, so interaction examples keep the schema's
+    features)."""
+    _, grouped = kv
+    negatives = sum(grouped["negatives"])
+    for example in grouped["example"]:
+        if negatives:
+            example = _copy(example)  # Beam's inputs are read-only
+            example.features.feature[features.NEGATIVE_RATINGS].int64_list.value.append(negatives)
+        yield example.SerializeToString()
+
+
 def _count(pcoll: beam.PCollection, label: str, key: Any) -> beam.PCollection:
     """(count key, 1) for every element; `key` is a tuple or a function of the element."""
     return pcoll | f"Count{label}" >> beam.Map(lambda x: (key(x) if callable(key) else key, 1))
@@ -242,8 +264,8 @@ def _positives(
     config: ExampleGenConfig,
     counts: list,
     rejected: list,
-) -> beam.PCollection:
-    """Interaction of every valid positive row."""
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """Interaction of every valid positive row, and (item_id, 1) for every row rated below the threshold."""
     source = posixpath.basename(files.interactions)
     rows = _read(p, "Interactions", files.interactions)
     counts.append(_count(rows, "InteractionRows", ("rows_read", source)))
@@ -258,8 +280,8 @@ def _positives(
         )
     )
     rejected += [parsed[REJECTED], joined[REJECTED]]
-    counts.append(_count(joined[BELOW], "Below", lambda s: (data_files.BELOW_RATING_THRESHOLD, s)))
-    return joined.positives
+    counts.append(_count(joined[BELOW], "Below", lambda s: (data_files.BELOW_RATING_THRESHOLD, s[0])))
+    return joined.positives, joined[BELOW] | "NegativesPerItem" >> beam.Map(lambda s: (s[1], 1))
 
 
 def _user_sequences(positives: beam.PCollection, config: ExampleGenConfig) -> beam.PCollection:
@@ -323,12 +345,13 @@ def _log_examples(
 def _write_examples(
     sequences: beam.PCollection,
     items: beam.PCollection,
+    negatives: beam.PCollection,
     config: ExampleGenConfig,
     uris: OutputUris,
     counts: list,
     logs: LogSpans | None = None,
 ) -> None:
-    """Writes the train/eval splits and the catalog.
+    """Writes the train/eval splits and the catalog (negatives: (item_id, 1) per rating below the threshold).
 
     Items join in as a side input (one tf.Example per item in memory, ~1 KB each): the output stays
     grouped by user, which the Trainer's shuffle buffer mixes easily, whereas a CoGroupByKey on item_id
@@ -344,7 +367,11 @@ def _write_examples(
     if logs is not None and logs.served:
         from_logs = _log_examples(sequences.pipeline, logs, item_examples, config, counts)
         splits[interactions.TRAIN] = (splits[interactions.TRAIN], from_logs) | "WithLogs" >> beam.Flatten()
-    catalog = item_examples | "SerializeCatalog" >> beam.Map(lambda kv: kv[1].SerializeToString())
+    catalog = (
+        {"example": item_examples, "negatives": negatives}
+        | "JoinNegatives" >> beam.CoGroupByKey()
+        | "SerializeCatalog" >> beam.FlatMap(_catalog_example)
+    )
     for split, pcoll in [*splits.items(), (data_report.CATALOG, catalog)]:
         write = beam.io.WriteToTFRecord(uris.split_prefix(split), file_name_suffix=".gz")
         _ = pcoll | f"Write{split}" >> write
@@ -362,9 +389,9 @@ def build_pipeline(
     counts: list[beam.PCollection] = []
     rejected: list[beam.PCollection] = []
     items = _valid_items(p, files, counts, rejected)
-    positives = _positives(p, files, items, config, counts, rejected)
+    positives, negatives = _positives(p, files, items, config, counts, rejected)
     sequences = _user_sequences(positives, config)
-    _write_examples(sequences, items, config, uris, counts, logs)
+    _write_examples(sequences, items, negatives, config, uris, counts, logs)
     counts.append(_count(sequences, "Users", ("users",)))
     all_rejected = rejected | "FlattenRejected" >> beam.Flatten()
     counts.append(_count(all_rejected, "Rejected", lambda r: ("rejected", r.source, r.reason)))

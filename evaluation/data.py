@@ -3,7 +3,9 @@
 Rows are read and parsed with `components.data_files`, exactly as the pipeline's ExampleGen reads them: bad
 rows and interactions with items outside the valid catalog are dropped, the first row of a repeated item_id
 wins, and a rated interaction is a positive when its rating is >= `rating_threshold` (implicit rows, with no
-rating, are all positives). A user's positives are ordered by (time, line in the file), as in ExampleGen.
+rating, are all positives); the others are kept apart as negatives (the pipeline is given them too: an item
+rated only below the threshold was seen, it is not new). A user's positives are ordered by (time, line in the
+file), as in ExampleGen, and so are their negatives.
 
 Example:
     dataset = load_dataset("/work/shared/data/amazon-office")
@@ -33,14 +35,16 @@ DEFAULT_TIE_ORDER = "line"
 class Dataset:
     """A catalog (file order) and every user's positives in (time, line) order.
 
-    name: the folder's base name. dropped: counts of rows not used, by reason (data_files reasons plus
-    BELOW_RATING_THRESHOLD).
+    name: the folder's base name. dropped: counts of rows that are not positives, by reason (data_files
+    reasons plus BELOW_RATING_THRESHOLD). negatives: every user's BELOW_RATING_THRESHOLD rows, in the same
+    order (users without a positive included).
     """
 
     name: str
     items: tuple[Item, ...]
     positives: dict[str, tuple[Interaction, ...]]
     dropped: dict[str, int]
+    negatives: dict[str, tuple[Interaction, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -58,16 +62,21 @@ def load_dataset(
     items = _read_items(files.items, dropped)
     known = {item.item_id for item in items}
     by_user: dict[str, list[Interaction]] = defaultdict(list)
+    below: dict[str, list[Interaction]] = defaultdict(list)
     for row in data_files.read_raw_rows(files.interactions):
         parsed = data_files.parse_interaction(row)
         reason = _interaction_problem(parsed, known, rating_threshold)
         if reason:
             dropped[reason] += 1
-        else:
+        if reason == data_files.BELOW_RATING_THRESHOLD:
+            below[parsed.user_id].append(parsed)
+        elif not reason:
             by_user[parsed.user_id].append(parsed)
-    positives = {user: tuple(sorted(rows, key=TIE_ORDERS[time_ties])) for user, rows in by_user.items()}
+    order = TIE_ORDERS[time_ties]
+    positives = {user: tuple(sorted(rows, key=order)) for user, rows in sorted(by_user.items())}
+    negatives = {user: tuple(sorted(rows, key=order)) for user, rows in sorted(below.items())}
     name = os.path.basename(os.path.normpath(data_dir))
-    return Dataset(name, tuple(items), dict(sorted(positives.items())), dict(sorted(dropped.items())))
+    return Dataset(name, tuple(items), positives, dict(sorted(dropped.items())), negatives)
 
 
 def _read_items(path: str, dropped: Counter[str]) -> list[Item]:

@@ -167,7 +167,9 @@ def run_ours(
         changed = _changed(trainer)
         run_dir = os.path.join(options.out, "runs", f"{s.protocol}-{index}")
         log(f"{s.protocol}: training {system} with the pipeline into {run_dir} (trainer {changed})")
-        model = ServedModel(pipeline_run.train(data_dir, run_dir, trainer, options.reuse_runs))
+        model = ServedModel(
+            pipeline_run.train(data_dir, run_dir, trainer, options.reuse_runs, options.rating_threshold)
+        )
         first_model = first_model or model
         base = {"system": system, "trainer": changed, "model_dir": model.model_dir, "blend": model.blend()}
         log(f"{s.protocol}: the Trainer chose the served blend {base['blend']}")

@@ -9,6 +9,10 @@ history.
 "cold_items": as "standard", then a seeded `COLD_ITEM_SHARE` of the items that have fit interactions lose
 all of them (they vanish from users' histories and from the fit data); their test targets stay.
 
+A rated dataset's negatives (rated below the threshold) that come before the user's test target, in (time,
+line) order, are fit data too (every negative of a user without a positive): a pipeline reads them to tell an
+item seen and not liked from a new one. A made-cold item loses its negatives as well, as a new item has none.
+
 Either protocol runs under one of two history protocols (harness --history): "excluded" (the default, as
 above) never recommends a user's fit items; "kept" ranks the whole catalog, fit items included, as RecBole's
 full ranking does (the protocol the text-based sequential recommenders UniSRec, VQ-Rec and Recformer report).
@@ -47,6 +51,7 @@ class Split:
     validation[u]: the validation item's index, -1 when the user has a single positive (or it was made
     cold). fit_rows[user_id]: the fit positives themselves (what a training pipeline may see).
     made_cold: [N] bool, the items this protocol stripped of their fit interactions.
+    fit_negatives[user_id]: the fit negatives (module docstring), every user who has any.
     """
 
     protocol: str
@@ -57,6 +62,7 @@ class Split:
     validation: np.ndarray
     fit_rows: dict[str, tuple[Interaction, ...]]
     made_cold: np.ndarray
+    fit_negatives: dict[str, tuple[Interaction, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -125,7 +131,26 @@ def leave_last_out(
     history = tuple(np.array([index[p.item_id] for p in fit_rows[u]], np.int64) for u in users)
     test = np.array([index[dataset.positives[u][-1].item_id] for u in users], np.int64)
     validation = np.array([_validation(dataset.positives[u], index, made_cold) for u in users], np.int64)
-    return Split(protocol, dataset.item_ids, users, history, test, validation, fit_rows, made_cold)
+    negatives = _fit_negatives(dataset, made_cold, index)
+    return Split(protocol, dataset.item_ids, users, history, test, validation, fit_rows, made_cold, negatives)
+
+
+def _fit_negatives(
+    dataset: Dataset, made_cold: np.ndarray, index: dict[str, int]
+) -> dict[str, tuple[Interaction, ...]]:
+    """Each user's negatives before their test target ((time, line) order), made-cold items left out."""
+    kept = {}
+    for user, rows in dataset.negatives.items():
+        target = dataset.positives[user][-1] if dataset.positives.get(user) else None
+        before = [
+            n
+            for n in rows
+            if not made_cold[index[n.item_id]]
+            and (target is None or (n.time, n.line) < (target.time, target.line))
+        ]
+        if before:
+            kept[user] = tuple(before)
+    return kept
 
 
 def _validation(positives: tuple[Interaction, ...], index: dict[str, int], made_cold: np.ndarray) -> int:

@@ -277,6 +277,32 @@ def test_likely_new_items_are_the_items_without_positives_the_profile_does_not_e
     np.testing.assert_array_equal(drawn, blend.likely_new_items(mixed, np.array([-1]), seed=3))
 
 
+def test_likely_new_items_are_the_unseen_ones_when_the_data_rates_items_below_the_threshold():
+    counts = np.array([0, 0, 0, 5, 7, 6, 0, 0])
+    seen = np.array([True, False, False, True, True, True, True, False])  # 0 and 6: rated, never liked
+    new = blend.likely_new_items(counts, targets=np.array([7, -1]), seed=0, seen=seen)
+    assert new.tolist() == [False, True, True, False, False, False, False, False]  # 7: a validation target
+    # Seen only where there are positives: nothing told apart, the popularity profile decides as before.
+    np.testing.assert_array_equal(
+        blend.likely_new_items(counts, np.array([7, -1]), 0, seen=counts > 0),
+        blend.likely_new_items(counts, np.array([7, -1]), 0),
+    )
+
+
+def test_served_blend_neither_fills_nor_offsets_an_item_seen_without_a_positive():
+    x = item_item.interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 4)
+    counts = np.array([1, 2, 0, 0])
+    vectors = np.array([[1.0, 0], [0, 1], [0.1, 1], [0.2, 1]])
+    seen = np.array([True, True, True, False])  # item 2 was rated below the threshold, item 3 is new
+    cold = blend.Blend(alpha=0.5, cold_offset=0.2)
+    served = blend.served_blend(cold, x, counts, vectors, neighbours=5, pop_scale=0.1, seen=seen)
+    assert served.fill.cold_rows.tolist() == [3]
+    assert served.item_offset().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.2])
+    assert served.log_prob[2] == pytest.approx(blend.log_prob(counts)[2])  # the floor, not its neighbours'
+    assert served.log_prob[3] > served.log_prob[2]
+    assert served.summary()["text_filled_items"] == 1
+
+
 def test_served_blend_gains_the_cf_fill_and_offsets_cold_items():
     x = item_item.interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 3)
     counts = np.array([1, 2, 0])

@@ -61,3 +61,18 @@ def test_cold_items_are_absent_from_the_derived_data(tmp_path):
     cold = {s.item_ids[i] for i in np.flatnonzero(s.made_cold)}
     assert len(cold) == 2  # round(0.5 × 4 items with fit rows: x, y, z, w)
     assert not cold & {p.item_id for rows in derived.positives.values() for p in rows}
+
+
+def test_derived_dataset_keeps_the_fit_negatives_with_their_ratings(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    rows = [("a", "x", 5, 0), ("a", "w", 2, 1), ("a", "y", 4, 2), ("a", "z", 3.5, 3), ("a", "z", 5, 4)]
+    lines = ["user_id\titem_id\trating\ttime"] + ["\t".join(map(str, r)) for r in rows]
+    (folder / "interactions.tsv").write_text("\n".join(lines) + "\n")
+    (folder / "items.jsonl").write_text("".join(json.dumps({"item_id": i, "title": i}) + "\n" for i in ITEMS))
+    dataset = data.load_dataset(str(folder))
+    s = split.leave_last_out(dataset)  # a's target: z at time 4
+    out = pipeline_run.write_training_dataset(dataset, s, tmp_path / "derived")
+    derived = data.load_dataset(str(out))
+    assert [p.item_id for p in derived.positives["a"]] == ["x", "y"]
+    assert [(n.item_id, n.rating) for n in derived.negatives["a"]] == [("w", 2.0), ("z", 3.5)]

@@ -108,3 +108,28 @@ def test_tail_items_head_first_reaches_the_share():
     # equal counts the higher index enters the head first.
     assert split.tail_items(np.array([4, 2, 2, 2])).tolist() == [False, True, False, False]
     assert split.tail_items(np.zeros(3)).tolist() == [True, True, True]
+
+
+def test_negatives_before_the_test_target_are_fit_data_and_a_made_cold_item_loses_them(tmp_path):
+    rows = [
+        ("a", "x", 5, 0),
+        ("a", "v", 2, 1),
+        ("a", "y", 4, 2),
+        ("a", "z", 1, 3),  # a's target y: z is later
+        ("b", "v", 5, 0),
+        ("b", "x", 5, 1),
+        ("b", "w", 4, 2),
+        ("d", "w", 1, 0),  # no positive at all: every negative is fit data
+    ]
+    lines = ["user_id\titem_id\trating\ttime"] + ["\t".join(map(str, r)) for r in rows]
+    (tmp_path / "interactions.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps({"item_id": i, "title": i}) for i in ITEMS))
+    dataset = data.load_dataset(str(tmp_path))
+    negatives = {u: [n.item_id for n in ns] for u, ns in dataset.negatives.items()}
+    assert negatives == {"a": ["v", "z"], "d": ["w"]}
+    s = split.leave_last_out(dataset)
+    assert {u: [n.item_id for n in ns] for u, ns in s.fit_negatives.items()} == {"a": ["v"], "d": ["w"]}
+    # Every item with fit positives made cold (x and v): v loses a's rating too; w (b's target) keeps d's.
+    cold = split.leave_last_out(dataset, split.COLD_ITEMS, seed=0, cold_share=1.0)
+    assert sorted(ITEMS[i] for i in np.flatnonzero(cold.made_cold)) == ["v", "x"]
+    assert {u: [n.item_id for n in ns] for u, ns in cold.fit_negatives.items()} == {"d": ["w"]}

@@ -336,3 +336,22 @@ def test_without_logs_the_summary_says_so_and_a_missing_logs_dir_is_an_error(toy
     assert summary["logs"] is None
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         _run(_write_dataset(tmp_path / "data"), tmp_path / "out", logs_dir=str(tmp_path / "nope"))
+
+
+def test_catalog_examples_count_ratings_below_the_threshold(tmp_path):
+    # Threshold 4: u1 and u2 like a, b, c; d is only rated below it (twice), c once besides its positive.
+    rows = [("u1", "a", 5, 0), ("u1", "b", 4, 1), ("u1", "d", 2, 2), ("u2", "b", 5, 0), ("u2", "d", 1, 1),
+            ("u2", "c", 3, 2), ("u2", "c", 5, 3)]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in rows]
+    (folder / "interactions.tsv").write_text("user_id\titem_id\trating\ttime\n" + "\n".join(lines) + "\n")
+    (folder / "items.jsonl").write_text("\n".join(json.dumps(item) for item in TOY_ITEMS) + "\n")
+    outputs = _run(str(folder), tmp_path / "out", num_negatives=1, rating_threshold=4.0)
+    catalog = {e[features.ITEM_ID][0]: e for e in _read_split(outputs["catalog"], "catalog")}
+    assert {item: e.get(features.NEGATIVE_RATINGS) for item, e in catalog.items()} == {
+        b"a": None, b"b": None, b"c": [1], b"d": [2]}
+    examples = _read_split(outputs["examples"], TRAIN) + _read_split(outputs["examples"], EVAL)
+    assert examples and not any(features.NEGATIVE_RATINGS in e for e in examples)
+    summary = json.loads((Path(outputs["rejected"].uri) / "summary.json").read_text())
+    assert summary["files"]["interactions.tsv"]["below_rating_threshold"] == 3

@@ -955,3 +955,13 @@ def test_an_item_only_histories_hold_adds_its_neighbours_to_the_served_score(tra
             RERANK_POOL,
             metadata,
         )
+
+
+def test_load_catalog_reads_each_items_negative_ratings_zero_when_absent(trained):
+    rated = {**_item("i0"), features.NEGATIVE_RATINGS: [3]}
+    records = [_serialize(rated), _serialize(_item("i1"))]
+    path = _write_gzip(os.path.join(trained.workdir, "rated-catalog.gz"), records)
+    transform = tft.TFTransformOutput(os.path.join(trained.workdir, "transform_output"))
+    catalog, metadata = train.load_catalog(path, transform)
+    assert catalog[features.ITEM_ID].reshape(-1).tolist() == [b"i0", b"i1"]
+    assert metadata[features.NEGATIVE_RATINGS] == [3, 0]

@@ -63,6 +63,15 @@ def test_text_fill_lends_cold_items_their_nearest_neighbours_scores():
     np.testing.assert_allclose(filled[0, :3], [1, 5, 3])
 
 
+def test_text_fill_leaves_seen_items_alone_and_lends_only_items_with_interactions():
+    vectors = np.array([[1, 0], [0, 1], [1, 0.1], [1, 0.2]], np.float32)
+    # Item 2 (seen, no interactions) is the nearest to item 3 but has nothing to lend; it is not filled.
+    has = np.array([True, True, False, False])
+    fill = item_item.text_fill(vectors, has, 1, seen=np.array([False, False, True, False]))
+    assert fill.cold_rows.tolist() == [3] and fill.rows.tolist() == [[0]]
+    assert item_item.text_fill(vectors, has, 1).cold_rows.tolist() == [2, 3]  # default: both filled
+
+
 def _graph_scores(
     table: item_item.NeighbourTable,
     fill: item_item.TextFill,

@@ -117,3 +117,28 @@ def test_a_refresh_refuses_a_bert_the_model_was_not_trained_with(trained, tmp_pa
     (data / "interactions.tsv").write_text("user_id\titem_id\trating\ttime\n")
     with pytest.raises(ValueError, match="not the one this model was trained with"):
         refresh.refresh(str(model_dir), str(data), str(tmp_path / "out"), "", max_recall_drop=1.0)
+
+
+def test_a_refresh_keeps_items_the_kit_saw_without_a_positive_out_of_the_text_fill(trained, tmp_path):
+    assert refresh_kit.read_kit(trained.serving_dir).seen_ids == frozenset()  # test_export's data: no ratings
+    current = str(tmp_path / "current")
+    shutil.copytree(trained.serving_dir, current)
+    np.savez(
+        f"{refresh_kit.kit_dir(current)}/{refresh_kit.SEEN_FILE}", **{features.ITEM_ID: np.array([b"i9"])}
+    )
+    assert refresh_kit.read_kit(current).seen_ids == {b"i9"}
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [_row(_item(i)) for i in ITEMS]
+    (data / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "interactions.tsv").write_text("user_id\titem_id\trating\ttime\n")
+    out = str(tmp_path / "out")
+    refresh.refresh(current, str(data), out, str(tmp_path / "cache"), max_recall_drop=1.0)
+    plain = str(tmp_path / "plain")
+    refresh.refresh(trained.serving_dir, str(data), plain, str(tmp_path / "cache"), max_recall_drop=1.0)
+
+    def filled(model_dir: str) -> int:
+        path = f"{model_dir}/{features.ASSETS_EXTRA_DIR}/{features.BLEND_SUMMARY_FILE}"
+        return json.loads(open(path).read())["text_filled_items"]
+
+    assert filled(plain) >= 1 and filled(out) == filled(plain) - 1

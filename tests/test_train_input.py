@@ -67,7 +67,7 @@ def test_cold_replay_takes_the_made_cold_items_out_of_the_item_item_table_and_fi
         np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([0, 1, 0, 1, 0, 1, 1, 2]), 4
     )
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
-    fitted = train.FittedCatalog(x, counts, np.array([False, False, True, True]))
+    fitted = train.FittedCatalog(x, counts, np.array([False, False, True, True]), counts > 0)
     made_cold = np.array([True, False, False, False])
     vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]], np.float32)
     validation = blend.Validation(
@@ -86,3 +86,26 @@ def test_cold_replay_takes_the_made_cold_items_out_of_the_item_item_table_and_fi
     assert popularity[2] < replay.log_prob[0] <= popularity[1]  # between its neighbours', nearer item 1's
     no_table = train.cold_replay(fitted, blend.Blend(), 5, validation, vectors, made_cold)
     assert no_table.table.rows.shape == (4, 0)  # alpha 0: the item-item term is off
+
+
+def test_cold_replay_leaves_an_item_seen_without_a_positive_unfilled_and_not_cold():
+    # Item 3 has no positive but was rated below the threshold: seen, so not cold, and it keeps the floor.
+    x = item_item.interaction_matrix(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2]), 4)
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    seen = np.array([True, True, True, True])
+    fitted = train.FittedCatalog(x, counts, np.zeros(4, bool), seen)
+    made_cold = np.array([True, False, False, False])
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]], np.float32)
+    validation = blend.Validation(
+        np.zeros([1, 4], np.float32), np.array([[1]]), np.array([0]), sp.csr_matrix((1, 4))
+    )
+    replay = train.cold_replay(fitted, blend.Blend(alpha=0.5), 5, validation, vectors, made_cold)
+    assert replay.is_cold.tolist() == [True, False, False, False]  # made cold (unseen now); 3 was seen
+    assert replay.fill.cold_rows.tolist() == [0]
+    assert replay.log_prob[3] == blend.log_prob(np.where(made_cold, 0, counts))[3]  # its own: the floor
+
+
+def test_seen_items_are_those_with_a_positive_or_a_rating_below_the_threshold():
+    counts = np.array([3, 0, 0, 1])
+    assert train.seen_items(counts, [0, 2, 0, 5]).tolist() == [True, True, False, True]
+    assert train.seen_items(counts).tolist() == [True, False, False, True]  # no counts: positives only

@@ -9,7 +9,9 @@ logits, cos / τ, estimate log p(j | u) − log p(j) (logit adjustment, Menon et
 slides along the accuracy ↔ tail curve that `logq_beta` used to fix per catalog at training time. cf: the
 item-item score of the user's history (`trainer.item_item`), with `method` and `recency`, scaled so the
 user's best item scores 1. Cold items (no training positives: new, or never bought) take their text
-neighbours' cf, multiplied by `cold_gain`, and popularity (`item_item.text_fill`), and `cold_offset`.
+neighbours' cf, multiplied by `cold_gain`, and popularity (`item_item.text_fill`), and `cold_offset`. An item
+the data has seen without a positive (rated below ExampleGen's threshold: `features.NEGATIVE_RATINGS`) is
+not cold: it keeps its own cf (none) and popularity (the floor), since it was seen and not liked.
 
 `choose` tries every combination of `METHODS(catalog)` × `RECENCIES` × `ALPHAS` × `GAMMAS` on the validation
 split (each user's last training positive, scored by a model that did not train on it) and keeps the one with
@@ -25,7 +27,8 @@ fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail Rec
 over the users whose target is one of those items) among those that lose at most `COLD_MAX_RECALL_LOSS` of
 the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
 the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
-profile and leaves that many out of the replays' lists, since no validation user could have wanted them.
+profile (or, where the data rates items below the threshold, takes the items it never saw) and leaves them out
+of the replays' lists, since no validation user could have wanted them.
 That count also sets the Recall@K the bound reads: the replays make a tenth of the catalog cold whatever the
 catalog, so their pooled recall lets cold hits pay for what the terms cost every other list even where
 nothing is new. The bound weights the replay's cold- and warm-target users' recalls by the catalog's own new
@@ -208,7 +211,7 @@ class ColdReplay:
     fill: item_item.TextFill  # the text fill of that catalog's cold items
     log_prob: np.ndarray  # [N] its popularity, text-filled
     is_tail: np.ndarray  # [N] bool
-    is_cold: np.ndarray  # [N] bool: no positives in this catalog (made cold, or never bought)
+    is_cold: np.ndarray  # [N] bool: unseen in this catalog (made cold, or never seen): what the offset lifts
 
 
 def choose_cold(
@@ -306,10 +309,14 @@ def unseen_expected(counts: np.ndarray) -> float:
     return f1 * (f1 - 1) / (2 * (f2 + 1))
 
 
-def likely_new_items(counts: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+def likely_new_items(
+    counts: np.ndarray, targets: np.ndarray, seed: int, seen: np.ndarray | None = None
+) -> np.ndarray:
     """[N] bool: a seeded draw, among the items without positives that no validation user wants, of as many
     as there are items without positives beyond `unseen_expected` — the new arrivals (or `make eval`'s cold
     items) that the popularity profile does not explain, as opposed to the tail nobody happened to like.
+    seen: [N] bool, items the data knows without a positive too (rated below the threshold); when there are
+    any, the data tells the two kinds apart itself: the new items are those it never saw.
 
     Nothing tells whether anyone wants a new item, so the cold replays leave these out of the lists; the
     rest stay in, counted as not wanted, which is what the profile says they are."""
@@ -317,6 +324,8 @@ def likely_new_items(counts: np.ndarray, targets: np.ndarray, seed: int) -> np.n
     untaken = counts == 0
     targets = np.asarray(targets)
     untaken[targets[targets >= 0]] = False
+    if seen is not None and np.any(np.asarray(seen, bool) & (counts == 0)):
+        return untaken & ~np.asarray(seen, bool)
     excess = int(round(np.sum(counts == 0) - unseen_expected(counts)))
     candidates = np.flatnonzero(untaken)
     chosen = np.random.default_rng(seed).permutation(candidates)[: max(0, min(excess, len(candidates)))]
@@ -373,13 +382,14 @@ class ServedBlend:
 
 
 def candidate_tables(
-    x: sp.csr_matrix, vectors: np.ndarray, neighbours: int
+    x: sp.csr_matrix, vectors: np.ndarray, neighbours: int, seen: np.ndarray | None = None
 ) -> dict[str, tuple[item_item.NeighbourTable, item_item.TextFill]]:
-    """Every item-item method this catalog allows (none when `neighbours` is 0), each with the text fill."""
+    """Every item-item method this catalog allows (none when `neighbours` is 0), each with the text fill
+    (seen: as `item_item.text_fill`'s)."""
     if neighbours <= 0:
         return {}
     has_interactions = np.asarray(x.sum(axis=0)).reshape(-1) > 0
-    fill = item_item.text_fill(vectors, has_interactions, TEXT_FILL_SIZE)
+    fill = item_item.text_fill(vectors, has_interactions, TEXT_FILL_SIZE, seen=seen)
     return {
         method: (item_item.neighbour_table(x, method, neighbours), fill)
         for method in item_item.methods(int(has_interactions.sum()))
@@ -394,15 +404,17 @@ def served_blend(
     neighbours: int,
     pop_scale: float,
     history_only: Sequence[bytes] = (),
+    seen: np.ndarray | None = None,
 ) -> ServedBlend:
-    """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item.
+    """The tables of `blend` rebuilt from the final training data: `x` binary, `counts` positives per item,
+    `seen` the items the data knows without a positive too (`item_item.text_fill`), candidates only.
 
     history_only: the ids of the last columns of `x`, items that are no longer candidates (a catalog
     refresh's removed items): the neighbour table is computed with them, as it was trained, so the kept items
     keep their trained neighbours; they stop being anyone's neighbour but keep their own row, since users'
     histories still hold them. `counts` and `vectors` cover the candidates only.
     """
-    fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE)
+    fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE, seen=seen)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
         table = item_item.without_targets(table, x.shape[1] - len(history_only))

@@ -19,6 +19,8 @@ Raw item features (also the whole of a catalog example):
   item_id, title, text, brand  bytes [1]  (`text` is what the BERT tower reads; brand may be "")
   categories                   bytes [0..]
   price                        float [1]  (0.0 when unknown)
+A catalog example also carries (outside the schema: no interaction example has it)
+  negative_ratings             int64 [0|1]  interactions with the item rated below ExampleGen's threshold
 """
 
 # --- raw: interactions ---------------------------------------------------------------------------
@@ -37,6 +39,8 @@ CATEGORIES = "categories"
 PRICE = "price"
 
 ITEM_FEATURES = (ITEM_ID, TITLE, TEXT, BRAND, CATEGORIES, PRICE)
+# The item was seen and not liked this many times: with no positive, it is known, not new (trainer/blend.py).
+NEGATIVE_RATINGS = "negative_ratings"
 # Item features a train example carries: what Transform's vocabularies and the per-example candidate
 # features (BRAND_INDEX, CATEGORY_INDEX, PRICE_Z) need. The free text stays in the catalog: the Trainer
 # encodes it once per catalog item (TextVectorCache, keyed by ITEM_ID), so Transform tokenizes no train

@@ -196,15 +196,26 @@ def scale_per_user(scores: np.ndarray) -> np.ndarray:
     return (scores / np.maximum(top, FLOOR)).astype(np.float32)
 
 
-def text_fill(vectors: np.ndarray, has_interactions: np.ndarray, m: int, chunk: int = 4096) -> TextFill:
+def text_fill(
+    vectors: np.ndarray,
+    has_interactions: np.ndarray,
+    m: int,
+    chunk: int = 4096,
+    seen: np.ndarray | None = None,
+) -> TextFill:
     """Each item without interactions → its `m` most cosine-similar items with interactions.
 
     Weights are the positive cosines normalised to sum 1 (uniform when none is positive), so a cold item's
     filled score is a weighted mean of its neighbours' scores.
+
+    seen: [N] bool, the items the data knows (default: `has_interactions`), e.g. also those only rated
+    below the positive threshold: seen and not liked, so they are not filled (their scores stay their own).
     """
     vectors = np.asarray(vectors, np.float32)
-    warm = np.flatnonzero(np.asarray(has_interactions, bool))
-    cold = np.flatnonzero(~np.asarray(has_interactions, bool)).astype(np.int32)
+    has_interactions = np.asarray(has_interactions, bool)
+    seen = has_interactions if seen is None else np.asarray(seen, bool) | has_interactions
+    warm = np.flatnonzero(has_interactions)
+    cold = np.flatnonzero(~seen).astype(np.int32)
     m = max(min(m, len(warm)), 0)
     if len(cold) == 0 or m == 0:
         return TextFill(np.zeros([0], np.int32), np.zeros([0, m], np.int32), np.zeros([0, m], np.float32))

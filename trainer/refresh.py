@@ -182,6 +182,8 @@ def export_refreshed(
         config.item_item_neighbours,
         train.pop_scale(config),
         history_only=gone,
+        seen=train.seen_items(counts[: len(ids)], item_metadata.get(features.NEGATIVE_RATINGS))
+        | np.isin(ids, list(kit.seen_ids)),
     )
     export.export_serving_model(
         model,

@@ -14,6 +14,8 @@ towers run on its text, brand, categories and price (the cold-item path). The Tr
   positives.npz           the training positives (user index, item id) the item-item tables are built from
   eval_positives.npz      up to MAX_EVAL_POSITIVES positives of the eval split (history, item id): a refresh
                           validates the new version on them against the current one
+  seen_items.npz          the items seen without a positive (rated below the threshold): the refreshed
+                          blend keeps them out of the text fill, as training did (absent in older kits)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ TRANSFORM_ARCHIVE = "transform_output.tar"
 BLEND_FILE = "chosen_blend.json"
 POSITIVES_FILE = "positives.npz"
 EVAL_POSITIVES_FILE = "eval_positives.npz"
+SEEN_FILE = "seen_items.npz"
 # Enough for a recall difference of ~0.01 to stand out of the noise, few enough to score in seconds.
 MAX_EVAL_POSITIVES = 5_000
 # The training positives' keys the item-item tables read, and the eval positives' keys a validation sends.
@@ -85,6 +88,7 @@ class Kit:
     eval_positives: dict[str, np.ndarray]  # EVAL_KEYS
     towers: str  # the checkpoint's path prefix
     bert_digest: str  # "" when the kit predates it (not checked)
+    seen_ids: frozenset[bytes] = frozenset()  # items seen without a positive (SEEN_FILE)
 
 
 def write_kit(
@@ -96,11 +100,13 @@ def write_kit(
     eval_positives: Mapping[str, np.ndarray],
     bert_digest: str,
     model_dir: str,
+    seen_ids: Sequence[bytes] = (),
 ) -> str:
     """Writes the kit of `model` into `model_dir` (after the SavedModel is saved); returns its folder.
 
     bert_digest: `encoding_cache.weights_digest` of the BERT the catalog text was encoded with; a refresh
     refuses another BERT at `config.bert` (its vectors would not be what the towers were trained on).
+    seen_ids: the catalog items seen without a positive (`train.seen_items` minus those with positives).
     """
     folder = kit_dir(model_dir)
     tf.io.gfile.makedirs(folder)
@@ -111,6 +117,7 @@ def write_kit(
     _archive(transform_output_dir, os.path.join(folder, TRANSFORM_ARCHIVE))
     _write_npz(os.path.join(folder, POSITIVES_FILE), {key: positives[key] for key in POSITIVE_KEYS})
     _write_npz(os.path.join(folder, EVAL_POSITIVES_FILE), _sample(eval_positives, config.seed))
+    _write_npz(os.path.join(folder, SEEN_FILE), {features.ITEM_ID: np.asarray(list(seen_ids), np.bytes_)})
     logger.info("Wrote the refresh kit to %s", folder)
     return folder
 
@@ -140,7 +147,15 @@ def read_kit(model_dir: str) -> Kit:
         eval_positives=_read_npz(os.path.join(folder, EVAL_POSITIVES_FILE)),
         towers=os.path.join(folder, TOWERS_PREFIX),
         bert_digest=_bert_digest(folder),
+        seen_ids=_seen_ids(folder),
     )
+
+
+def _seen_ids(folder: str) -> frozenset[bytes]:
+    path = os.path.join(folder, SEEN_FILE)
+    if not tf.io.gfile.exists(path):  # a kit from before SEEN_FILE: every item without positives is filled
+        return frozenset()
+    return frozenset(_read_npz(path)[features.ITEM_ID].tolist())
 
 
 def _bert_digest(folder: str) -> str:

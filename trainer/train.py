@@ -100,32 +100,47 @@ def load_catalog(
 
     catalog: {CATALOG_KEYS name: [N, ...] array}. item metadata: the raw METADATA_KEYS values of the same N
     rows, {TITLE: [str], BRAND: [str], CATEGORIES: [[str]]} ("" / [] where an example has none), for the
-    export's catalog metadata file. Catalog examples carry only the item features; the user side is filled
-    with neutral values so the transform graph can run. The first example of a repeated item id wins.
+    export's catalog metadata file, and NEGATIVE_RATINGS: [int] (0 where an example has none; not in the
+    schema: ExampleGen writes it on catalog examples only). Catalog examples carry only the item features;
+    the user side is filled with neutral values so the transform graph can run. The first example of a
+    repeated item id wins.
     """
     raw_spec = tf_transform_output.raw_feature_spec()
     item_spec = export.optional_raw_spec({k: raw_spec[k] for k in features.ITEM_FEATURES if k in raw_spec})
+    negatives_spec = {features.NEGATIVE_RATINGS: tf.io.FixedLenFeature([], tf.int64, default_value=0)}
     tft_layer = tf_transform_output.transform_features_layer()
 
     @tf.function
-    def transform(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.RaggedTensor]]:
+    def transform(serialized: tf.Tensor) -> tuple[dict, dict, tf.Tensor]:
         raw = tf.io.parse_example(serialized, item_spec)
         transformed = tft_layer(export.with_default_raw_features(raw, raw_spec))
         metadata = {key: _rows(raw[key]) for key in METADATA_KEYS if key in raw}
-        return {key: transformed[key] for key in CATALOG_KEYS}, metadata
+        negatives = tf.io.parse_example(serialized, negatives_spec)[features.NEGATIVE_RATINGS]
+        return {key: transformed[key] for key in CATALOG_KEYS}, metadata, negatives
 
     dataset = tf.data.TFRecordDataset(_expand(file_patterns), compression_type="GZIP").batch(batch_size)
-    chunks, metadata_chunks = [], []
+    chunks, metadata_chunks, negative_chunks = [], [], []
     for batch in dataset:
-        transformed, metadata = transform(batch)
+        transformed, metadata, negatives = transform(batch)
         chunks.append({k: v.numpy() for k, v in transformed.items()})
         metadata_chunks.append({k: v.to_list() for k, v in metadata.items()})
+        negative_chunks.append(negatives.numpy())
     if not chunks:
         raise ValueError(f"the catalog {file_patterns} has no examples")
     catalog = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in CATALOG_KEYS}
     _, first = np.unique(catalog[features.ITEM_ID], return_index=True)
     keep = np.sort(first)
-    return {key: value[keep] for key, value in catalog.items()}, _item_metadata(metadata_chunks, keep)
+    metadata = _item_metadata(metadata_chunks, keep)
+    metadata[features.NEGATIVE_RATINGS] = np.concatenate(negative_chunks)[keep].tolist()
+    return {key: value[keep] for key, value in catalog.items()}, metadata
+
+
+def seen_items(counts: np.ndarray, negative_ratings: Sequence[int] | None = None) -> np.ndarray:
+    """[N] bool: the catalog rows the data knows, by a positive (`counts`) or a rating below the threshold
+    (`load_catalog`'s NEGATIVE_RATINGS; None: none); the others are cold, the only ones the blend's text
+    fill lends to."""
+    seen = np.asarray(counts) > 0
+    return seen if negative_ratings is None else seen | (np.asarray(negative_ratings) > 0)
 
 
 def _rows(value: tf.Tensor | tf.SparseTensor | tf.RaggedTensor) -> tf.RaggedTensor:
@@ -343,10 +358,11 @@ def choose_blend(
     catalog: Mapping[str, np.ndarray],
     fit_positives: Mapping[str, np.ndarray],
     validation_positives: Mapping[str, np.ndarray],
+    negative_ratings: Sequence[int] | None = None,
 ) -> tuple[blend.Blend, list[blend.Trial], list[blend.Trial]]:
     """The served score's mix (trainer/blend.py) that scores best on the validation positives, which `model`
     and the item-item tables did not see, with its trials and the cold terms' trials; the towers alone when
-    there is no validation user."""
+    there is no validation user. negative_ratings: [N] per catalog row (NEGATIVE_RATINGS; None: none)."""
     rows = CatalogRows(catalog[features.ITEM_ID])
     num_items = len(catalog[features.ITEM_ID])
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
@@ -355,9 +371,10 @@ def choose_blend(
         logger.warning("No validation positive in the catalog: serving the towers' score alone")
         return blend.Blend(), [], []
     x, counts = interactions(fit_positives, rows, num_items)
+    seen = seen_items(counts, negative_ratings)
     start = time.monotonic()
-    tables = blend.candidate_tables(x, vectors, config.item_item_neighbours)
-    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)  # as served_blend fills
+    tables = blend.candidate_tables(x, vectors, config.item_item_neighbours, seen)
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE, seen=seen)  # as served_blend fills
     chosen, trials = blend.choose(
         validation,
         tables,
@@ -370,7 +387,8 @@ def choose_blend(
     logger.info("Tried %d blends in %.1f s; best five:", len(trials), time.monotonic() - start)
     for trial in trials[:5]:
         logger.info("  %s: Recall %.4f, tail Recall %.4f", trial.blend, trial.recall, trial.tail_recall)
-    chosen, cold_trials = choose_cold_terms(model, config, catalog, chosen, validation, x, counts, vectors)
+    fitted = FittedCatalog(x, counts, np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0, seen)
+    chosen, cold_trials = choose_cold_terms(model, config, catalog, chosen, validation, fitted, vectors)
     return chosen, trials, cold_trials
 
 
@@ -380,14 +398,14 @@ def choose_cold_terms(
     catalog: Mapping[str, np.ndarray],
     warm: blend.Blend,
     validation: blend.Validation,
-    x: sp.csr_matrix,
-    counts: np.ndarray,
+    fitted: FittedCatalog,
     vectors: np.ndarray,
 ) -> tuple[blend.Blend, list[blend.Trial]]:
     """`warm` with the cold terms `blend.choose_cold` picks on the same validation users, in catalogs where
     a seeded share of the items with positives are made cold (`cold_replay`). The model runs twice, over
     every draw at once: the drawn items' candidate vectors on the out-of-vocabulary id, and the queries of
     the histories without them."""
+    counts = fitted.counts
     draws = blend.pseudo_cold_draws(counts, blend.PSEUDO_COLD_SHARE, blend.PSEUDO_COLD_DRAWS, config.seed)
     if not draws or validation.query_inputs is None:
         return warm, []
@@ -406,13 +424,13 @@ def choose_cold_terms(
     ]
     every = {key: np.concatenate([one[key] for one in inputs]) for key in inputs[0]}
     queries = np.split(query_vectors(model, every), len(draws))
-    fitted = FittedCatalog(x, counts, np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0)
     rows = CatalogRows(catalog[features.ITEM_ID])
-    new = blend.likely_new_items(counts, validation.targets, config.seed)
+    new = blend.likely_new_items(counts, validation.targets, config.seed, fitted.seen)
     logger.info(
-        "Cold replays: %d items without positives, %.0f expected from the popularity profile; %d left out "
-        "as likely new",
+        "Cold replays: %d items without positives (%d of them seen: rated below the threshold), %.0f "
+        "expected from the popularity profile; %d left out as likely new",
         int(np.sum(counts == 0)),
+        int(np.sum(fitted.seen & (counts == 0))),
         blend.unseen_expected(counts),
         int(new.sum()),
     )
@@ -439,11 +457,13 @@ def choose_cold_terms(
 
 @dataclasses.dataclass(frozen=True)
 class FittedCatalog:
-    """What the model was fitted on: binary user × catalog-row positives, positives per row, tail flags."""
+    """What the model was fitted on: binary user × catalog-row positives, positives per row, tail flags, and
+    the rows the data knows (`seen_items`)."""
 
     x: sp.csr_matrix
     counts: np.ndarray
     is_tail: np.ndarray
+    seen: np.ndarray
 
 
 def cold_replay(
@@ -457,9 +477,11 @@ def cold_replay(
     """The validation users as `make eval`'s cold-item protocol would serve them had the `made_cold` items
     no positives. `validation` and `vectors` are already replayed (the items out of the users' histories and
     training items; their candidate vectors on the out-of-vocabulary id); here they also lose their item-item
-    rows and their popularity, which the text fill lends them back as to any cold item."""
+    rows and their popularity, which the text fill lends them back as to any cold item (they are unseen
+    there, as a new item is)."""
     counts = np.where(made_cold, 0, fitted.counts)
-    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE)
+    seen = fitted.seen & ~made_cold
+    fill = item_item.text_fill(vectors, counts > 0, blend.TEXT_FILL_SIZE, seen=seen)
     if warm.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(blend.without_items(fitted.x, made_cold), warm.method, neighbours)
     else:
@@ -470,7 +492,7 @@ def cold_replay(
         fill,
         item_item.apply_fill(blend.log_prob(counts), fill),
         fitted.is_tail | made_cold,
-        counts == 0,
+        ~seen,
     )
 
 
@@ -661,7 +683,10 @@ def run_fn(fn_args) -> None:
     _fit(model, config, fit_files, fn_args, spec, first_log_dir)
     fit_positives = read_positives(fit_files, spec, _FIT_KEYS)
     validation_positives = read_positives(eval_files, spec, (*_QUERY_KEYS, features.ITEM_ID))
-    chosen, trials, cold_trials = choose_blend(model, config, catalog, fit_positives, validation_positives)
+    negative_ratings = item_metadata[features.NEGATIVE_RATINGS]
+    chosen, trials, cold_trials = choose_blend(
+        model, config, catalog, fit_positives, validation_positives, negative_ratings
+    )
     write_blend_summary(log_dir, trials, cold_trials, config.top_k)
     if retrain:
         logger.info("Training again on %s, the validation split included", train_files)
@@ -676,7 +701,10 @@ def run_fn(fn_args) -> None:
     model.frozen_layer_cache = None
     model.catalog_tokens = None
     frozen_layers.clear()
-    served = blend.served_blend(chosen, x, counts, vectors, config.item_item_neighbours, pop_scale(config))
+    seen = seen_items(counts, negative_ratings)
+    served = blend.served_blend(
+        chosen, x, counts, vectors, config.item_item_neighbours, pop_scale(config), seen=seen
+    )
     export.export_serving_model(
         model,
         tf_transform_output,
@@ -697,4 +725,5 @@ def run_fn(fn_args) -> None:
         validation_positives,
         bert_digests[0],
         fn_args.serving_model_dir,
+        seen_ids=np.asarray(catalog[features.ITEM_ID]).reshape(-1)[seen & (counts == 0)].tolist(),
     )
