@@ -265,7 +265,7 @@ def _positives(
     counts: list,
     rejected: list,
 ) -> tuple[beam.PCollection, beam.PCollection]:
-    """Interaction of every valid positive row, and (item_id, 1) for every row rated below the threshold."""
+    """Interaction of every valid positive row, and (item_id, its rows rated below the threshold)."""
     source = posixpath.basename(files.interactions)
     rows = _read(p, "Interactions", files.interactions)
     counts.append(_count(rows, "InteractionRows", ("rows_read", source)))
@@ -281,7 +281,12 @@ def _positives(
     )
     rejected += [parsed[REJECTED], joined[REJECTED]]
     counts.append(_count(joined[BELOW], "Below", lambda s: (data_files.BELOW_RATING_THRESHOLD, s[0])))
-    return joined.positives, joined[BELOW] | "NegativesPerItem" >> beam.Map(lambda s: (s[1], 1))
+    negatives = (
+        joined[BELOW]
+        | "NegativeItems" >> beam.Map(lambda s: (s[1], 1))
+        | "NegativesPerItem" >> beam.CombinePerKey(sum)
+    )
+    return joined.positives, negatives
 
 
 def _user_sequences(positives: beam.PCollection, config: ExampleGenConfig) -> beam.PCollection:
@@ -351,7 +356,7 @@ def _write_examples(
     counts: list,
     logs: LogSpans | None = None,
 ) -> None:
-    """Writes the train/eval splits and the catalog (negatives: (item_id, 1) per rating below the threshold).
+    """Writes the train/eval splits and the catalog (negatives: (item_id, ratings below the threshold)).
 
     Items join in as a side input (one tf.Example per item in memory, ~1 KB each): the output stays
     grouped by user, which the Trainer's shuffle buffer mixes easily, whereas a CoGroupByKey on item_id

@@ -40,7 +40,7 @@ def write_training_dataset(dataset: Dataset, split: Split, out_dir: str | os.Pat
     for user in split.users:
         lines += [f"{p.user_id}\t{p.item_id}\t\t{p.time}" for p in split.fit_rows[user]]
     for rows in split.fit_negatives.values():
-        lines += [f"{n.user_id}\t{n.item_id}\t{n.rating:g}\t{n.time}" for n in rows]
+        lines += [f"{n.user_id}\t{n.item_id}\t{n.rating!r}\t{n.time}" for n in rows]  # exact: stays below
     (out / "interactions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open(out / "items.jsonl", "w", encoding="utf-8") as f:
         f.writelines(_item_json(item) + "\n" for item in dataset.items)

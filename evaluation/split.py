@@ -10,8 +10,9 @@ history.
 all of them (they vanish from users' histories and from the fit data); their test targets stay.
 
 A rated dataset's negatives (rated below the threshold) that come before the user's test target, in (time,
-line) order, are fit data too (every negative of a user without a positive): a pipeline reads them to tell an
-item seen and not liked from a new one. A made-cold item loses its negatives as well, as a new item has none.
+line) order (whatever `time_ties` ordered the positives by), are fit data too (every negative of a user
+without a positive): a pipeline reads them to tell an item seen and not liked from a new one. A made-cold
+item loses its negatives as well, as a new item has none.
 
 Either protocol runs under one of two history protocols (harness --history): "excluded" (the default, as
 above) never recommends a user's fit items; "kept" ranks the whole catalog, fit items included, as RecBole's

@@ -2,11 +2,13 @@
 split then makes the validation item its eval example."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
 from components import interactions
 from evaluation import data, pipeline_run, split
+from trainer.config import TrainerConfig
 
 ROWS = [
     ("a", "x", 0),
@@ -76,3 +78,16 @@ def test_derived_dataset_keeps_the_fit_negatives_with_their_ratings(tmp_path):
     derived = data.load_dataset(str(out))
     assert [p.item_id for p in derived.positives["a"]] == ["x", "y"]
     assert [(n.item_id, n.rating) for n in derived.negatives["a"]] == [("w", 2.0), ("z", 3.5)]
+
+
+def test_train_gives_the_pipeline_the_harness_rating_threshold(tmp_path, monkeypatch):
+    from pipeline import local_runner
+    from pipeline.runs import results
+
+    ran = []
+    monkeypatch.setattr(local_runner, "run", ran.append)
+    pushed = SimpleNamespace(pushed_model_dir=lambda: "pushed")
+    monkeypatch.setattr(results, "RunResults", lambda run_dir: pushed)
+    trainer = TrainerConfig()
+    assert pipeline_run.train(tmp_path / "data", tmp_path / "run", trainer, rating_threshold=3.5) == "pushed"
+    assert ran[0].example_gen.rating_threshold == 3.5

@@ -850,6 +850,9 @@ def test_catalog_metadata_is_replaced_whole_and_needs_one_value_per_item(tmp_pat
         ("a", False, False),
         ("b", True, True),
     ]
+    # b out of the vocabulary but rated below the threshold: known, not new.
+    seen = np.array([True, True])
+    assert [r[features.IS_NEW] for r in export.catalog_metadata(catalog, metadata, 2, seen)] == [False, False]
     path = tmp_path / features.ASSETS_EXTRA_DIR / features.CATALOG_METADATA_FILE
     path.parent.mkdir()
     path.write_text("an older version's file\n")

@@ -3,6 +3,7 @@ tests/test_export.py: the kit it writes, the towers restored exactly, new items 
 The pipeline form (`make refresh`: CatalogRefresh → Pusher) is tested in tests/test_pipeline_e2e.py."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -123,6 +124,8 @@ def test_a_refresh_keeps_items_the_kit_saw_without_a_positive_out_of_the_text_fi
     assert refresh_kit.read_kit(trained.serving_dir).seen_ids == frozenset()  # test_export's data: no ratings
     current = str(tmp_path / "current")
     shutil.copytree(trained.serving_dir, current)
+    os.remove(f"{refresh_kit.kit_dir(current)}/{refresh_kit.SEEN_FILE}")
+    assert refresh_kit.read_kit(current).seen_ids == frozenset()  # a kit from before the file
     np.savez(
         f"{refresh_kit.kit_dir(current)}/{refresh_kit.SEEN_FILE}", **{features.ITEM_ID: np.array([b"i9"])}
     )

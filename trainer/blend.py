@@ -1,7 +1,7 @@
 """The served retrieval score, and its mix chosen by the pipeline on the user's own validation split.
 
     score(u, j) = cos(q_u, c_j) + gamma · τ · log p_j + alpha · cf(u, j) / max_j' cf(u, j')
-                  [+ cold_offset, for an item without training positives]
+                  [+ cold_offset, for a cold item: no training positive, not seen (below)]
 
 cos: the two towers (unit vectors). log p_j: the item's share of training positives (`item_log_prob`), so
 gamma = 1 puts back the popularity that the uncorrected in-batch softmax (`logq_beta` 0) leaves out — its
@@ -358,11 +358,13 @@ class ServedBlend:
     blend: Blend
     table: item_item.NeighbourTable  # empty (n = 0) when blend.alpha is 0
     fill: item_item.TextFill  # of the cf term: weights times blend.cold_gain; fill.cold_rows = the cold items
-    log_prob: np.ndarray  # [N] float32, text-filled for items without positives
+    log_prob: np.ndarray  # [N] float32, text-filled for the cold items (fill.cold_rows)
     pop_scale: float  # τ
     # Ids of the table's rows after the N candidates: items no longer listed (a refresh's removed items)
     # that users' histories still hold, so they still add their neighbours' scores.
     history_only_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
+    # [N] bool: the candidates the data knows (a positive, or a rating below the threshold); None = unknown
+    seen: np.ndarray | None = None
 
     def item_offset(self) -> np.ndarray:
         """[N] float32: blend.cold_offset at the cold items, 0 elsewhere."""
@@ -414,7 +416,9 @@ def served_blend(
     keep their trained neighbours; they stop being anyone's neighbour but keep their own row, since users'
     histories still hold them. `counts` and `vectors` cover the candidates only.
     """
-    fill = item_item.text_fill(vectors, np.asarray(counts) > 0, TEXT_FILL_SIZE, seen=seen)
+    has_positives = np.asarray(counts) > 0
+    seen = has_positives if seen is None else has_positives | np.asarray(seen, bool)
+    fill = item_item.text_fill(vectors, has_positives, TEXT_FILL_SIZE, seen=seen)
     if blend.alpha > 0 and neighbours > 0:
         table = item_item.neighbour_table(x, blend.method, neighbours)
         table = item_item.without_targets(table, x.shape[1] - len(history_only))
@@ -424,4 +428,4 @@ def served_blend(
     filled_log_prob = item_item.apply_fill(log_prob(counts), fill)
     history_only_ids = np.asarray(list(history_only), object)
     gained_fill = gained(fill, blend.cold_gain)
-    return ServedBlend(blend, table, gained_fill, filled_log_prob, pop_scale, history_only_ids)
+    return ServedBlend(blend, table, gained_fill, filled_log_prob, pop_scale, history_only_ids, seen)

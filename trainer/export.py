@@ -46,7 +46,8 @@ tokenizer inside the transform graph) are in the graph, so stock TF Serving load
 (vocabularies as assets, catalog as variables) is inside the export folder.
 
 Next to the SavedModel, assets.extra/catalog.jsonl (`features.CATALOG_METADATA_FIELDS`, TF Serving ignores
-it) holds each catalog item's title, brand, categories, is_tail and is_new (no positive train interaction),
+it) holds each catalog item's title, brand, categories, is_tail and is_new (no positive train interaction,
+and not rated below the threshold either),
 so a service shows the titles of the model version that answered; the Pusher copies it with the model.
 
 Example:
@@ -700,20 +701,28 @@ def tail_interaction_share(catalog: Mapping[str, np.ndarray]) -> float:
     return float(mass[tail].sum() / mass.sum())
 
 
-def new_items(catalog: Mapping[str, np.ndarray], num_items: int) -> np.ndarray:
-    """[N] bool, `features.IS_NEW` of each catalog item: its ITEM_INDEX is the OOV bucket `num_items`."""
-    return np.asarray(catalog[features.ITEM_INDEX]).reshape(-1) >= num_items
+def new_items(
+    catalog: Mapping[str, np.ndarray], num_items: int, seen: np.ndarray | None = None
+) -> np.ndarray:
+    """[N] bool, `features.IS_NEW` of each catalog item: its ITEM_INDEX is the OOV bucket `num_items`, and
+    the data has not `seen` it ([N] bool, `blend.ServedBlend.seen`; None: not known) rated below the
+    threshold either: such an item is known and not liked, not new."""
+    oov = np.asarray(catalog[features.ITEM_INDEX]).reshape(-1) >= num_items
+    return oov if seen is None else oov & ~np.asarray(seen, bool)
 
 
 def catalog_metadata(
-    catalog: Mapping[str, np.ndarray], item_metadata: Mapping[str, Sequence], num_items: int
+    catalog: Mapping[str, np.ndarray],
+    item_metadata: Mapping[str, Sequence],
+    num_items: int,
+    seen: np.ndarray | None = None,
 ) -> list[dict]:
     """One `features.CATALOG_METADATA_FIELDS` row per catalog item, in catalog order.
 
     Args:
       catalog: transformed catalog features (ITEM_ID, ITEM_INDEX, ITEM_IS_TAIL are read).
       item_metadata: TITLE, BRAND (str) and CATEGORIES (list of str) per catalog row (`train.load_catalog`).
-      num_items: the item vocabulary size, i.e. the OOV index: an item there is new (`features.IS_NEW`).
+      num_items, seen: an item is new (`features.IS_NEW`) as `new_items` says.
     """
     columns = {
         features.ITEM_ID: [item_id.decode() for item_id in np.asarray(catalog[features.ITEM_ID]).reshape(-1)],
@@ -721,7 +730,7 @@ def catalog_metadata(
         features.BRAND: item_metadata[features.BRAND],
         features.CATEGORIES: item_metadata[features.CATEGORIES],
         features.IS_TAIL: (np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1) > 0).tolist(),
-        features.IS_NEW: new_items(catalog, num_items).tolist(),
+        features.IS_NEW: new_items(catalog, num_items, seen).tolist(),
     }
     sizes = {name: len(values) for name, values in columns.items()}
     if len(set(sizes.values())) != 1:
@@ -818,7 +827,7 @@ def export_serving_model(
         catalog[features.ITEM_ID],
         vectors,
         np.asarray(catalog[features.ITEM_IS_TAIL]).reshape(-1),
-        new_items(catalog, model.item_vectors.num_items),
+        new_items(catalog, model.item_vectors.num_items, served.seen),
         unknown_item_vector(model),
         tail_interaction_share(catalog),
         served,
@@ -826,7 +835,8 @@ def export_serving_model(
         rerank_pool,
         item_metadata,
     )
-    rows = catalog_metadata(catalog, item_metadata, model.item_vectors.num_items)  # checked before saving
+    # Checked before saving.
+    rows = catalog_metadata(catalog, item_metadata, model.item_vectors.num_items, served.seen)
     save_serving_model(module, output_dir)
     write_catalog_metadata(rows, output_dir)
     write_blend_summary(served, output_dir)

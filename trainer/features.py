@@ -159,7 +159,8 @@ BLEND_SUMMARY_FILE = "blend.json"
 # model's towers, without retraining (trainer/refresh_kit.py); it travels with every pushed version.
 REFRESH_KIT_DIR = "refresh"
 # bool: the item had no positive interaction in the analyzed (train) split, so it is out of the item
-# vocabulary (ITEM_INDEX = the OOV bucket): the model knows it by text, brand, categories and price only.
+# vocabulary (ITEM_INDEX = the OOV bucket): the model knows it by text, brand, categories and price only;
+# and no NEGATIVE_RATINGS either (an item rated only below the threshold is known and not liked, not new).
 IS_NEW = "is_new"
 # The fields: ITEM_ID, TITLE, BRAND (str) and CATEGORIES (list of str) as in the raw catalog, IS_TAIL (bool,
 # as `recommend` flags the item) and IS_NEW.

@@ -203,7 +203,7 @@ def text_fill(
     chunk: int = 4096,
     seen: np.ndarray | None = None,
 ) -> TextFill:
-    """Each item without interactions → its `m` most cosine-similar items with interactions.
+    """Each item the data has not seen → its `m` most cosine-similar items with interactions.
 
     Weights are the positive cosines normalised to sum 1 (uniform when none is positive), so a cold item's
     filled score is a weighted mean of its neighbours' scores.

@@ -174,6 +174,9 @@ def export_refreshed(
     rows = train.CatalogRows(np.concatenate([ids, np.array(gone, object)]))
     x, counts = train.interactions(kit.positives, rows, len(ids) + len(gone))
     vectors = export.candidate_vectors(model, catalog, config.batch_size)
+    # Seen: by the new catalog's ratings below the threshold, or by the training data (the kit).
+    seen = train.seen_items(counts[: len(ids)], item_metadata[features.NEGATIVE_RATINGS])
+    seen |= np.isin(ids, list(kit.seen_ids))
     served = blend.served_blend(
         kit.chosen,
         x,
@@ -182,8 +185,7 @@ def export_refreshed(
         config.item_item_neighbours,
         train.pop_scale(config),
         history_only=gone,
-        seen=train.seen_items(counts[: len(ids)], item_metadata.get(features.NEGATIVE_RATINGS))
-        | np.isin(ids, list(kit.seen_ids)),
+        seen=seen,
     )
     export.export_serving_model(
         model,

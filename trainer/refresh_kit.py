@@ -117,7 +117,7 @@ def write_kit(
     _archive(transform_output_dir, os.path.join(folder, TRANSFORM_ARCHIVE))
     _write_npz(os.path.join(folder, POSITIVES_FILE), {key: positives[key] for key in POSITIVE_KEYS})
     _write_npz(os.path.join(folder, EVAL_POSITIVES_FILE), _sample(eval_positives, config.seed))
-    _write_npz(os.path.join(folder, SEEN_FILE), {features.ITEM_ID: np.asarray(list(seen_ids), np.bytes_)})
+    _write_npz(os.path.join(folder, SEEN_FILE), {features.ITEM_ID: np.asarray(list(seen_ids), object)})
     logger.info("Wrote the refresh kit to %s", folder)
     return folder
 

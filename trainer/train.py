@@ -371,6 +371,8 @@ def choose_blend(
         logger.warning("No validation positive in the catalog: serving the towers' score alone")
         return blend.Blend(), [], []
     x, counts = interactions(fit_positives, rows, num_items)
+    # The ratings below the threshold are counted over all of ExampleGen's input, the validation span
+    # included: a little look-ahead into which items are known, none into which the targets are.
     seen = seen_items(counts, negative_ratings)
     start = time.monotonic()
     tables = blend.candidate_tables(x, vectors, config.item_item_neighbours, seen)
