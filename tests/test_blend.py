@@ -77,6 +77,17 @@ def test_choose_uses_the_item_item_term_when_the_next_item_follows_the_last_one(
     assert alone.recall < 0.3
 
 
+def test_the_objective_counts_a_tail_hit_twice_whatever_the_tail_share():
+    # ml-latest-small's validation (608 users, 68 tail targets): 78 hits with 1 tail hit beat 78 − 10 with 2.
+    n, tails = 608, 68
+    accurate = blend.Trial(blend.Blend(), 78 / n, 1 / tails, tail_share=tails / n)
+    tail_heavy = blend.Trial(blend.Blend(), 68 / n, 2 / tails, tail_share=tails / n)
+    assert accurate.objective == pytest.approx((78 + 1) / n)
+    assert accurate.objective > tail_heavy.objective
+    # One more tail hit is worth two hits, not n / tails.
+    assert tail_heavy.objective == pytest.approx((68 + 2) / n)
+
+
 def test_choose_refuses_an_empty_validation_split():
     with pytest.raises(ValueError, match="no users"):
         blend.choose(
