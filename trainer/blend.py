@@ -28,7 +28,8 @@ with positives lose them (their id vector, their cf rows and their popularity, a
 item's would be), in `PSEUDO_COLD_DRAWS` disjoint draws whose users are pooled, and, with the mix above
 fixed, `COLD_GAINS` × `COLD_OFFSETS` are tried for the best Recall@K + tail share × tail Recall@K + cold
 Recall@K (recall over the users whose target is one of those items) among those that lose at most
-`COLD_MAX_RECALL_LOSS` of the Recall@K without them. Items without positives are of two kinds the data cannot tell apart one by one:
+`COLD_MAX_RECALL_LOSS` of the Recall@K without them. Items without positives are of two kinds the data
+cannot tell apart one by one:
 the tail nobody happened to like, and new arrivals; `likely_new_items` counts the second from the popularity
 profile (or, where the data rates items below the threshold, takes the items it never saw) and leaves them out
 of the replays' lists, since no validation user could have wanted them.
