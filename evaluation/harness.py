@@ -12,9 +12,11 @@ Every option is checked before anything runs: a bad trainer key, in --trainer-co
 
 For each protocol (see evaluation/split.py) it fits MostPop, ItemKNN and EASE (each λ) on the split's fit
 data, trains our system with the project's pipeline on a derived dataset (evaluation/pipeline_run.py),
-scores every test user through the pushed model's `recommend` signature at each re-ranking knob setting
+scores every test user through the pushed model's `recommend` signature at each knob setting of the sweep
 (no retraining) and, with --train-variants, retrains once per trainer override. Writes OUT/metrics.json,
-OUT/metrics.md, OUT/popularity-<protocol>.png, OUT/pareto-<protocol>.png and OUT/report.html.
+OUT/metrics.md, OUT/popularity-<protocol>.png, OUT/pareto-<protocol>.png, OUT/cold-<protocol>.png (where
+some test target is cold: the cold-target users' recall against the others', e.g. along the new_item_boost
+sweep) and OUT/report.html.
 
 --history kept ranks every system over the whole catalog, the user's fit items included (RecBole's protocol,
 which the text-based sequential recommenders report; our model is asked with keep_history=1); the default
@@ -39,16 +41,23 @@ import scipy.sparse as sp
 
 from evaluation import baselines, data, metrics, ranking, report, split
 from pipeline import configs
-from trainer import features
+from trainer import blend, features
 from trainer.config import TrainerConfig
 
 if TYPE_CHECKING:  # TensorFlow is imported only when our system runs
     from evaluation.served_model import ServedModel
 
-DEFAULT_SWEEP_VALUES = (0.1, 0.25, 0.5, 0.75, 1.0)
-# The re-ranking knobs of the `recommend` signature (trainer/export.py), which --sweep may name and which
-# are swept by default (keep_history is the --history protocol, never swept).
-KNOBS = (features.MMR_LAMBDA, features.XQUAD_LAMBDA)
+# The knobs of the `recommend` signature (trainer/export.py) that --sweep may name, and the values each is
+# swept at by default: the re-ranking λs over their range; the new-item boost (added on top of the cold
+# offset the Trainer chose) at the values that offset is chosen among, in units of the towers' cosine, and
+# only for a model with new items. keep_history is the --history protocol, never swept.
+LAMBDA_SWEEP = (0.1, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_SWEEP = {
+    features.MMR_LAMBDA: LAMBDA_SWEEP,
+    features.XQUAD_LAMBDA: LAMBDA_SWEEP,
+    features.NEW_ITEM_BOOST: tuple(v for v in blend.COLD_OFFSETS if v),
+}
+KNOBS = tuple(DEFAULT_SWEEP)
 OUR_SYSTEM = "tailtower"
 SYSTEMS = ("baselines", "ours")
 LAST_ITEM = "last item"  # baselines scored from the most recent history item only
@@ -184,8 +193,12 @@ def run_ours(
 
 
 def _sweep(model: ServedModel, s: split.Split, options: Options, system: str, base: dict) -> list[Ranked]:
-    default = {knob: DEFAULT_SWEEP_VALUES for knob in KNOBS if knob in model.knobs}
-    sweep = options.sweep if options.sweep is not None else default
+    sweep = options.sweep
+    if sweep is None:
+        sweep = {knob: values for knob, values in DEFAULT_SWEEP.items() if knob in model.knobs}
+        if features.NEW_ITEM_BOOST in sweep and not model.new_items():
+            del sweep[features.NEW_ITEM_BOOST]  # it would change no list
+            log(f"  no catalog item is new to the model: no {features.NEW_ITEM_BOOST} sweep")
     results = []
     for knob, values in sweep.items():
         if knob not in model.knobs:
@@ -286,9 +299,11 @@ def write_outputs(options: Options, name: str, entries: list[dict], per_protocol
         images.append(os.path.join(options.out, f"popularity-{s.protocol}.png"))
         report.plot_popularity(images[-1], s.counts, shown, options.k)
         images.append(os.path.join(options.out, f"pareto-{s.protocol}.png"))
-        report.plot_pareto(
-            images[-1], [e for e in entries if e["settings"]["protocol"] == s.protocol], options.k
-        )
+        protocol_entries = [e for e in entries if e["settings"]["protocol"] == s.protocol]
+        report.plot_pareto(images[-1], protocol_entries, options.k)
+        cold = os.path.join(options.out, f"cold-{s.protocol}.png")
+        if report.plot_cold_tradeoff(cold, protocol_entries, options.k):  # only where a target is cold
+            images.append(cold)
     notes = [
         f"dataset {options.data}; protocols {', '.join(options.protocols)}; seed {options.seed}",
         report.history_note(options.history),
@@ -388,8 +403,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument(
         "--sweep",
         default=None,
-        help=f"knob=v1,v2;knob2=... (knobs: {', '.join(KNOBS)}; default: each model knob at "
-        + ",".join(map(str, DEFAULT_SWEEP_VALUES))
+        help="knob=v1,v2;knob2=... (default: each model knob at "
+        + "; ".join(f"{knob} {','.join(map(str, values))}" for knob, values in DEFAULT_SWEEP.items())
         + "; '' = none)",
     )
     p.add_argument(

@@ -119,19 +119,12 @@ def plot_pareto(path: str, entries: Sequence[dict], k: int) -> None:
         if e.get(recall_key) is not None and e.get(aplt_key) is not None and e["settings"].get("best", True)
     ]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sweeps: dict[str, list[dict]] = {}
     for entry in usable:
-        settings = entry["settings"]
-        if settings.get("sweep"):
-            sweeps.setdefault(f"{settings.get('system', '')} {settings['sweep']}".strip(), []).append(entry)
-        else:
+        if not entry["settings"].get("sweep"):
             ax.scatter(entry[aplt_key], entry[recall_key], marker="s", color="gray")
             ax.annotate(entry["name"], (entry[aplt_key], entry[recall_key]), fontsize=7)
-    for label, members in sorted(sweeps.items()):
-        system = members[0]["settings"].get("system")
-        # Each sweep line starts at its system's unswept entry (every knob at 0).
-        base = [e for e in usable if not e["settings"].get("sweep") and e["settings"].get("system") == system]
-        line = base[:1] + sorted(members, key=lambda e: e["settings"].get("value", 0.0))
+    sweeps = sweep_lines(usable)
+    for label, line in sweeps.items():
         ax.plot([e[aplt_key] for e in line], [e[recall_key] for e in line], "o-", label=label)
     points = [(e[aplt_key], e[recall_key]) for e in usable]
     front = pareto_front(points)
@@ -146,6 +139,59 @@ def plot_pareto(path: str, entries: Sequence[dict], k: int) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": labels near the right edge stay whole
     plt.close(fig)
+
+
+def plot_cold_tradeoff(path: str, entries: Sequence[dict], k: int) -> bool:
+    """Cold-target users' Recall@k against the warm-target users': every system as a labelled point, each
+    knob sweep as a line from its system's unswept entry (the new-item boost's is the trade a shop makes
+    for new items). Writes nothing and answers False when no entry has a cold target to score. A target is
+    cold here when it has no fit positive (`metrics.cold_recall`); the boost lifts only those the model
+    never saw at all, so on a rated dataset's standard protocol part of the cold targets (seen, not liked)
+    are out of its reach, while in the cold-items protocol the made-cold items are unseen."""
+    cold_key, warm_key = f"cold_recall@{k}", f"warm_recall@{k}"
+    usable = [
+        e
+        for e in entries
+        if e.get(cold_key) is not None and e.get(warm_key) is not None and e["settings"].get("best", True)
+    ]
+    if not usable:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for entry in usable:
+        if not entry["settings"].get("sweep"):
+            ax.scatter(entry[cold_key], entry[warm_key], marker="s", color="gray")
+            ax.annotate(entry["name"], (entry[cold_key], entry[warm_key]), fontsize=7)
+    for label, line in sweep_lines(usable).items():
+        ax.plot([e[cold_key] for e in line], [e[warm_key] for e in line], "o-", label=label)
+        for e in (e for e in line if "sweep" in e["settings"]):
+            ax.annotate(f"{e['settings']['value']:g}", (e[cold_key], e[warm_key]), fontsize=7)
+    ax.set_xlabel(f"Recall@{k}, users whose target is a cold item")
+    ax.set_ylabel(f"Recall@{k}, the other users")
+    ax.set_title("New items found vs the rest")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def sweep_lines(entries: Sequence[dict]) -> dict[str, list[dict]]:
+    """"<system> <knob>" → that sweep's entries by value, led by the system's unswept entry (knobs at 0)."""
+    sweeps: dict[str, list[dict]] = {}
+    for entry in entries:
+        settings = entry["settings"]
+        if settings.get("sweep"):
+            sweeps.setdefault(f"{settings.get('system', '')} {settings['sweep']}".strip(), []).append(entry)
+    lines = {}
+    for label, members in sorted(sweeps.items()):
+        system = members[0]["settings"].get("system")
+        base = [e for e in entries if e["settings"].get("system") == system and "sweep" not in e["settings"]]
+        # Each line starts at its system's unswept entry (every knob at 0).
+        lines[label] = base[:1] + sorted(members, key=lambda e: e["settings"].get("value", 0.0))
+    return lines
 
 
 def write_html(

@@ -11,8 +11,8 @@ HISTORY_LENGTH fit items.)
 Under the history-kept protocol (evaluation/split.py) the request carries keep_history=1 instead: the model
 ranks the whole catalog, history included, and every returned catalog item is kept.
 
-Re-ranking knobs are the signature's scalar inputs other than user_id, history, k and keep_history (e.g.
-`mmr_lambda`, `xquad_lambda`); a knob left out of a setting is sent off
+Knobs are the signature's scalar inputs other than k and keep_history (e.g. the re-ranking `mmr_lambda`,
+`xquad_lambda` and the `new_item_boost`); a knob left out of a setting is sent off
 (`serving.recommend_request.with_knobs_off`).
 """
 
@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from evaluation.metrics import PAD
 from evaluation.split import Split
+from serving import catalog_metadata
 from serving.local_client import LocalClient
 from serving.recommend_request import knob_names, with_knobs_off
 from trainer import features
@@ -53,6 +54,11 @@ class ServedModel:
 
     def blend(self) -> dict | None:
         return read_blend(self.model_dir)
+
+    def new_items(self) -> int:
+        """How many catalog items the model flags new (what `new_item_boost` lifts), from the catalog
+        metadata of its version folder (0 for a model exported without it)."""
+        return sum(info.is_new for info in catalog_metadata.read_items(self.model_dir).values())
 
     def rank(
         self,

@@ -65,21 +65,27 @@ class CatalogMetadata:
         return self.items(version).get(item_id, UNKNOWN)
 
     def _load(self, version: int) -> dict[str, ItemInfo]:
-        path = os.path.join(self.model_base_path, str(version), CATALOG_FILE)
-        if not os.path.exists(path):
-            logger.info("model version %d has no %s: titles empty, is_new false", version, CATALOG_FILE)
-            return {}
-        items = {}
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    doc = json.loads(line)
-                    items[doc[features.ITEM_ID]] = ItemInfo(
-                        doc.get(features.TITLE, ""),
-                        bool(doc.get(features.IS_NEW)),
-                        bool(doc.get(features.IS_TAIL)),
-                        doc.get(features.BRAND) or "",
-                        tuple(doc.get(features.CATEGORIES) or ()),
-                    )
+        items = read_items(os.path.join(self.model_base_path, str(version)))
         logger.info("model version %d: metadata of %d items", version, len(items))
         return items
+
+
+def read_items(model_dir: str) -> dict[str, ItemInfo]:
+    """item id → ItemInfo from one SavedModel folder's catalog metadata ({} when it has none)."""
+    path = os.path.join(model_dir, CATALOG_FILE)
+    if not os.path.exists(path):
+        logger.info("%s has no %s: titles empty, is_new false", model_dir, CATALOG_FILE)
+        return {}
+    items = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                doc = json.loads(line)
+                items[doc[features.ITEM_ID]] = ItemInfo(
+                    doc.get(features.TITLE, ""),
+                    bool(doc.get(features.IS_NEW)),
+                    bool(doc.get(features.IS_TAIL)),
+                    doc.get(features.BRAND) or "",
+                    tuple(doc.get(features.CATEGORIES) or ()),
+                )
+    return items

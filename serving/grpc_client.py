@@ -1,7 +1,9 @@
 """`recommend` over TF Serving's gRPC API (works unchanged against tensorflow_model_server).
 
   client = GrpcClient("127.0.0.1:8500", "tailtower", timeout_s=5.0)
-  result = client.recommend(["u001"], [["i003", "i017"]], k=10, mmr_lambda=0.2, xquad_lambda=0.0)
+  from serving.recommend_request import knob_names, with_knobs_off
+  knobs = with_knobs_off({"mmr_lambda": 0.2}, knob_names(client.scalar_inputs("recommend")))  # the rest 0
+  result = client.recommend(["u001"], [["i003", "i017"]], k=10, **knobs)
   result.outputs["item_ids"], result.version
 
 Input dtypes come from GetModelMetadata, so knobs are sent with the dtype the signature declares (TF Serving

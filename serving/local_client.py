@@ -1,7 +1,9 @@
 """`recommend` on a SavedModel loaded in this process, with the interface of RestClient and GrpcClient.
 
   client = LocalClient("demo-run/serving/tailtower/3")
-  result = client.recommend(["u001"], [["i003", "i017"]], k=10, mmr_lambda=0.2, xquad_lambda=0.0)
+  from serving.recommend_request import knob_names, with_knobs_off
+  knobs = with_knobs_off({"mmr_lambda": 0.2}, knob_names(client.scalar_inputs("recommend")))  # the rest 0
+  result = client.recommend(["u001"], [["i003", "i017"]], k=10, **knobs)
   result.rows(0)  # [{"item_ids": ..., "scores": ..., "is_tail": ...}, ...]
 
 Input dtypes come from the loaded signature (`structured_input_signature`), as GrpcClient reads them from

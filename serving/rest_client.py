@@ -1,7 +1,9 @@
 """`recommend` over TF Serving's REST API (works unchanged against tensorflow_model_server).
 
   client = RestClient("http://127.0.0.1:8501", "tailtower", timeout_s=5.0)
-  result = client.recommend(["u001"], [["i003", "i017"]], k=10, mmr_lambda=0.2, xquad_lambda=0.0)
+  from serving.recommend_request import knob_names, with_knobs_off
+  knobs = with_knobs_off({"mmr_lambda": 0.2}, knob_names(client.scalar_inputs("recommend")))  # the rest 0
+  result = client.recommend(["u001"], [["i003", "i017"]], k=10, **knobs)
   result.outputs["item_ids"]  # [[...10 ids...]]
 
 Columnar ("inputs") format, since `k` and the re-ranking knobs are scalars; `signature_name` always sent.

@@ -5,10 +5,13 @@ must exist, the request must name exactly the signature's inputs, each input mus
 and (our addition, since eager signatures check it anyway) a compatible shape. The `k` input of any
 signature is bounded by `max_k`.
 
-Example:
+Example (every input of the signature, with its dtype; `serving.recommend_request` builds `recommend`'s):
+  from serving.recommend_request import knob_names, recommend_inputs, typed_inputs, with_knobs_off
   servable = Servable.load("tailtower", 3, "demo-run/serving/tailtower/3", k_input="k", max_k=1000)
-  out = servable.predict("recommend", {"user_id": np.array([b"u1"], object),
-                                       "history": np.array([[b"i3"]], object), "k": np.array(5, np.int32)})
+  infos = servable.input_infos("recommend")
+  knobs = with_knobs_off({}, knob_names(name for name, info in infos.items() if info.shape == ()))
+  dtypes = {name: info.dtype.as_numpy_dtype for name, info in infos.items()}
+  out = servable.predict("recommend", typed_inputs(recommend_inputs(["u1"], [["i3"]], 5, knobs), dtypes))
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ TRAINER_KEY_ERROR = f"Unknown trainer custom_config keys ['epoch']; known keys: 
         (
             "evaluation.harness",
             ["--data", "d", "--out", "o", "--sweep", "mmr_lamda=0.5"],
-            "unknown knob 'mmr_lamda' in 'mmr_lamda=0.5'; known knobs: ['mmr_lambda', 'xquad_lambda']",
+            "unknown knob 'mmr_lamda' in 'mmr_lamda=0.5'; known knobs: "
+            "['mmr_lambda', 'xquad_lambda', 'new_item_boost']",
         ),
         ("serving.server", ["--max_k", "0"], "ServerConfig: max_k must be positive"),
     ],

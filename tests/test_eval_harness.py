@@ -58,6 +58,9 @@ def test_outputs_and_json_shape(synthetic, tmp_path):
     assert len(best) == 4 and sum(b.get("history") == harness.LAST_ITEM for b in best) == 2
     for name in ("metrics.md", "report.html", "popularity-standard.png", "pareto-cold_items.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # The cold trade-off plot only where some test target is cold.
+    assert (tmp_path / "cold-cold_items.png").stat().st_size > 0
+    assert not (tmp_path / "cold-standard.png").exists()
     assert "EASE λ=50" in (tmp_path / "report.html").read_text()
 
 
@@ -130,7 +133,7 @@ def test_parse_sweep_and_bad_options():
     }
     assert harness.parse_sweep("") == {}
     assert harness.parse_sweep(None) is None
-    known = r"known knobs: \['mmr_lambda', 'xquad_lambda'\]"
+    known = r"known knobs: \['mmr_lambda', 'xquad_lambda', 'new_item_boost'\]"
     with pytest.raises(ValueError, match=r"unknown knob 'mmr_lamda' in 'mmr_lamda=0.5'; " + known):
         harness.parse_sweep("mmr_lamda=0.5")
     malformed = re.escape("expected xquad_lambda=v1[,v2...] with numbers, got 'xquad_lambda=x'")
@@ -190,7 +193,7 @@ def test_end_to_end_with_our_system(tmp_path):
             "--trainer-config",
             json.dumps(TRAINER_CONFIG),
             "--sweep",
-            "mmr_lambda=0.5;xquad_lambda=0.5",
+            "mmr_lambda=0.5;xquad_lambda=0.5;new_item_boost=0.1",
             "--ease-lambdas",
             "50",
         ]
@@ -211,5 +214,6 @@ def test_end_to_end_with_our_system(tmp_path):
     assert os.path.isdir(base["settings"]["model_dir"])
     # Knobs the model does not have are skipped; those it has each add one entry.
     swept = [(e["settings"]["sweep"], e["settings"]["value"]) for e in ours[1:]]
-    assert swept == [("mmr_lambda", 0.5), ("xquad_lambda", 0.5)]  # the recommend signature has both
+    # the recommend signature has all three
+    assert swept == [("mmr_lambda", 0.5), ("xquad_lambda", 0.5), ("new_item_boost", 0.1)]
     assert (tmp_path / "out" / "pareto-standard.png").stat().st_size > 0

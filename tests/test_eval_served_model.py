@@ -5,6 +5,9 @@ keep_history is 1; with `mmr_lambda` > 0 it ranks in reverse. It has no BERT tex
 without the keep_history input stands for a model exported before it existed.
 """
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -134,3 +137,19 @@ def test_read_blend_reports_the_trainers_choice_or_none(tmp_path):
     folder.mkdir()
     (folder / features.BLEND_SUMMARY_FILE).write_text('{"alpha": 0.4, "method": "cosine"}\n')
     assert read_blend(str(tmp_path)) == {"alpha": 0.4, "method": "cosine"}
+
+
+def test_new_items_counts_what_the_catalog_metadata_flags_new(model, tmp_path):
+    assert model.new_items() == 0  # exported without catalog metadata
+    copy = tmp_path / "model"
+    shutil.copytree(model.model_dir, copy)
+    (copy / features.ASSETS_EXTRA_DIR).mkdir(exist_ok=True)
+    rows = [
+        {"item_id": "a", "is_new": True},
+        {"item_id": "b", "is_new": False},
+        {"item_id": "c", "is_new": True},
+    ]
+    (copy / features.ASSETS_EXTRA_DIR / features.CATALOG_METADATA_FILE).write_text(
+        "".join(json.dumps(row) + "\n" for row in rows)
+    )
+    assert ServedModel(str(copy)).new_items() == 2

@@ -225,20 +225,30 @@ _DTYPES = {
     features.MMR_LAMBDA: tf.float32,
     features.XQUAD_LAMBDA: tf.float32,
     features.KEEP_HISTORY: tf.int32,
+    features.NEW_ITEM_BOOST: tf.float32,
 }
 
 
 def _recommend_inputs(
-    users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0, filters=None
+    users,
+    histories,
+    k,
+    mmr_lambda=0.0,
+    xquad_lambda=0.0,
+    keep_history=0,
+    filters=None,
+    new_item_boost=0.0,
 ) -> dict[str, tf.Tensor]:
     """The request builder's inputs (empty filters unless given) as the signature's tensors."""
     knobs = {features.MMR_LAMBDA: mmr_lambda, features.XQUAD_LAMBDA: xquad_lambda}
-    inputs = recommend_inputs(users, histories, k, knobs | {features.KEEP_HISTORY: keep_history}, filters)
+    knobs |= {features.KEEP_HISTORY: keep_history, features.NEW_ITEM_BOOST: new_item_boost}
+    inputs = recommend_inputs(users, histories, k, knobs, filters)
     return {name: tf.constant(value, _DTYPES.get(name, tf.string)) for name, value in inputs.items()}
 
 
-def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0, filters=None):
-    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda, keep_history, filters)
+def _recommend(loaded, users, histories, k, mmr_lambda=0.0, xquad_lambda=0.0, keep_history=0, **kw):
+    """kw: filters, new_item_boost (as `_recommend_inputs` takes them)."""
+    inputs = _recommend_inputs(users, histories, k, mmr_lambda, xquad_lambda, keep_history, **kw)
     out = loaded.signatures[features.RECOMMEND_SIGNATURE](**inputs)
     return {name: value.numpy() for name, value in out.items()}
 
@@ -295,6 +305,38 @@ def test_recommend_keeps_history_items_rankable_only_with_keep_history_1(loaded)
         _recommend(loaded, users, histories, k=3, keep_history=-1)
 
 
+def test_new_item_boost_lifts_exactly_the_new_items_by_its_value(loaded):
+    users, histories = ["u0", "stranger"], [["i0", "i2"], []]
+    new = {i.encode() for i in ITEMS if i not in TRAIN_ITEMS}  # i8, i9: catalog.jsonl's is_new
+
+    def scored(boost: float) -> list[dict]:
+        out = _recommend(loaded, users, histories, k=10, new_item_boost=boost)
+        rows = zip(out[features.ITEM_IDS], out[features.SCORES], strict=True)
+        return [dict(zip(ids, scores, strict=True)) for ids, scores in rows]
+
+    plain, boosted = scored(0.0), scored(0.25)
+    for before, after in zip(plain, boosted, strict=True):
+        before.pop(b"", None), after.pop(b"", None)
+        assert set(before) == set(after) and new <= set(before)
+        for item, score in before.items():
+            lift = 0.25 if item in new else 0.0
+            np.testing.assert_allclose(after[item], score + lift, rtol=1e-5, atol=1e-6)
+    # A shorter list is the top of the boosted scores; a large boost puts the new items first.
+    for boost, k in ((0.25, 3), (100.0, 2)):
+        top = _recommend(loaded, users, histories, k=k, new_item_boost=boost)[features.ITEM_IDS]
+        for row, after in zip(top, scored(boost), strict=True):
+            assert row.tolist() == sorted(after, key=after.get, reverse=True)[:k]
+    assert all(set(row) == new for row in top)
+    # The filters still hold: an excluded new item stays out, however large the boost.
+    excluded = _recommend(
+        loaded, users, histories, k=2, new_item_boost=100.0, filters={features.EXCLUDE_IDS: [["i8"], ["i8"]]}
+    )[features.ITEM_IDS]
+    assert all(row[0] == b"i9" and b"i8" not in row for row in excluded)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="new_item_boost must be a finite number"):
+            _recommend(loaded, users, histories, k=3, new_item_boost=bad)
+
+
 def _ids(out: dict) -> list[list[str]]:
     return out[features.ITEM_IDS].astype(str).tolist()
 
@@ -312,6 +354,7 @@ def test_recommend_exclude_ids_are_never_returned_and_the_list_stays_full(loaded
         assert out[row] == [i for i in full[row] if i not in excluded[row]][:4] and "" not in out[row]
     # Through a client the filters ride with the knobs (the request builder sorts them out).
     knobs = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0, features.KEEP_HISTORY: 0}
+    knobs[features.NEW_ITEM_BOOST] = 0.0
     assert local_client.recommend(users, histories, 4, exclude_ids=excluded, **knobs).item_ids() == out
 
 
@@ -667,7 +710,7 @@ def test_inputs_with_different_batch_sizes_are_invalid_argument(local_client, si
     inputs = {features.USER_ID: [f"u{i}" for i in range(users)], features.HISTORY: [["i1", ""]] * histories}
     if signature == features.RECOMMEND_SIGNATURE:
         inputs |= {features.K: 3, features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}
-        inputs[features.KEEP_HISTORY] = 0
+        inputs |= {features.KEEP_HISTORY: 0, features.NEW_ITEM_BOOST: 0.0}
         inputs |= {name: [[""]] * users for name in features.FILTER_MAX_WIDTH}
     else:
         inputs[features.ITEM_IDS] = [["i2", "i3"]] * item_lists
@@ -786,6 +829,7 @@ def test_saved_model_is_relocatable(trained, tmp_path):
         out = loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i1", ""]]),
                                              k=tf.constant(3), mmr_lambda=tf.constant(0.3),
                                              xquad_lambda=tf.constant(0.3), keep_history=tf.constant(0),
+                                             new_item_boost=tf.constant(0.0),
                                              exclude_ids=tf.constant([["i2"]]),
                                              allowed_ids=tf.constant([[""]]), categories=tf.constant([[""]]),
                                              brands=tf.constant([[""]]))

@@ -188,6 +188,7 @@ def test_run_fn_fine_tunes_the_top_layer_over_the_cache_and_exports_the_whole_en
         expected = pretrained[layer].attention.self_attention.query.kernel.numpy()
         assert np.allclose(kernel, expected) != tuned
     knobs = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0, features.KEEP_HISTORY: 0}
+    knobs[features.NEW_ITEM_BOOST] = 0.0
     answer = LocalClient(serving_dir).recommend(["u0"], [["i0", "i1"]], 3, **knobs).item_ids()
     assert len(answer[0]) == 3 and not {"i0", "i1", ""} & set(answer[0])
     # The Evaluator's examples carry no item text: a catalog item is scored by its tuned candidate vector,

@@ -124,7 +124,8 @@ def test_blessed_model_is_pushed_and_relocatable(first_run, tmp_path):
             out = recommend(user_id=tf.constant([{user["user_id"]!r}]),
                             history=tf.constant([{user["history"] or [""]!r}]), k=tf.constant(5),
                             mmr_lambda=tf.constant(0.2), xquad_lambda=tf.constant(0.3),
-                            keep_history=tf.constant(0), exclude_ids=tf.constant([[""]]),
+                            keep_history=tf.constant(0), new_item_boost=tf.constant(0.0),
+                            exclude_ids=tf.constant([[""]]),
                             allowed_ids=tf.constant([[""]]), categories=tf.constant([[""]]),
                             brands=tf.constant([[""]]))
             print(json.dumps([v.decode() for v in out["item_ids"].numpy()[0]]))

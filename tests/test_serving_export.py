@@ -32,7 +32,7 @@ from tests.test_serving_toy import running_server
 from trainer import features
 
 MODEL = "tailtower"
-OFF = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0}  # the re-ranking knobs off
+OFF = {features.MMR_LAMBDA: 0.0, features.XQUAD_LAMBDA: 0.0, features.NEW_ITEM_BOOST: 0.0}  # knobs off
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,7 @@ def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients
     declared = read_signature_defs(os.path.join(pushed, "1"))[features.RECOMMEND_SIGNATURE].inputs
     # Python ints for the float inputs and for keep_history (int32)
     knobs = {features.MMR_LAMBDA: 0, features.XQUAD_LAMBDA: 1, features.KEEP_HISTORY: 1}
+    knobs[features.NEW_ITEM_BOOST] = 0
     inputs = recommend_inputs(["u0", "u1"], [["i0", "i2"], []], 4, knobs)
     expected = {
         features.USER_ID: np.array([b"u0", b"u1"], object),
@@ -131,6 +132,7 @@ def test_requests_carry_the_signature_dtypes_read_from_the_model(pushed, clients
         features.MMR_LAMBDA: np.array(0.0, np.float32),
         features.XQUAD_LAMBDA: np.array(1.0, np.float32),
         features.KEEP_HISTORY: np.array(1, np.int32),
+        features.NEW_ITEM_BOOST: np.array(0.0, np.float32),
         **{name: np.array([[b""], [b""]], object) for name in features.FILTER_MAX_WIDTH},
     }
     request = clients[1].predict_request(inputs, features.RECOMMEND_SIGNATURE)  # gRPC (and the bench)
@@ -185,6 +187,7 @@ def test_mismatched_batch_sizes_are_a_400_over_rest(server):
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
         features.KEEP_HISTORY: 0,
+        features.NEW_ITEM_BOOST: 0.0,
         **{name: [[""], [""]] for name in features.FILTER_MAX_WIDTH},
     }
     rank = {features.USER_ID: ["u0", "u1"], features.HISTORY: [["i0"]], features.ITEM_IDS: [["i1"], ["i2"]]}
@@ -202,6 +205,7 @@ def test_mismatched_batch_sizes_are_invalid_argument_over_grpc(clients):
         features.MMR_LAMBDA: 0.0,
         features.XQUAD_LAMBDA: 0.0,
         features.KEEP_HISTORY: 0,
+        features.NEW_ITEM_BOOST: 0.0,
         **{name: [[""], [""]] for name in features.FILTER_MAX_WIDTH},
     }
     with pytest.raises(ServingClientError) as raised:

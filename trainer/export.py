@@ -5,9 +5,9 @@
       num_tail_items [B] (the catalog's tail size, for TailCoverage@K)
   transform_features(examples [B]) → the transformed features (TFMA slices on item_is_tail)
   recommend(user_id [B], history [B, H] ("" padding), k scalar int32, mmr_lambda, xquad_lambda scalar float,
-            keep_history scalar int32 0 | 1, exclude_ids [B, E], allowed_ids [B, A], categories [B, C],
-            brands [B, R] (string filters, "" padding))
-      → item_ids [B, k'], scores [B, k'] (retrieval score of each item), is_tail [B, k'] int64,
+            keep_history scalar int32 0 | 1, new_item_boost scalar float >= 0, exclude_ids [B, E],
+            allowed_ids [B, A], categories [B, C], brands [B, R] (string filters, "" padding))
+      → item_ids [B, k'], scores [B, k'] (served score of each item, boost included), is_tail [B, k'] int64,
         because [B, k'] and reason [B, k'] string (why each item, `explain`)
   rank(user_id [B], history [B, H], item_ids [B, C] ("" padding)) → scores [B, C] ranking-head probability
       (0 for padding)
@@ -31,9 +31,12 @@ where history items are scored like any other (RecBole's full-catalog protocol, 
 recommenders report; keep_history other than 0 or 1 is INVALID_ARGUMENT). `recommend` then re-ranks the top
 max(rerank_pool, k) of that base ranking with `trainer.rerank.greedy_rerank` (MMR over the items' cached BERT
 text vectors, xQuAD over head/tail with the user's tail share from history, else the catalog's tail share of
-train interactions); both λ = 0 give exactly the base ranking. k' = min(k, catalog size); a user with fewer
-than k' eligible items gets "" ids, the lowest float32 score and is_tail 0 in the remaining slots. An
-unknown user embeds to the zero user vector, so history (and the model's learned popularity) decides.
+train interactions); both λ = 0 give exactly the base ranking. new_item_boost is added to the base score
+of every new item (`features.IS_NEW`, as catalog.jsonl flags it) before the top-k: a launch's soft push, on
+top of the cold offset the Trainer chose (0 = the trained score; < 0 or non-finite is INVALID_ARGUMENT).
+k' = min(k, catalog size); a user with fewer than k' eligible items gets "" ids, the lowest float32 score
+and is_tail 0 in the remaining slots. An unknown user embeds to the zero user vector, so history (and the
+model's learned popularity) decides.
 
 Each recommended item comes with `because` (the history item that supports it most) and a `reason` code
 (`features.REASONS`: new_item > tail_discovery > similar_to > popular), computed on the final list, so they
@@ -59,7 +62,8 @@ Example:
   loaded = tf.saved_model.load("/tmp/serving")
   loaded.signatures["recommend"](user_id=tf.constant(["u1"]), history=tf.constant([["i3", ""]]),
                                  k=tf.constant(5), mmr_lambda=tf.constant(0.0), xquad_lambda=tf.constant(0.3),
-                                 keep_history=tf.constant(0), exclude_ids=tf.constant([["i7"]]),
+                                 keep_history=tf.constant(0), new_item_boost=tf.constant(0.0),
+                                 exclude_ids=tf.constant([["i7"]]),
                                  allowed_ids=tf.constant([[""]]), categories=tf.constant([["pens"]]),
                                  brands=tf.constant([[""]]))
 """
@@ -564,6 +568,7 @@ class ServingModule(tf.Module):
             tf.TensorSpec([], tf.float32, name=features.MMR_LAMBDA),
             tf.TensorSpec([], tf.float32, name=features.XQUAD_LAMBDA),
             tf.TensorSpec([], tf.int32, name=features.KEEP_HISTORY),
+            tf.TensorSpec([], tf.float32, name=features.NEW_ITEM_BOOST),
             tf.TensorSpec([None, None], tf.string, name=features.EXCLUDE_IDS),
             tf.TensorSpec([None, None], tf.string, name=features.ALLOWED_IDS),
             tf.TensorSpec([None, None], tf.string, name=features.CATEGORIES),
@@ -578,6 +583,7 @@ class ServingModule(tf.Module):
         mmr_lambda: tf.Tensor,
         xquad_lambda: tf.Tensor,
         keep_history: tf.Tensor,
+        new_item_boost: tf.Tensor,
         exclude_ids: tf.Tensor,
         allowed_ids: tf.Tensor,
         categories: tf.Tensor,
@@ -598,15 +604,19 @@ class ServingModule(tf.Module):
         )
         user_id, history = checked.pop(features.USER_ID), checked.pop(features.HISTORY)
         query, recent = self._query(user_id, history)
-        scores = self._scores(query, recent)  # [B, N]
         # Checked rather than read as "nonzero = keep": a client sending 2 or -1 meant something else.
         bad_keep = "keep_history must be 0 or 1"
+        bad_boost = "new_item_boost must be a finite number >= 0"
         checks = [
             tf.debugging.assert_greater_equal(keep_history, 0, message=bad_keep),
             tf.debugging.assert_less_equal(keep_history, 1, message=bad_keep),
+            tf.debugging.assert_greater_equal(new_item_boost, 0.0, message=bad_boost),
+            tf.debugging.assert_equal(tf.math.is_finite(new_item_boost), True, message=bad_boost),
         ]
         with tf.control_dependencies(checks):
             keep = tf.equal(keep_history, 1)
+            new_items = new_item_boost * tf.cast(self.catalog_is_new, tf.float32)  # [N]
+        scores = self._scores(query, recent) + new_items[tf.newaxis, :]  # [B, N]
         kept = keep | ~self._listed(history)  # keep_history 1: every catalog item
         eligible = kept & self._passes_filters(checked)  # the filters hold whatever keep_history says
         k = tf.minimum(k, self._size)  # k > catalog: clamp; k < 1 is rejected by greedy_rerank

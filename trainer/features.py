@@ -109,6 +109,9 @@ EXAMPLES = "examples"
 K = "k"  # int32: list length (clamped to the catalog size)
 MMR_LAMBDA = "mmr_lambda"  # float in [0, 1]: weight of text dissimilarity (MMR); 0 = off
 XQUAD_LAMBDA = "xquad_lambda"  # float in [0, 1]: weight of head/tail coverage (xQuAD); 0 = off
+# float >= 0, in units of the towers' cosine: added to the score of every new item (IS_NEW: no training
+# positive, never seen), e.g. for a launch; 0 = the trained score (which holds the Trainer's own cold offset)
+NEW_ITEM_BOOST = "new_item_boost"
 # int32, 0 or 1: 1 keeps the sent history rankable (RecBole's full-catalog protocol, as the text-based
 # sequential recommenders report it); 0 = history items are never returned (every client's default)
 KEEP_HISTORY = "keep_history"
