@@ -164,10 +164,9 @@ def plot_cold_tradeoff(path: str, entries: Sequence[dict], k: int) -> bool:
             ax.annotate(entry["name"], (entry[cold_key], entry[warm_key]), fontsize=7)
     for label, line in sweep_lines(usable).items():
         ax.plot([e[cold_key] for e in line], [e[warm_key] for e in line], "o-", label=label)
-        for e in (e for e in line if "sweep" in e["settings"]):
-            point = (e[cold_key], e[warm_key])
-            label = f"{e['settings']['value']:g}"
-            ax.annotate(label, point, xytext=(4, -10), textcoords="offset points", fontsize=7)
+        for swept in (e for e in line if "sweep" in e["settings"]):  # each point names its knob value
+            value, point = f"{swept['settings']['value']:g}", (swept[cold_key], swept[warm_key])
+            ax.annotate(value, point, xytext=(4, -10), textcoords="offset points", fontsize=7)
     ax.set_xlabel(f"Recall@{k}, users whose target is a cold item")
     ax.set_ylabel(f"Recall@{k}, the other users")
     ax.set_title("New items found vs the rest")
