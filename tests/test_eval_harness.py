@@ -89,6 +89,38 @@ def _tiny_split() -> split.Split:
     )
 
 
+class _KnobModel:
+    """A served model stand-in for the sweep: its knobs, how many items are new, the settings it ranked."""
+
+    knobs = ("mmr_lambda", "new_item_boost", "xquad_lambda")
+
+    def __init__(self, new_items: int):
+        self._new, self.asked = new_items, []
+
+    def new_items(self) -> int:
+        return self._new
+
+    def rank(self, s, k, settings=None, keep_history=False):
+        self.asked.append(dict(settings or {}))
+        return np.zeros((len(s.users), k), np.int64)
+
+
+def test_the_default_sweep_boosts_new_items_only_for_a_model_that_has_some(tmp_path):
+    options = harness.Options(data="d", out=str(tmp_path))  # sweep None: the defaults
+    for new_items, boosted in ((0, False), (3, True)):
+        model = _KnobModel(new_items)
+        results = harness._sweep(model, _tiny_split(), options, harness.OUR_SYSTEM, {})
+        swept = {r.settings["sweep"] for r in results}
+        assert ("new_item_boost" in swept) == boosted and {"mmr_lambda", "xquad_lambda"} <= swept
+    expected = [{"new_item_boost": v} for v in harness.DEFAULT_SWEEP["new_item_boost"]]
+    assert [a for a in model.asked if "new_item_boost" in a] == expected
+    # An explicit --sweep is taken as given, new items or not.
+    explicit = harness.Options(data="d", out=str(tmp_path), sweep={"new_item_boost": (0.1,)})
+    assert [r.name for r in harness._sweep(_KnobModel(0), _tiny_split(), explicit, "t", {})] == [
+        "t new_item_boost=0.1"
+    ]
+
+
 def test_baselines_rank_the_fit_items_only_with_the_history_kept(tmp_path):
     options = {"data": "d", "out": str(tmp_path), "k": 2, "ease_lambdas": (1.0,)}
     # MostPop scores the fit counts [1, 3, 1, 0]; ties go to the higher item index.
